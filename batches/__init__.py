@@ -1,0 +1,1 @@
+"""The batch domain: models, services, the worker engine and the HTTP API."""

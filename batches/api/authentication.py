@@ -1,0 +1,81 @@
+"""Authenticate API requests by `Authorization: Api-Key <key>`."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.utils import timezone
+from rest_framework import authentication, exceptions
+
+from batches.models import Account, ApiKey
+
+# last_used_at is written at most this often per key, so reads stay reads.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
+
+
+class KeyUser:
+    """The request user for a request made with an API key: it acts for one account."""
+
+    is_authenticated = True
+    is_anonymous = False
+    is_staff = False
+    is_superuser = False
+
+    def __init__(self, api_key: ApiKey):
+        self.api_key = api_key
+        self.account: Account = api_key.account
+        self.pk = None
+        self.username = f"key:{api_key.prefix}"
+
+    def __str__(self):
+        return self.username
+
+
+class ApiKeyAuthentication(authentication.BaseAuthentication):
+    """Look up the hashed key named in the Authorization header."""
+
+    keyword = "Api-Key"
+
+    def authenticate(self, request):
+        """Return (KeyUser, ApiKey) for a valid key, None without the header, else fail."""
+        header = authentication.get_authorization_header(request).split()
+        if not header or header[0].lower() != self.keyword.lower().encode():
+            return None
+        if len(header) != 2:
+            raise exceptions.AuthenticationFailed(
+                "Malformed Authorization header: use 'Api-Key <key>'."
+            )
+        try:
+            raw = header[1].decode()
+        except UnicodeDecodeError as exc:
+            raise exceptions.AuthenticationFailed("Invalid API key.") from exc
+        prefix = raw.partition(".")[0]
+        api_key = (
+            ApiKey.objects.select_related("account").filter(prefix=prefix, revoked=False).first()
+        )
+        if api_key is None or not api_key.is_valid(raw):
+            raise exceptions.AuthenticationFailed("Invalid API key.")
+        if api_key.has_expired:
+            raise exceptions.AuthenticationFailed("This API key has expired.")
+        if not api_key.account.is_active:
+            raise exceptions.AuthenticationFailed("This account is disabled.")
+        now = timezone.now()
+        if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_RESOLUTION:
+            ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        return KeyUser(api_key), api_key
+
+    def authenticate_header(self, request):
+        """Answer 401 (not 403) to unauthenticated requests, naming the scheme."""
+        return self.keyword
+
+
+def request_account(request) -> Account | None:
+    """Return the account an API-key request acts for; None for staff sessions."""
+    return getattr(request.user, "account", None)
+
+
+def request_actor(request) -> str:
+    """Name who made the request, for the batch timeline."""
+    if isinstance(request.user, KeyUser):
+        return request.user.username
+    return f"user:{request.user.get_username()}"

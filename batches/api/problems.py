@@ -1,0 +1,110 @@
+"""Turn every API error into an RFC 9457 problem document with a machine-readable `code`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.http import Http404
+from rest_framework import exceptions
+from rest_framework.response import Response
+
+from batches.exceptions import DomainError
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+# DRF exception class -> (code, title); the first match in this order wins.
+API_EXCEPTION_CODES: list[tuple[type[exceptions.APIException], str, str]] = [
+    (exceptions.ValidationError, "invalid", "Invalid request"),
+    (exceptions.ParseError, "invalid", "Malformed request body"),
+    (exceptions.NotAuthenticated, "not_authenticated", "Authentication required"),
+    (exceptions.AuthenticationFailed, "not_authenticated", "Authentication failed"),
+    (exceptions.PermissionDenied, "permission_denied", "Permission denied"),
+    (exceptions.NotFound, "not_found", "Not found"),
+    (exceptions.MethodNotAllowed, "method_not_allowed", "Method not allowed"),
+    (exceptions.NotAcceptable, "not_acceptable", "Not acceptable"),
+    (exceptions.UnsupportedMediaType, "unsupported_media_type", "Unsupported media type"),
+    (exceptions.Throttled, "throttled", "Too many requests"),
+]
+
+
+def problem_type(code: str) -> str:
+    """Return the problem type URI for a code."""
+    return f"urn:batchsite:problem:{code}"
+
+
+def problem_body(*, status_code: int, code: str, title: str, detail: str, **extra: Any) -> dict:
+    """Build a problem document."""
+    return {
+        "type": problem_type(code),
+        "title": title,
+        "status": status_code,
+        "detail": detail,
+        "code": code,
+        **extra,
+    }
+
+
+def flatten_errors(detail: Any, prefix: str = "") -> list[dict[str, str]]:
+    """Flatten DRF's nested error detail into [{"field": "a.b", "message": "..."}]."""
+    if isinstance(detail, dict):
+        found = []
+        for key, value in detail.items():
+            name = prefix if key in ("non_field_errors",) else f"{prefix}.{key}" if prefix else key
+            found.extend(flatten_errors(value, str(name)))
+        return found
+    if isinstance(detail, list):
+        if all(not isinstance(value, dict | list) for value in detail):
+            return [{"field": prefix or "body", "message": str(value)} for value in detail]
+        found = []
+        for position, value in enumerate(detail):
+            found.extend(
+                flatten_errors(value, f"{prefix}[{position}]" if prefix else str(position))
+            )
+        return found
+    return [{"field": prefix or "body", "message": str(detail)}]
+
+
+def problem_exception_handler(exc: Exception, context: dict) -> Response | None:
+    """Answer DomainErrors and DRF errors with problem documents; leave the rest to Django."""
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+
+    headers: dict[str, str] = {}
+    if isinstance(exc, DomainError):
+        body = problem_body(
+            status_code=exc.status_code,
+            code=exc.code,
+            title=exc.title,
+            detail=exc.message,
+            **exc.extra,
+        )
+    elif isinstance(exc, exceptions.APIException):
+        code, title = next(
+            ((code, title) for cls, code, title in API_EXCEPTION_CODES if isinstance(exc, cls)),
+            ("error", "Error"),
+        )
+        extra: dict[str, Any] = {}
+        if isinstance(exc, exceptions.ValidationError):
+            extra["errors"] = flatten_errors(exc.detail)
+            detail = "; ".join(f"{e['field']}: {e['message']}" for e in extra["errors"][:5])
+        else:
+            detail = str(exc.detail)
+        body = problem_body(
+            status_code=exc.status_code, code=code, title=title, detail=detail, **extra
+        )
+        if getattr(exc, "auth_header", None):
+            headers["WWW-Authenticate"] = exc.auth_header
+        if getattr(exc, "wait", None):
+            headers["Retry-After"] = str(int(exc.wait))
+    else:
+        return None
+
+    response = Response(body, status=body["status"], headers=headers)
+    request = context.get("request")
+    renderer = getattr(request, "accepted_renderer", None)
+    if renderer is None or getattr(renderer, "format", "json") == "json":
+        response.content_type = PROBLEM_CONTENT_TYPE
+    return response

@@ -1,0 +1,325 @@
+"""Input serializers (strict: unknown fields and wrong types are refused) and output shapes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from batches.models import Batch, BatchError, BatchEvent, Item
+
+# --- strict input --------------------------------------------------------------------------------
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """Accept only JSON true/false, not "yes" or 1."""
+
+    def to_internal_value(self, data):
+        """Refuse anything but a boolean."""
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """Accept only JSON integers, not "5", 5.5 or true."""
+
+    def to_internal_value(self, data):
+        """Refuse anything but an integer."""
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictCharField(serializers.CharField):
+    """Accept only JSON strings, not numbers."""
+
+    def to_internal_value(self, data):
+        """Refuse anything but a string."""
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictSerializer(serializers.Serializer):
+    """A serializer that refuses fields it does not know."""
+
+    def to_internal_value(self, data):
+        """Validate the known fields and refuse unknown ones, reporting both at once."""
+        unknown = sorted(set(data) - set(self.fields)) if isinstance(data, Mapping) else []
+        errors = {name: ["Unknown field."] for name in unknown}
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            if not isinstance(exc.detail, dict):
+                raise
+            errors = {**exc.detail, **errors}
+        if errors:
+            raise serializers.ValidationError(errors)
+        return value
+
+
+class BatchOptionsSerializer(StrictSerializer):
+    """How the batch behaves on failure."""
+
+    stop_on_error = StrictBooleanField(
+        required=False, help_text="Stop the batch at the first failed item."
+    )
+    max_failures = StrictIntegerField(
+        required=False,
+        allow_null=True,
+        min_value=0,
+        help_text="Stop the batch once more than this many items failed.",
+    )
+    atomic = StrictBooleanField(
+        required=False,
+        help_text="Publish results all or none: one failed item fails the whole batch.",
+    )
+
+
+class BatchCreateSerializer(StrictSerializer):
+    """The body of POST batches/."""
+
+    id = serializers.UUIDField(required=False, help_text="Client-chosen id (idempotent create).")
+    type = StrictCharField(required=False, max_length=100, help_text="Default job type.")
+    label = StrictCharField(required=False, allow_blank=True, max_length=200)
+    metadata = serializers.JSONField(required=False, help_text="Any JSON object, kept as is.")
+    options = BatchOptionsSerializer(required=False)
+    items = serializers.JSONField(
+        required=False, help_text="Items to add at once (see POST batches/{id}/items/)."
+    )
+    commit = StrictBooleanField(required=False, default=False, help_text="Commit right away.")
+    account = StrictIntegerField(
+        required=False, help_text="Account number; staff users only, who have no key's account."
+    )
+
+    def validate_metadata(self, value):
+        """Require a JSON object."""
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("Must be a JSON object.")
+        return value
+
+    def validate_items(self, value):
+        """Require a list; each item is checked by the service against its job type."""
+        if not isinstance(value, list):
+            raise serializers.ValidationError("Must be a list of item objects.")
+        return value
+
+
+class ItemInputSerializer(StrictSerializer):
+    """One item, as added through POST batches/{id}/items/ (documentation only)."""
+
+    external_id = StrictCharField(required=False, max_length=255)
+    type = StrictCharField(required=False, max_length=100)
+    key = StrictCharField(required=False, max_length=255)
+    payload = serializers.JSONField()
+
+
+class RerunSerializer(StrictSerializer):
+    """The body of POST batches/{id}/rerun/."""
+
+    items = serializers.ChoiceField(
+        choices=["failed", "all"], default="failed", help_text="Which items to run again."
+    )
+
+
+# --- output --------------------------------------------------------------------------------------
+
+
+class CountsSerializer(serializers.Serializer):
+    """Item counters by status."""
+
+    total = serializers.IntegerField()
+    pending = serializers.IntegerField()
+    queued = serializers.IntegerField()
+    running = serializers.IntegerField()
+    succeeded = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    cancelled = serializers.IntegerField()
+
+
+class BatchErrorSerializer(serializers.ModelSerializer):
+    """A line that did not become an item, or a batch-level failure."""
+
+    class Meta:
+        model = BatchError
+        fields = ["index", "external_id", "code", "message", "created_at"]
+
+
+class BatchSerializer(serializers.ModelSerializer):
+    """A batch as listed."""
+
+    account = serializers.IntegerField(source="account.number", read_only=True)
+    options = serializers.SerializerMethodField()
+    counts = serializers.SerializerMethodField()
+    progress = serializers.FloatField(read_only=True)
+    estimated_completion = serializers.SerializerMethodField()
+    links = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Batch
+        fields = [
+            "id",
+            "number",
+            "account",
+            "type",
+            "label",
+            "metadata",
+            "options",
+            "status",
+            "counts",
+            "progress",
+            "error_count",
+            "superseded",
+            "created_at",
+            "committed_at",
+            "started_at",
+            "finished_at",
+            "estimated_completion",
+            "links",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(BatchOptionsSerializer)
+    def get_options(self, batch: Batch) -> dict:
+        """Return the batch's failure options."""
+        return {
+            "stop_on_error": batch.stop_on_error,
+            "max_failures": batch.max_failures,
+            "atomic": batch.atomic,
+        }
+
+    @extend_schema_field(CountsSerializer)
+    def get_counts(self, batch: Batch) -> dict:
+        """Return the item counters."""
+        return batch.counts()
+
+    @extend_schema_field(OpenApiTypes.DATETIME)
+    def get_estimated_completion(self, batch: Batch):
+        """Return when the batch should end at its rate so far, or null."""
+        return batch.estimated_completion()
+
+    @extend_schema_field({"type": "object", "additionalProperties": {"type": "string"}})
+    def get_links(self, batch: Batch) -> dict[str, str]:
+        """Return the URLs of the batch's sub-resources and actions."""
+        request = self.context.get("request")
+        links = {}
+        for name, view in BATCH_LINKS.items():
+            path = reverse(view, kwargs={"pk": batch.pk})
+            links[name] = request.build_absolute_uri(path) if request else path
+        return links
+
+
+BATCH_LINKS = {
+    "self": "api:batch-detail",
+    "items": "api:batch-items",
+    "results": "api:batch-results",
+    "errors": "api:batch-errors",
+    "events": "api:batch-events",
+    "commit": "api:batch-commit",
+    "cancel": "api:batch-cancel",
+    "rerun": "api:batch-rerun",
+}
+
+
+class BatchDetailSerializer(BatchSerializer):
+    """A batch with its first errors."""
+
+    errors = serializers.SerializerMethodField()
+
+    class Meta(BatchSerializer.Meta):
+        fields = [*BatchSerializer.Meta.fields, "errors"]
+        read_only_fields = fields
+
+    @extend_schema_field(BatchErrorSerializer(many=True))
+    def get_errors(self, batch: Batch) -> list[dict]:
+        """Return the batch's first 20 errors."""
+        return BatchErrorSerializer(batch.errors.order_by("id")[:20], many=True).data
+
+
+class ItemSerializer(serializers.ModelSerializer):
+    """One item with its outcome.
+
+    The result of an item in an atomic batch stays hidden until the batch has finished,
+    since an atomic batch publishes all results or none.
+    """
+
+    error = serializers.SerializerMethodField()
+    result = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Item
+        fields = [
+            "index",
+            "external_id",
+            "key",
+            "type",
+            "status",
+            "payload",
+            "result",
+            "error",
+            "attempts",
+            "started_at",
+            "finished_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(OpenApiTypes.ANY)
+    def get_result(self, item: Item):
+        """Return the item's result, unless its atomic batch has not finished."""
+        batch = self.context.get("batch") or item.batch
+        if batch.atomic and batch.status != Batch.Status.FINISHED:
+            return None
+        return item.result
+
+    @extend_schema_field(
+        {
+            "type": "object",
+            "nullable": True,
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        }
+    )
+    def get_error(self, item: Item):
+        """Return the item's error code and message, or null."""
+        if not item.error_code:
+            return None
+        return {"code": item.error_code, "message": item.error_message}
+
+
+class ItemsAddedSerializer(serializers.Serializer):
+    """The answer to POST batches/{id}/items/."""
+
+    added = serializers.IntegerField()
+    first_index = serializers.IntegerField()
+    last_index = serializers.IntegerField()
+    batch = BatchSerializer()
+
+
+class BatchEventSerializer(serializers.ModelSerializer):
+    """One entry of the batch timeline."""
+
+    class Meta:
+        model = BatchEvent
+        fields = ["kind", "actor", "detail", "created_at"]
+        read_only_fields = fields
+
+
+class JobTypeSerializer(serializers.Serializer):
+    """A registered job type."""
+
+    name = serializers.CharField()
+    description = serializers.CharField()
+    payload_schema = serializers.JSONField()
+    accepts_file = serializers.BooleanField()
+
+
+class ResultsSerializer(serializers.Serializer):
+    """Progressive results: what has ended so far, grouped by job type."""
+
+    status = serializers.CharField()
+    statuses = serializers.DictField(child=serializers.IntegerField())
+    results = serializers.DictField(child=ItemSerializer(many=True))
+    next = serializers.CharField(allow_null=True)

@@ -1,0 +1,287 @@
+"""API views: thin layers that scope by account, call a service, and serialize the answer."""
+
+from __future__ import annotations
+
+from django.db.models import Count
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from batches import services
+from batches.api.authentication import request_account, request_actor
+from batches.api.filters import BatchFilter, ItemFilter
+from batches.api.pagination import BatchPagination, IdCursorPagination, IndexCursorPagination
+from batches.api.serializers import (
+    BatchCreateSerializer,
+    BatchDetailSerializer,
+    BatchErrorSerializer,
+    BatchEventSerializer,
+    BatchSerializer,
+    ItemInputSerializer,
+    ItemsAddedSerializer,
+    ItemSerializer,
+    JobTypeSerializer,
+    RerunSerializer,
+    ResultsSerializer,
+)
+from batches.exceptions import InvalidInput, NotFound
+from batches.models import Account, Batch, Item
+from jobs import job_types
+
+UUID_PATTERN = r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
+RESULT_STATUSES = [Item.Status.SUCCEEDED, Item.Status.FAILED]
+
+
+class JobTypeList(APIView):
+    """List the registered job types."""
+
+    @extend_schema(responses=JobTypeSerializer(many=True), tags=["job types"])
+    def get(self, request):
+        """Return every job type with its payload schema."""
+        types = sorted(job_types().values(), key=lambda job_type: job_type.name)
+        return Response([job_type.describe() for job_type in types])
+
+
+@extend_schema(tags=["batches"])
+class BatchViewSet(viewsets.GenericViewSet):
+    """Batches of the caller's account (every batch, for staff)."""
+
+    serializer_class = BatchSerializer
+    filterset_class = BatchFilter
+    pagination_class = BatchPagination
+    lookup_value_regex = UUID_PATTERN
+
+    def get_queryset(self):
+        """Return the batches this caller may see: the one place the API scopes by tenant."""
+        batches = Batch.objects.select_related("account")
+        account = request_account(self.request)
+        return batches.for_account(account) if account is not None else batches
+
+    def get_serializer_class(self):
+        """Use the detail shape for single batches."""
+        if self.action in ("retrieve", "create", "commit", "cancel", "rerun"):
+            return BatchDetailSerializer
+        return BatchSerializer
+
+    def _respond(self, batch: Batch, status_code: int = status.HTTP_200_OK) -> Response:
+        batch.refresh_from_db()
+        return Response(self.get_serializer(batch).data, status=status_code)
+
+    def list(self, request):
+        """List batches, newest first, filtered and paginated."""
+        batches = self.filter_queryset(self.get_queryset())
+        page = self.paginate_queryset(batches)
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    def retrieve(self, request, pk=None):
+        """Return one batch with its counters, progress and first errors."""
+        return Response(self.get_serializer(self.get_object()).data)
+
+    @extend_schema(
+        request=BatchCreateSerializer,
+        responses={201: BatchDetailSerializer, 200: BatchDetailSerializer},
+    )
+    def create(self, request):
+        """Create a batch; the same client id again returns the existing batch with 200."""
+        body = BatchCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = dict(body.validated_data)
+        batch, created = services.batch_create(
+            account=self._creating_account(data.pop("account", None)),
+            actor=request_actor(request),
+            **data,
+        )
+        return self._respond(batch, status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+    def _creating_account(self, number: int | None) -> Account:
+        account = request_account(self.request)
+        if account is not None:
+            if number is not None and number != account.number:
+                raise InvalidInput(
+                    "an API key creates batches for its own account only",
+                    errors=[{"field": "account", "message": "not allowed with an API key"}],
+                )
+            return account
+        if number is None:
+            raise InvalidInput(
+                "staff users must name the account",
+                errors=[{"field": "account", "message": "is required for staff users"}],
+            )
+        account = Account.objects.filter(number=number).first()
+        if account is None:
+            raise InvalidInput(
+                f"no account number {number}",
+                errors=[{"field": "account", "message": "no such account"}],
+            )
+        return account
+
+    @extend_schema(responses={204: None})
+    def destroy(self, request, pk=None):
+        """Delete the batch, its items, errors and files; every later read is 404."""
+        services.batch_delete(batch=self.get_object(), actor=request_actor(request))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=None, responses=BatchDetailSerializer)
+    @action(detail=True, methods=["post"])
+    def commit(self, request, pk=None):
+        """Close the batch to new items and queue it for the workers."""
+        batch = services.batch_commit(batch=self.get_object(), actor=request_actor(request))
+        return self._respond(batch)
+
+    @extend_schema(request=None, responses=BatchDetailSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        """Cancel the batch: unstarted items are cancelled, ended ones keep their results."""
+        batch = services.batch_cancel(batch=self.get_object(), actor=request_actor(request))
+        return self._respond(batch)
+
+    @extend_schema(request=RerunSerializer, responses=BatchDetailSerializer)
+    @action(detail=True, methods=["post"])
+    def rerun(self, request, pk=None):
+        """Run an ended batch's failed items (or all its items) again."""
+        body = RerunSerializer(data=request.data or {})
+        body.is_valid(raise_exception=True)
+        batch = services.batch_rerun(
+            batch=self.get_object(),
+            which=body.validated_data["items"],
+            actor=request_actor(request),
+        )
+        return self._respond(batch)
+
+    @extend_schema(
+        methods=["GET"],
+        parameters=[
+            OpenApiParameter("status", str, many=True, enum=Item.Status.values),
+            OpenApiParameter("type", str),
+            OpenApiParameter("external_id", str),
+        ],
+        responses=ItemSerializer(many=True),
+    )
+    @extend_schema(
+        methods=["POST"],
+        request=ItemInputSerializer(many=True),
+        responses={201: ItemsAddedSerializer},
+        description="Add one item (an object) or up to 10,000 (a list); all or none.",
+    )
+    @action(detail=True, methods=["get", "post"], url_path="items", filterset_class=None)
+    def items(self, request, pk=None):
+        """List the batch's items, or add items to it."""
+        batch = self.get_object()
+        if request.method == "POST":
+            return self._items_add(batch)
+        items = ItemFilter(request.query_params, queryset=batch.items.all(), request=request)
+        if not items.is_valid():
+            raise InvalidInput("invalid filter", errors=_form_errors(items.errors))
+        paginator = IndexCursorPagination()
+        page = paginator.paginate_queryset(items.qs, request, view=self)
+        data = ItemSerializer(page, many=True, context={"batch": batch}).data
+        return paginator.get_paginated_response(data)
+
+    def _items_add(self, batch: Batch) -> Response:
+        data = self.request.data
+        items = data if isinstance(data, list) else [data]
+        if not isinstance(data, list | dict):
+            raise InvalidInput("the body must be an item object or a list of them")
+        created = services.items_add(batch=batch, items=items, actor=request_actor(self.request))
+        batch.refresh_from_db()
+        body = {
+            "added": len(created),
+            "first_index": created[0].index,
+            "last_index": created[-1].index,
+            "batch": BatchSerializer(batch, context=self.get_serializer_context()).data,
+        }
+        return Response(body, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses=ItemSerializer)
+    @action(detail=True, methods=["get"], url_path=r"items/(?P<index>[0-9]+)", filterset_class=None)
+    def item(self, request, pk=None, index=None):
+        """Return one item by its index."""
+        batch = self.get_object()
+        item = batch.items.filter(index=int(index)).first()
+        if item is None:
+            raise NotFound(f"batch has no item {index}")
+        return Response(ItemSerializer(item, context={"batch": batch}).data)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("after", int, description="Cursor: the `next` link carries it."),
+            OpenApiParameter("limit", int, description="Items per page (at most 1000)."),
+            OpenApiParameter("type", str),
+            OpenApiParameter("status", str, enum=RESULT_STATUSES),
+        ],
+        responses=ResultsSerializer,
+    )
+    @action(detail=True, methods=["get"], filterset_class=None)
+    def results(self, request, pk=None):
+        """Return results progressively: items in the order they ended, grouped by type."""
+        batch = self.get_object()
+        after = _int_param(request, "after", 0, minimum=0)
+        limit = _int_param(request, "limit", 100, minimum=1, maximum=1000)
+        items = batch.items.filter(seq__gt=after, status__in=RESULT_STATUSES).order_by("seq")
+        if request.query_params.get("type"):
+            items = items.filter(type=request.query_params["type"])
+        if request.query_params.get("status"):
+            items = items.filter(status=request.query_params["status"])
+        hidden = batch.atomic and batch.status != Batch.Status.FINISHED
+        page = [] if hidden else list(items[:limit])
+        grouped: dict[str, list] = {}
+        for item in page:
+            grouped.setdefault(item.type, []).append(
+                ItemSerializer(item, context={"batch": batch}).data
+            )
+        histogram = dict(
+            batch.items.values_list("status").annotate(n=Count("id")).values_list("status", "n")
+        )
+        more = len(page) == limit or not batch.is_terminal
+        next_after = page[-1].seq if page else after
+        next_url = None
+        if more:
+            query = request.query_params.copy()
+            query["after"] = str(next_after)
+            next_url = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
+        return Response(
+            {"status": batch.status, "statuses": histogram, "results": grouped, "next": next_url}
+        )
+
+    @extend_schema(responses=BatchErrorSerializer(many=True))
+    @action(detail=True, methods=["get"], filterset_class=None)
+    def errors(self, request, pk=None):
+        """List every error of the batch."""
+        batch = self.get_object()
+        paginator = IdCursorPagination()
+        page = paginator.paginate_queryset(batch.errors.all(), request, view=self)
+        return paginator.get_paginated_response(BatchErrorSerializer(page, many=True).data)
+
+    @extend_schema(responses=BatchEventSerializer(many=True))
+    @action(detail=True, methods=["get"], filterset_class=None)
+    def events(self, request, pk=None):
+        """Return the batch's timeline."""
+        batch = self.get_object()
+        paginator = IdCursorPagination()
+        page = paginator.paginate_queryset(batch.events.all(), request, view=self)
+        return paginator.get_paginated_response(BatchEventSerializer(page, many=True).data)
+
+
+def _int_param(request, name: str, default: int, *, minimum: int, maximum: int | None = None):
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or value < minimum or (maximum is not None and value > maximum):
+        bound = f" and at most {maximum}" if maximum is not None else ""
+        message = f"must be an integer of at least {minimum}{bound}"
+        raise InvalidInput(f"{name} {message}", errors=[{"field": name, "message": message}])
+    return value
+
+
+def _form_errors(errors) -> list[dict[str, str]]:
+    return [
+        {"field": field, "message": str(message)}
+        for field, messages in errors.items()
+        for message in messages
+    ]

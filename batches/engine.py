@@ -1,0 +1,523 @@
+"""The worker side: plan chunks, claim them under a lease, run items, finalize batches once.
+
+Correctness lives in our tables, not in the broker. django-q2 may deliver a chunk task
+twice or never; a second delivery finds the chunk leased or done and returns, and the
+sweep re-queues chunks whose lease expired. Every write a worker makes happens in a
+transaction that first renews its lease, so a worker whose chunk was taken over writes
+nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Count, F, Q
+from django.utils import timezone
+
+from batches.models import Batch, BatchEvent, Chunk, Item, counter_field
+from jobs import JobContext, PermanentError, TransientError, get_job_type
+
+logger = logging.getLogger(__name__)
+
+CHUNK_TASK = "batches.tasks.chunk_run"
+
+
+def event_record(*, batch: Batch, kind: str, actor: str = "", detail: dict | None = None):
+    """Add an entry to the batch's timeline."""
+    return BatchEvent.objects.create(batch=batch, kind=kind, actor=actor, detail=detail or {})
+
+
+def counters_apply(batch_id, deltas: dict[str, int]) -> None:
+    """Move batch counters by `deltas` (status -> change) with F() expressions."""
+    changes = {
+        counter_field(status): F(counter_field(status)) + delta
+        for status, delta in deltas.items()
+        if delta
+    }
+    if changes:
+        Batch.objects.filter(pk=batch_id).update(**changes)
+
+
+def items_move(
+    *,
+    batch_id,
+    from_statuses: Iterable[str],
+    to_status: str,
+    where: Q | None = None,
+    **values: Any,
+) -> int:
+    """Move items from some statuses to another, keeping the batch counters in step.
+
+    Call it inside a transaction that holds the batch or the chunk; returns the number moved.
+    """
+    moved = 0
+    deltas: Counter[str] = Counter()
+    for status in from_statuses:
+        if status == to_status:
+            continue
+        items = Item.objects.filter(batch_id=batch_id, status=status)
+        if where is not None:
+            items = items.filter(where)
+        count = items.update(status=to_status, **values)
+        deltas[status] -= count
+        deltas[to_status] += count
+        moved += count
+    counters_apply(batch_id, deltas)
+    return moved
+
+
+# --- planning and queueing ---------------------------------------------------------------------
+
+
+def chunks_plan(batch: Batch) -> list[int]:
+    """Create chunks covering the batch's queued items; return their ids.
+
+    Ranges with no queued item get no chunk, so a rerun of a few failed items in a large
+    batch plans only the chunks it needs.
+    """
+    job_type = get_job_type(batch.type)
+    size = job_type.chunk_size if job_type else 1000
+    buckets = (
+        Item.objects.filter(batch=batch, status=Item.Status.QUEUED)
+        .annotate(bucket=F("index") / size)
+        .values_list("bucket", flat=True)
+        .distinct()
+        .order_by("bucket")
+    )
+    chunks = Chunk.objects.bulk_create(
+        Chunk(batch=batch, start_index=bucket * size, end_index=(bucket + 1) * size)
+        for bucket in buckets
+    )
+    if connection.features.can_return_rows_from_bulk_insert:
+        return [chunk.pk for chunk in chunks]
+    return list(
+        Chunk.objects.filter(batch=batch, status=Chunk.Status.QUEUED).values_list("pk", flat=True)
+    )
+
+
+def chunks_enqueue(chunk_ids: Iterable[int]) -> None:
+    """Hand chunks to django-q2; call only from transaction.on_commit."""
+    from django_q.tasks import async_task
+
+    for chunk_id in chunk_ids:
+        async_task(CHUNK_TASK, chunk_id, task_name=f"chunk-{chunk_id}")
+
+
+def chunks_enqueue_on_commit(chunk_ids: list[int]) -> None:
+    """Queue chunks once the surrounding transaction commits."""
+    if chunk_ids:
+        transaction.on_commit(lambda: chunks_enqueue(chunk_ids))
+
+
+# --- winding down and finalizing ---------------------------------------------------------------
+
+
+def batch_wind_down(*, batch: Batch, ending: str, actor: str, reason: str = "") -> Batch:
+    """Stop a committed or running batch: cancel what has not started, finalize if idle.
+
+    `batch` must be locked by the caller. Chunks no worker holds are closed here; workers
+    holding a chunk see `cancelling` between slices, cancel the rest of their range, and
+    the last of them finalizes.
+    """
+    items_move(
+        batch_id=batch.pk,
+        from_statuses=[Item.Status.PENDING, Item.Status.QUEUED],
+        to_status=Item.Status.CANCELLED,
+        finished_at=timezone.now(),
+    )
+    Chunk.objects.filter(batch=batch, status=Chunk.Status.QUEUED).update(
+        status=Chunk.Status.DONE, finished_at=timezone.now()
+    )
+    batch.status = Batch.Status.CANCELLING
+    batch.ending = ending
+    batch.save(update_fields=["status", "ending"])
+    event_record(
+        batch=batch,
+        kind={Batch.Status.CANCELLED: "cancel_requested"}.get(ending, "stop_requested"),
+        actor=actor,
+        detail={"ending": ending, **({"reason": reason} if reason else {})},
+    )
+    if not Chunk.objects.filter(batch=batch, status=Chunk.Status.RUNNING).exists():
+        batch_finalize(batch=batch)
+    return batch
+
+
+def batch_finalize_if_done(batch_id) -> Batch | None:
+    """Finalize the batch if no chunk of it is left; safe to call from any worker, any time."""
+    with transaction.atomic():
+        batch = Batch.objects.select_for_update().filter(pk=batch_id).first()
+        if batch is None or batch.status not in Batch.ACTIVE:
+            return batch
+        if Chunk.objects.filter(
+            batch=batch, status__in=[Chunk.Status.QUEUED, Chunk.Status.RUNNING]
+        ).exists():
+            return batch
+        return batch_finalize(batch=batch)
+
+
+def batch_finalize(*, batch: Batch) -> Batch:
+    """Move a batch whose chunks are all done to its terminal state; the batch is locked.
+
+    The caller's lock and the status check make this run once per batch run, whichever
+    worker or request gets here first.
+    """
+    now = timezone.now()
+    # Nothing should be left unstarted once every chunk is done; if something is (a bug
+    # or a lost chunk), say so rather than leave items hanging.
+    leftover = items_move(
+        batch_id=batch.pk,
+        from_statuses=[Item.Status.PENDING, Item.Status.QUEUED, Item.Status.RUNNING],
+        to_status=Item.Status.CANCELLED,
+        finished_at=now,
+    )
+    if leftover:
+        logger.warning("batch %s finalized with %d unfinished items", batch.pk, leftover)
+    batch.refresh_from_db()
+    ending = batch.ending or (
+        Batch.Status.FAILED if batch.atomic and batch.failed_items else Batch.Status.FINISHED
+    )
+    if batch.atomic and ending != Batch.Status.FINISHED:
+        # All or none: results of an atomic batch that did not finish are never published.
+        discarded = items_move(
+            batch_id=batch.pk,
+            from_statuses=[Item.Status.SUCCEEDED],
+            to_status=Item.Status.CANCELLED,
+            result=None,
+            output_files=[],
+        )
+        if discarded:
+            event_record(batch=batch, kind="results_discarded", detail={"items": discarded})
+    counters_verify(batch=batch)
+    batch.refresh_from_db()
+    batch.status = ending
+    batch.ending = ""
+    batch.finished_at = now
+    batch.save(update_fields=["status", "ending", "finished_at"])
+    event_record(batch=batch, kind=ending, actor="engine", detail=batch.counts())
+    return batch
+
+
+def counters_verify(*, batch: Batch) -> bool:
+    """Compare the batch counters with a recount of its items; repair and log a mismatch."""
+    recount = dict(
+        Item.objects.filter(batch=batch)
+        .values_list("status")
+        .annotate(n=Count("id"))
+        .values_list("status", "n")
+    )
+    expected = {counter_field(status): recount.get(status, 0) for status in Item.Status.values}
+    expected["total_items"] = sum(recount.values())
+    stored = Batch.objects.filter(pk=batch.pk).values(*expected).get()
+    if stored == expected:
+        return True
+    logger.error("batch %s counters %s disagree with recount %s", batch.pk, stored, expected)
+    Batch.objects.filter(pk=batch.pk).update(**expected)
+    event_record(batch=batch, kind="counters_repaired", detail={"was": stored, "now": expected})
+    return False
+
+
+# --- the worker path ---------------------------------------------------------------------------
+
+
+def worker_name() -> str:
+    """Name this worker process uniquely, for leases."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def lease_seconds() -> int:
+    """Return how long a chunk lease lasts."""
+    return settings.BATCHSITE_LEASE_SECONDS
+
+
+def chunk_claim(*, chunk_id: int, owner: str) -> Chunk | None:
+    """Take the chunk if it is queued or its lease expired; None if someone else has it."""
+    now = timezone.now()
+    claimed = (
+        Chunk.objects.filter(pk=chunk_id)
+        .filter(
+            Q(status=Chunk.Status.QUEUED) | Q(status=Chunk.Status.RUNNING, lease_expires_at__lt=now)
+        )
+        .update(
+            status=Chunk.Status.RUNNING,
+            lease_owner=owner,
+            lease_expires_at=now + timedelta(seconds=lease_seconds()),
+            attempts=F("attempts") + 1,
+        )
+    )
+    if not claimed:
+        return None
+    return Chunk.objects.select_related("batch").get(pk=chunk_id)
+
+
+def lease_renew(*, chunk: Chunk, owner: str) -> bool:
+    """Extend our lease on the chunk; False if it is no longer ours."""
+    return bool(
+        Chunk.objects.filter(pk=chunk.pk, lease_owner=owner, status=Chunk.Status.RUNNING).update(
+            lease_expires_at=timezone.now() + timedelta(seconds=lease_seconds())
+        )
+    )
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What running one item produced."""
+
+    item_id: int
+    status: str
+    attempts: int
+    result: Any = None
+    error_code: str = ""
+    error_message: str = ""
+    output_files: list[str] | None = None
+    finished_at: Any = None
+
+
+class ChunkRunner:
+    """Run one claimed chunk slice by slice, one transaction per slice."""
+
+    def __init__(self, *, chunk: Chunk, owner: str):
+        self.chunk = chunk
+        self.owner = owner
+        self.batch_id = chunk.batch_id
+        batch_type = get_job_type(chunk.batch.type)
+        self.slice_size = batch_type.slice_size if batch_type else 100
+        self.renewed_at = time.monotonic()
+
+    def run(self) -> str:
+        """Process the chunk until its range is done, the batch stops, or the lease is lost."""
+        cursor = self.chunk.start_index
+        outcomes: list[Outcome] = []
+        while True:
+            with transaction.atomic():
+                if not self._renew():
+                    return "lease lost"
+                if outcomes:
+                    self._write(outcomes)
+                    outcomes = []
+                status = Batch.objects.filter(pk=self.batch_id).values_list("status", flat=True)
+                status = status.first()
+                if status is None:
+                    return "batch deleted"
+                if status == Batch.Status.CANCELLING:
+                    self._cancel_rest(cursor)
+                    self._close()
+                    break
+                if status == Batch.Status.COMMITTED:
+                    self._start_batch()
+                rows = self._next_slice(cursor)
+                if not rows:
+                    self._close()
+                    break
+            outcomes = self._run_slice(rows)
+            cursor = rows[len(outcomes) - 1]["index"] + 1
+        batch_finalize_if_done(self.batch_id)
+        return "done"
+
+    def _run_slice(self, rows: list[dict]) -> list[Outcome]:
+        """Run the slice's items, stopping early once it has taken BATCHSITE_SLICE_SECONDS.
+
+        Writing early keeps progress live and cancels prompt for slow items; the items
+        not reached stay `running` in our range and come first in the next slice.
+        """
+        deadline = time.monotonic() + settings.BATCHSITE_SLICE_SECONDS
+        outcomes = []
+        for row in rows:
+            outcomes.append(self._run_item(row))
+            if time.monotonic() > deadline:
+                break
+        return outcomes
+
+    def _renew(self) -> bool:
+        renewed = lease_renew(chunk=self.chunk, owner=self.owner)
+        self.renewed_at = time.monotonic()
+        return renewed
+
+    def _renew_if_due(self) -> None:
+        if time.monotonic() - self.renewed_at > lease_seconds() / 3:
+            with transaction.atomic():
+                self._renew()
+
+    def _start_batch(self) -> None:
+        started = Batch.objects.filter(pk=self.batch_id, status=Batch.Status.COMMITTED).update(
+            status=Batch.Status.RUNNING, started_at=timezone.now()
+        )
+        if started:
+            event_record(batch=self.chunk.batch, kind="started", actor=self.owner)
+
+    def _next_slice(self, cursor: int) -> list[dict]:
+        """Select the next items of our range and mark the queued ones running."""
+        rows = list(
+            Item.objects.filter(
+                batch_id=self.batch_id,
+                index__gte=cursor,
+                index__lt=self.chunk.end_index,
+                status__in=[Item.Status.QUEUED, Item.Status.RUNNING],
+            )
+            .order_by("index")
+            .values("id", "index", "type", "payload", "input_file", "attempts", "status")[
+                : self.slice_size
+            ]
+        )
+        if rows:
+            # Items already `running` were left by a worker that died; they count as running.
+            queued = [row["id"] for row in rows if row["status"] == Item.Status.QUEUED]
+            if queued:
+                items_move(
+                    batch_id=self.batch_id,
+                    from_statuses=[Item.Status.QUEUED],
+                    to_status=Item.Status.RUNNING,
+                    where=Q(id__in=queued),
+                    started_at=timezone.now(),
+                )
+        return rows
+
+    def _run_item(self, row: dict) -> Outcome:
+        job_type = get_job_type(row["type"])
+        attempts = row["attempts"]
+        if job_type is None:
+            return self._failed(row, attempts, "unknown_type", f"job type {row['type']!r} is gone")
+        while True:
+            attempts += 1
+            context = JobContext(attempt=attempts, label=f"{self.batch_id}#{row['index']}")
+            try:
+                result = self._call(job_type, row, context)
+            except TransientError as exc:
+                if attempts >= job_type.max_attempts:
+                    message = f"gave up after {attempts} attempts: {exc.message}"
+                    return self._failed(row, attempts, exc.code, message)
+                time.sleep(self._backoff(job_type, attempts))
+                self._renew_if_due()
+                continue
+            except PermanentError as exc:
+                return self._failed(row, attempts, exc.code, exc.message)
+            except Exception as exc:  # a crashing job type fails its item, never the worker
+                logger.warning("item %s crashed: %r", context.label, exc, exc_info=True)
+                return self._failed(row, attempts, "exception", f"{type(exc).__name__}: {exc}")
+            self._renew_if_due()
+            try:
+                json.dumps(result)
+            except (TypeError, ValueError) as exc:
+                return self._failed(row, attempts, "bad_result", f"result is not JSON: {exc}")
+            return Outcome(
+                item_id=row["id"],
+                status=Item.Status.SUCCEEDED,
+                attempts=attempts,
+                result=result,
+                output_files=[str(path) for path in context.outputs],
+                finished_at=timezone.now(),
+            )
+
+    @staticmethod
+    def _call(job_type, row: dict, context: JobContext) -> Any:
+        if not row["input_file"]:
+            return job_type.process(row["payload"], None, context)
+        with open(Path(settings.MEDIA_ROOT) / row["input_file"], "rb") as file:
+            return job_type.process(row["payload"], file, context)
+
+    @staticmethod
+    def _backoff(job_type, attempts: int) -> float:
+        delay = min(job_type.retry_backoff * 2 ** (attempts - 1), job_type.retry_backoff_max)
+        return delay * random.uniform(0.5, 1.0)
+
+    def _failed(self, row: dict, attempts: int, code: str, message: str) -> Outcome:
+        return Outcome(
+            item_id=row["id"],
+            status=Item.Status.FAILED,
+            attempts=attempts,
+            error_code=code[:100],
+            error_message=message,
+            finished_at=timezone.now(),
+        )
+
+    def _write(self, outcomes: list[Outcome]) -> None:
+        """Store a slice's outcomes and move the counters, then trip the failure policy."""
+        result_field = Item._meta.get_field("result")
+        files_field = Item._meta.get_field("output_files")
+        table = connection.ops.quote_name(Item._meta.db_table)
+        sql = (
+            f"UPDATE {table} SET status = %s, result = %s, error_code = %s, "
+            "error_message = %s, attempts = %s, output_files = %s, finished_at = %s, seq = %s "
+            "WHERE id = %s AND status = %s"
+        )
+        tally = Counter(o.status for o in outcomes)
+        deltas = {Item.Status.RUNNING: -len(outcomes), **tally}
+        changes = {
+            counter_field(status): F(counter_field(status)) + n for status, n in deltas.items()
+        }
+        # Taking seq numbers in the same UPDATE as the counters holds the batch row until
+        # commit, so outcomes become visible in seq order and a results cursor never skips.
+        Batch.objects.filter(pk=self.batch_id).update(
+            last_seq=F("last_seq") + len(outcomes), **changes
+        )
+        first_seq = Batch.objects.values_list("last_seq", flat=True).get(pk=self.batch_id)
+        first_seq -= len(outcomes) - 1
+        params = [
+            (
+                o.status,
+                result_field.get_db_prep_save(o.result, connection),
+                o.error_code,
+                o.error_message,
+                o.attempts,
+                files_field.get_db_prep_save(o.output_files or [], connection),
+                o.finished_at,
+                first_seq + offset,
+                o.item_id,
+                Item.Status.RUNNING,
+            )
+            for offset, o in enumerate(outcomes)
+        ]
+        with connection.cursor() as cursor:
+            cursor.executemany(sql, params)
+        if tally[Item.Status.FAILED]:
+            self._trip_failure_policy()
+
+    def _trip_failure_policy(self) -> None:
+        batch = Batch.objects.select_for_update().get(pk=self.batch_id)
+        if batch.status not in (Batch.Status.RUNNING, Batch.Status.COMMITTED):
+            return
+        if batch.atomic:
+            ending, reason = Batch.Status.FAILED, "an item of an atomic batch failed"
+        elif batch.stop_on_error:
+            ending, reason = Batch.Status.STOPPED, "stop_on_error: an item failed"
+        elif batch.max_failures is not None and batch.failed_items > batch.max_failures:
+            ending, reason = Batch.Status.STOPPED, f"more than {batch.max_failures} items failed"
+        else:
+            return
+        batch_wind_down(batch=batch, ending=ending, actor=self.owner, reason=reason)
+
+    def _cancel_rest(self, cursor: int) -> None:
+        items_move(
+            batch_id=self.batch_id,
+            from_statuses=[Item.Status.QUEUED, Item.Status.RUNNING],
+            to_status=Item.Status.CANCELLED,
+            where=Q(index__gte=cursor, index__lt=self.chunk.end_index),
+            finished_at=timezone.now(),
+        )
+
+    def _close(self) -> None:
+        Chunk.objects.filter(pk=self.chunk.pk, lease_owner=self.owner).update(
+            status=Chunk.Status.DONE, finished_at=timezone.now()
+        )
+
+
+def chunk_process(*, chunk_id: int) -> str:
+    """Claim and run one chunk; return what happened, for logs."""
+    owner = worker_name()
+    chunk = chunk_claim(chunk_id=chunk_id, owner=owner)
+    if chunk is None:
+        return "not claimable"
+    return ChunkRunner(chunk=chunk, owner=owner).run()

@@ -1,0 +1,75 @@
+"""Domain errors: each has an HTTP status and a machine-readable code for problem documents."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DomainError(Exception):
+    """A request the domain refuses; the API turns it into an RFC 9457 problem document."""
+
+    status_code = 400
+    default_code = "invalid"
+    title = "Invalid request"
+
+    def __init__(self, message: str, *, code: str | None = None, extra: dict | None = None):
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.default_code
+        self.extra: dict[str, Any] = extra or {}
+
+
+class InvalidInput(DomainError):
+    """The input is malformed or breaks a rule; `errors` says where."""
+
+    def __init__(self, message: str, *, errors: list[dict] | None = None):
+        super().__init__(message, extra={"errors": errors} if errors else None)
+        self.errors = errors or []
+
+
+class NotFound(DomainError):
+    status_code = 404
+    default_code = "not_found"
+    title = "Not found"
+
+
+class Conflict(DomainError):
+    status_code = 409
+    default_code = "conflict"
+    title = "Conflict with the batch's state"
+
+
+class BatchExists(Conflict):
+    default_code = "batch_exists"
+    title = "Batch id already taken"
+
+
+class BatchEmpty(Conflict):
+    default_code = "batch_empty"
+    title = "Batch has no items"
+
+
+class BatchAlreadyCommitted(Conflict):
+    default_code = "batch_already_committed"
+    title = "Batch already committed"
+
+
+class BatchNotOpen(Conflict):
+    default_code = "batch_not_open"
+    title = "Batch does not accept items"
+
+
+class BatchFinished(Conflict):
+    default_code = "batch_finished"
+    title = "Batch has already ended"
+
+
+class BatchNotFinished(Conflict):
+    default_code = "batch_not_finished"
+    title = "Batch has not ended yet"
+
+
+class TooLarge(DomainError):
+    status_code = 413
+    default_code = "too_large"
+    title = "Too large"

@@ -1,0 +1,102 @@
+"""Turn untrusted item descriptions into validated ItemSpecs, reporting each bad one by index."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+
+from jobs import get_job_type
+from jobs.base import PayloadError
+
+ITEM_FIELDS = frozenset({"external_id", "type", "key", "payload"})
+MAX_TEXT = 255
+
+
+@dataclass(slots=True)
+class ItemSpec:
+    """A validated item, ready to insert."""
+
+    payload: dict
+    type: str
+    external_id: str = ""
+    key: str = ""
+
+
+@dataclass(slots=True)
+class ItemProblem:
+    """Why the item at `index` of the input was refused."""
+
+    index: int
+    errors: dict[str, str]
+    external_id: str = ""
+
+    @property
+    def message(self) -> str:
+        """Return every error of the item on one line."""
+        return "; ".join(f"{field}: {text}" for field, text in self.errors.items())
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the item's problem as reported in error bodies."""
+        report: dict[str, Any] = {"index": self.index, "code": "invalid", "message": self.message}
+        if self.external_id:
+            report["external_id"] = self.external_id
+        report["fields"] = self.errors
+        return report
+
+
+def _text(value: Any, field: str, errors: dict[str, str]) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        errors[field] = "must be a string"
+        return ""
+    if len(value) > MAX_TEXT:
+        errors[field] = f"must be at most {MAX_TEXT} characters"
+        return ""
+    return value
+
+
+def item_parse(obj: Any, *, index: int, default_type: str) -> ItemSpec | ItemProblem:
+    """Validate one item object; return its spec, or the problem that refuses it."""
+    if not isinstance(obj, dict):
+        return ItemProblem(index, {"item": "must be a JSON object"})
+    errors: dict[str, str] = {}
+    unknown = sorted(set(obj) - ITEM_FIELDS)
+    if unknown:
+        errors["item"] = f"unknown field(s): {', '.join(unknown)}"
+    external_id = _text(obj.get("external_id"), "external_id", errors)
+    key = _text(obj.get("key"), "key", errors)
+    type_name = obj.get("type") or default_type
+    job_type = get_job_type(type_name) if isinstance(type_name, str) else None
+    if job_type is None:
+        errors["type"] = f"unknown job type {type_name!r}"
+    if "payload" not in obj:
+        errors["payload"] = "is required"
+    payload = obj.get("payload")
+    if "payload" in obj and job_type is not None:
+        try:
+            job_type.validate_payload(payload)
+        except PayloadError as exc:
+            errors.update(exc.errors)
+        else:
+            size = len(json.dumps(payload, separators=(",", ":")))
+            if size > settings.BATCHSITE_MAX_PAYLOAD_BYTES:
+                errors["payload"] = (
+                    f"is {size} bytes; the limit is {settings.BATCHSITE_MAX_PAYLOAD_BYTES}"
+                )
+    if errors:
+        return ItemProblem(index, errors, external_id)
+    return ItemSpec(payload=payload, type=type_name, external_id=external_id, key=key)
+
+
+def items_parse(objs: list[Any], *, default_type: str) -> tuple[list[ItemSpec], list[ItemProblem]]:
+    """Validate a list of item objects; return the good specs and the problems, in order."""
+    specs: list[ItemSpec] = []
+    problems: list[ItemProblem] = []
+    for index, obj in enumerate(objs):
+        parsed = item_parse(obj, index=index, default_type=default_type)
+        (problems if isinstance(parsed, ItemProblem) else specs).append(parsed)
+    return specs, problems

@@ -1,0 +1,85 @@
+"""Run batchsite on one machine: migrate, print a demo key, serve web + one worker cluster."""
+
+import signal
+import subprocess
+import sys
+import time
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from batches import services
+from batches.models import Account
+
+DEMO_ACCOUNT = "demo"
+
+
+class Command(BaseCommand):
+    help = (
+        "Migrate, create the demo account and a fresh API key for it, then run the web "
+        "server and one django-q2 cluster in the foreground until Ctrl-C."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--addr", default="127.0.0.1:8000", help="address:port to serve on")
+        parser.add_argument(
+            "--no-serve", action="store_true", help="set up and print the key, then exit"
+        )
+
+    def handle(self, *args, addr, no_serve, **options):
+        call_command("migrate", interactive=False, verbosity=0)
+        account = Account.objects.filter(name=DEMO_ACCOUNT).first()
+        if account is None:
+            account = services.account_create(name=DEMO_ACCOUNT)
+        _, raw = services.api_key_create(account=account, name="make run")
+        base = f"http://{addr}"
+        self.stdout.write(
+            f"""
+batchsite is starting on {base}/  (API docs: {base}/api/v1/docs/)
+Database: {settings.DATABASES["default"]["NAME"]}
+
+API key of the '{DEMO_ACCOUNT}' account (shown once; each run makes a new one):
+
+    export BATCHSITE_KEY={raw}
+
+Try it:
+
+    curl -s -X POST {base}/api/v1/batches/ -H "Authorization: Api-Key $BATCHSITE_KEY" \\
+         -H 'Content-Type: application/json' \\
+         -d '{{"items": [{{"payload": {{"hello": "world"}}}}], "commit": true}}'
+
+Press Ctrl-C to stop.
+"""
+        )
+        self.stdout.flush()
+        if no_serve:
+            return
+        manage = str(settings.BASE_DIR / "manage.py")
+        children = [
+            subprocess.Popen([sys.executable, manage, "runserver", "--noreload", addr]),
+            subprocess.Popen([sys.executable, manage, "qcluster"]),
+        ]
+        stopping = False
+
+        def stop(signum, frame):
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
+        while not stopping and all(child.poll() is None for child in children):
+            time.sleep(0.2)
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        deadline = time.monotonic() + 15
+        for child in children:
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        self.stdout.write("batchsite stopped.")
+        if not stopping:
+            sys.exit(1)

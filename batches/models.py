@@ -1,0 +1,284 @@
+"""The batch domain's tables: accounts and keys, batches, items, chunks, errors, events."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from django.db import models
+from django.utils import timezone
+from rest_framework_api_key.models import AbstractAPIKey
+
+
+class Sequence(models.Model):
+    """A named integer counter, for the integer numbers some APIs name things by."""
+
+    name = models.CharField(primary_key=True, max_length=40)
+    last = models.BigIntegerField(default=0)
+
+    def __str__(self):
+        return f"{self.name}={self.last}"
+
+
+class Account(models.Model):
+    """A tenant: its API keys see only its own batches."""
+
+    name = models.CharField(max_length=100, unique=True)
+    number = models.BigIntegerField(unique=True, editable=False)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["number"]
+
+    def __str__(self):
+        return self.name
+
+
+class ApiKey(AbstractAPIKey):
+    """A hashed API key belonging to one account; only its prefix is ever shown again."""
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="api_keys")
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta(AbstractAPIKey.Meta):
+        verbose_name = "API key"
+        verbose_name_plural = "API keys"
+
+
+class BatchQuerySet(models.QuerySet):
+    """Reusable batch filters."""
+
+    def for_account(self, account: Account) -> BatchQuerySet:
+        """Return the batches one account may see."""
+        return self.filter(account=account)
+
+    def active(self) -> BatchQuerySet:
+        """Return batches that workers still have to deal with."""
+        return self.filter(status__in=Batch.ACTIVE)
+
+
+class Batch(models.Model):
+    """A set of items processed together, with its options, state and counters."""
+
+    class Status(models.TextChoices):
+        CREATED = "created"
+        INGESTING = "ingesting"
+        OPEN = "open"
+        COMMITTED = "committed"
+        RUNNING = "running"
+        CANCELLING = "cancelling"
+        FINALIZING = "finalizing"
+        FINISHED = "finished"
+        STOPPED = "stopped"
+        CANCELLED = "cancelled"
+        FAILED = "failed"
+        EXPIRED = "expired"
+
+    TERMINAL = frozenset(
+        {Status.FINISHED, Status.STOPPED, Status.CANCELLED, Status.FAILED, Status.EXPIRED}
+    )
+    ACCEPTS_ITEMS = frozenset({Status.CREATED, Status.OPEN})
+    ACTIVE = frozenset({Status.COMMITTED, Status.RUNNING, Status.CANCELLING, Status.FINALIZING})
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    number = models.BigIntegerField(unique=True, editable=False)
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="batches")
+    type = models.CharField(max_length=100, help_text="Default job type of the batch's items.")
+    label = models.CharField(max_length=200, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+
+    stop_on_error = models.BooleanField(default=False)
+    max_failures = models.PositiveIntegerField(null=True, blank=True)
+    atomic = models.BooleanField(default=False)
+
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.CREATED)
+    # The terminal state a `cancelling` batch winds down to: cancelled, stopped or failed.
+    ending = models.CharField(max_length=20, choices=Status.choices, blank=True)
+    superseded = models.BooleanField(default=False)
+
+    total_items = models.BigIntegerField(default=0)
+    pending_items = models.BigIntegerField(default=0)
+    queued_items = models.BigIntegerField(default=0)
+    running_items = models.BigIntegerField(default=0)
+    succeeded_items = models.BigIntegerField(default=0)
+    failed_items = models.BigIntegerField(default=0)
+    cancelled_items = models.BigIntegerField(default=0)
+    error_count = models.BigIntegerField(default=0)
+    # Hands out Item.seq: the order in which item outcomes were written, for results paging.
+    last_seq = models.BigIntegerField(default=0)
+
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    committed_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = BatchQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at", "-number"]
+        verbose_name_plural = "batches"
+        indexes = [
+            models.Index(fields=["account", "-created_at"], name="batch_account_created"),
+            models.Index(fields=["account", "status"], name="batch_account_status"),
+            models.Index(fields=["status"], name="batch_status"),
+        ]
+
+    def __str__(self):
+        return f"batch {self.number} ({self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Return True when the batch has reached a final state."""
+        return self.status in self.TERMINAL
+
+    @property
+    def ended_items(self) -> int:
+        """Return how many items have reached a final state."""
+        return self.succeeded_items + self.failed_items + self.cancelled_items
+
+    @property
+    def progress(self) -> float:
+        """Return the share of items that have ended, from 0 to 1."""
+        if not self.total_items:
+            return 1.0 if self.is_terminal else 0.0
+        return round(self.ended_items / self.total_items, 4)
+
+    def estimated_completion(self):
+        """Return when a running batch should end at its rate so far, or None."""
+        if self.status != self.Status.RUNNING or not self.started_at or not self.ended_items:
+            return None
+        elapsed = (timezone.now() - self.started_at).total_seconds()
+        remaining = self.total_items - self.ended_items
+        return timezone.now() + timedelta(seconds=elapsed / self.ended_items * remaining)
+
+    def counts(self) -> dict[str, int]:
+        """Return the item counters by status, plus the total."""
+        return {
+            "total": self.total_items,
+            **{status: getattr(self, f"{status}_items") for status in Item.Status.values},
+        }
+
+
+def counter_field(status: str) -> str:
+    """Return the Batch counter field that counts items in `status`."""
+    return f"{status}_items"
+
+
+class Item(models.Model):
+    """One unit of work in a batch, identified by its 0-based index."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    ENDED = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="items")
+    index = models.PositiveIntegerField()
+    external_id = models.CharField(max_length=255, blank=True)
+    key = models.CharField(max_length=255, blank=True)
+    type = models.CharField(max_length=100)
+    payload = models.JSONField(default=dict)
+    input_file = models.CharField(max_length=500, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    result = models.JSONField(null=True, blank=True)
+    output_files = models.JSONField(default=list, blank=True)
+    error_code = models.CharField(max_length=100, blank=True)
+    error_message = models.TextField(blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    # Position in the batch's stream of written outcomes; a results cursor pages on it.
+    seq = models.BigIntegerField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["batch", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["batch", "index"], name="item_batch_index"),
+        ]
+        indexes = [
+            models.Index(fields=["batch", "status", "index"], name="item_batch_status"),
+            models.Index(fields=["batch", "external_id"], name="item_batch_external_id"),
+            models.Index(fields=["batch", "seq"], name="item_batch_seq"),
+        ]
+
+    def __str__(self):
+        return f"item {self.index} of {self.batch_id} ({self.status})"
+
+    @property
+    def is_ended(self) -> bool:
+        """Return True when the item has reached a final state."""
+        return self.status in self.ENDED
+
+
+class BatchError(models.Model):
+    """A line that could not become an item, or a failure of the batch as a whole."""
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="errors")
+    # DO_NOTHING so deleting a batch's items is one DELETE, not a per-row collection;
+    # batch_delete removes the errors first.
+    item = models.ForeignKey(
+        Item, on_delete=models.DO_NOTHING, null=True, blank=True, related_name="+"
+    )
+    index = models.BigIntegerField(null=True, blank=True)
+    external_id = models.CharField(max_length=255, blank=True)
+    code = models.CharField(max_length=100)
+    message = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["batch", "id"]
+
+    def __str__(self):
+        return f"{self.code} at {self.index}: {self.message[:60]}"
+
+
+class Chunk(models.Model):
+    """A contiguous index range of a batch: the unit of work a worker claims under a lease."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="chunks")
+    start_index = models.PositiveIntegerField()
+    end_index = models.PositiveIntegerField(help_text="Exclusive.")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    lease_owner = models.CharField(max_length=100, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["batch", "start_index"]
+        indexes = [
+            models.Index(fields=["batch", "status"], name="chunk_batch_status"),
+            models.Index(fields=["status", "lease_expires_at"], name="chunk_status_lease"),
+        ]
+
+    def __str__(self):
+        return f"chunk [{self.start_index}, {self.end_index}) of {self.batch_id} ({self.status})"
+
+
+class BatchEvent(models.Model):
+    """One entry in a batch's timeline: who or what did what, and when."""
+
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="events")
+    kind = models.CharField(max_length=40)
+    actor = models.CharField(max_length=200, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["batch", "created_at", "id"]
+        indexes = [models.Index(fields=["batch", "created_at"], name="event_batch_created")]
+
+    def __str__(self):
+        return f"{self.kind} by {self.actor or 'system'}"

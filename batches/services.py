@@ -1,0 +1,330 @@
+"""Every state change of accounts, keys, batches and items: one function per transition.
+
+Each transition runs in a transaction, re-fetches the batch with select_for_update,
+checks the current state, writes with update_fields or a conditional UPDATE, records a
+BatchEvent, and queues work only in transaction.on_commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from batches import engine
+from batches.exceptions import (
+    BatchAlreadyCommitted,
+    BatchEmpty,
+    BatchExists,
+    BatchFinished,
+    BatchNotFinished,
+    BatchNotOpen,
+    Conflict,
+    InvalidInput,
+    NotFound,
+)
+from batches.ingest import ItemSpec, items_parse
+from batches.models import Account, ApiKey, Batch, BatchError, Chunk, Item, Sequence
+from jobs import get_job_type
+
+logger = logging.getLogger(__name__)
+
+event_record = engine.event_record
+
+
+def sequence_next(name: str) -> int:
+    """Return the next number of the named sequence; call inside a transaction."""
+    Sequence.objects.get_or_create(name=name)
+    Sequence.objects.filter(name=name).update(last=F("last") + 1)
+    return Sequence.objects.values_list("last", flat=True).get(name=name)
+
+
+def batch_lock(batch: Batch | Any) -> Batch:
+    """Re-fetch the batch with a row lock; NotFound if it was deleted meanwhile."""
+    pk = batch.pk if isinstance(batch, Batch) else batch
+    locked = Batch.objects.select_for_update().filter(pk=pk).first()
+    if locked is None:
+        raise NotFound("batch not found")
+    return locked
+
+
+def batch_files_dir(batch_id) -> Path:
+    """Return the folder holding a batch's input and output files."""
+    return Path(settings.MEDIA_ROOT) / "batches" / str(batch_id)
+
+
+# --- accounts and keys --------------------------------------------------------------------------
+
+
+@transaction.atomic
+def account_create(*, name: str) -> Account:
+    """Create a tenant account with the next account number."""
+    name = name.strip()
+    if not name:
+        raise InvalidInput("an account needs a name")
+    if Account.objects.filter(name=name).exists():
+        raise Conflict(f"an account named {name!r} exists already", code="account_exists")
+    return Account.objects.create(name=name, number=sequence_next("account"))
+
+
+def api_key_create(*, account: Account, name: str = "default") -> tuple[ApiKey, str]:
+    """Create an API key for the account; return it and the raw key, which is never stored."""
+    return ApiKey.objects.create_key(account=account, name=name[:50] or "default")
+
+
+def api_key_revoke(*, key: ApiKey) -> ApiKey:
+    """Revoke a key; requests made with it fail from now on."""
+    key.revoked = True
+    key.save(update_fields=["revoked"])
+    return key
+
+
+# --- batches -------------------------------------------------------------------------------------
+
+BATCH_OPTIONS = ("stop_on_error", "max_failures", "atomic")
+
+
+def _job_type_name(name: str | None) -> str:
+    name = name or settings.BATCHSITE_DEFAULT_JOB_TYPE
+    if get_job_type(name) is None:
+        raise InvalidInput(
+            f"unknown job type {name!r}",
+            errors=[{"field": "type", "message": f"unknown job type {name!r}"}],
+        )
+    return name
+
+
+def batch_create(
+    *,
+    account: Account,
+    actor: str,
+    id: uuid.UUID | None = None,
+    type: str | None = None,
+    label: str = "",
+    metadata: dict | None = None,
+    options: dict | None = None,
+    items: list[Any] | None = None,
+    commit: bool = False,
+) -> tuple[Batch, bool]:
+    """Create a batch, optionally with items and committed; return it and whether it is new.
+
+    The same client-chosen id from the same account returns the existing batch unchanged;
+    an id another account holds is a conflict.
+    """
+    if id is not None:
+        existing = Batch.objects.filter(pk=id).first()
+        if existing is not None:
+            return _existing_batch(existing, account), False
+    type = _job_type_name(type)
+    options = options or {}
+    unknown = sorted(set(options) - set(BATCH_OPTIONS))
+    if unknown:
+        raise InvalidInput(f"unknown option(s): {', '.join(unknown)}")
+    try:
+        with transaction.atomic():
+            batch = Batch.objects.create(
+                id=id or uuid.uuid4(),
+                number=sequence_next("batch"),
+                account=account,
+                type=type,
+                label=label,
+                metadata=metadata or {},
+                **options,
+            )
+            event_record(batch=batch, kind="created", actor=actor)
+            if items:
+                _items_insert(batch=batch, items=items, actor=actor)
+            if commit:
+                batch = batch_commit(batch=batch, actor=actor)
+    except IntegrityError:
+        # Two requests raced to create the same id; the loser returns the winner's batch.
+        existing = Batch.objects.filter(pk=id).first() if id is not None else None
+        if existing is None:
+            raise
+        return _existing_batch(existing, account), False
+    return batch, True
+
+
+def _existing_batch(batch: Batch, account: Account) -> Batch:
+    if batch.account_id != account.pk:
+        raise BatchExists(f"batch id {batch.pk} is taken")
+    return batch
+
+
+@transaction.atomic
+def items_add(*, batch: Batch, items: list[Any], actor: str) -> list[Item]:
+    """Add items to a batch that is still open; all of them or, on any bad one, none."""
+    batch = batch_lock(batch)
+    return _items_insert(batch=batch, items=items, actor=actor)
+
+
+def _items_insert(*, batch: Batch, items: list[Any], actor: str) -> list[Item]:
+    if batch.status not in Batch.ACCEPTS_ITEMS:
+        raise BatchNotOpen(f"batch is {batch.status}; items can be added only before commit")
+    if not items:
+        raise InvalidInput("no items given", errors=[{"field": "items", "message": "is empty"}])
+    limit = settings.BATCHSITE_MAX_ITEMS_PER_REQUEST
+    if len(items) > limit:
+        raise InvalidInput(
+            f"{len(items)} items in one request; the limit is {limit}",
+            errors=[{"field": "items", "message": f"at most {limit} items per request"}],
+        )
+    specs, problems = items_parse(items, default_type=batch.type)
+    if problems:
+        raise InvalidInput(
+            f"{len(problems)} of {len(items)} items are invalid; nothing was added",
+            errors=[problem.as_dict() for problem in problems[:100]],
+        )
+    if batch.total_items + len(specs) > settings.BATCHSITE_MAX_ITEMS_PER_BATCH:
+        raise InvalidInput(
+            f"a batch holds at most {settings.BATCHSITE_MAX_ITEMS_PER_BATCH} items",
+            errors=[{"field": "items", "message": "too many items for one batch"}],
+        )
+    created = _items_bulk_create(batch=batch, specs=specs)
+    updates = ["total_items", "pending_items"]
+    batch.total_items += len(created)
+    batch.pending_items += len(created)
+    if batch.status == Batch.Status.CREATED:
+        batch.status = Batch.Status.OPEN
+        updates.append("status")
+    batch.save(update_fields=updates)
+    event_record(batch=batch, kind="items_added", actor=actor, detail={"count": len(created)})
+    return created
+
+
+def _items_bulk_create(*, batch: Batch, specs: list[ItemSpec]) -> list[Item]:
+    start = batch.total_items
+    return Item.objects.bulk_create(
+        [
+            Item(
+                batch=batch,
+                index=start + offset,
+                external_id=spec.external_id,
+                key=spec.key,
+                type=spec.type,
+                payload=spec.payload,
+            )
+            for offset, spec in enumerate(specs)
+        ],
+        batch_size=2000,
+    )
+
+
+@transaction.atomic
+def batch_commit(*, batch: Batch, actor: str) -> Batch:
+    """Close the batch to new items and queue its chunks."""
+    batch = batch_lock(batch)
+    if batch.status == Batch.Status.CREATED:
+        raise BatchEmpty("batch has no items; add items before committing")
+    if batch.committed_at is not None:
+        raise BatchAlreadyCommitted(f"batch was committed already; it is {batch.status}")
+    if batch.status in Batch.TERMINAL:
+        raise BatchFinished(f"batch is {batch.status}; it can no longer be committed")
+    if batch.status != Batch.Status.OPEN:
+        raise BatchNotOpen(f"batch is {batch.status}; it cannot be committed yet")
+    engine.items_move(
+        batch_id=batch.pk, from_statuses=[Item.Status.PENDING], to_status=Item.Status.QUEUED
+    )
+    batch.refresh_from_db()
+    batch.status = Batch.Status.COMMITTED
+    batch.committed_at = timezone.now()
+    batch.save(update_fields=["status", "committed_at"])
+    chunk_ids = engine.chunks_plan(batch)
+    event_record(batch=batch, kind="committed", actor=actor, detail={"chunks": len(chunk_ids)})
+    engine.chunks_enqueue_on_commit(chunk_ids)
+    return batch
+
+
+@transaction.atomic
+def batch_cancel(*, batch: Batch, actor: str) -> Batch:
+    """Stop the batch: unstarted items are cancelled; finished items keep their results."""
+    batch = batch_lock(batch)
+    if batch.status in Batch.TERMINAL or batch.status == Batch.Status.FINALIZING:
+        raise BatchFinished(f"batch is {batch.status}; there is nothing left to cancel")
+    if batch.status == Batch.Status.CANCELLING:
+        return batch
+    if batch.status in (Batch.Status.CREATED, Batch.Status.OPEN, Batch.Status.INGESTING):
+        now = timezone.now()
+        engine.items_move(
+            batch_id=batch.pk,
+            from_statuses=[Item.Status.PENDING],
+            to_status=Item.Status.CANCELLED,
+            finished_at=now,
+        )
+        batch.refresh_from_db()
+        batch.status = Batch.Status.CANCELLED
+        batch.finished_at = now
+        batch.save(update_fields=["status", "finished_at"])
+        event_record(batch=batch, kind="cancelled", actor=actor)
+        return batch
+    engine.batch_wind_down(batch=batch, ending=Batch.Status.CANCELLED, actor=actor)
+    batch.refresh_from_db()
+    return batch
+
+
+RerunWhich = Literal["failed", "all"]
+
+
+@transaction.atomic
+def batch_rerun(*, batch: Batch, which: RerunWhich, actor: str) -> Batch:
+    """Queue a terminal batch's failed items (or all of them) again and commit it anew.
+
+    In an atomic batch nothing but all-or-none makes sense, so "failed" also takes the
+    items whose results were discarded.
+    """
+    batch = batch_lock(batch)
+    if batch.status not in Batch.TERMINAL:
+        raise BatchNotFinished(f"batch is {batch.status}; only an ended batch can be rerun")
+    if which == "all":
+        statuses = list(Item.ENDED)
+    elif batch.atomic:
+        statuses = [Item.Status.FAILED, Item.Status.CANCELLED]
+    else:
+        statuses = [Item.Status.FAILED]
+    moved = engine.items_move(
+        batch_id=batch.pk,
+        from_statuses=statuses,
+        to_status=Item.Status.QUEUED,
+        result=None,
+        output_files=[],
+        error_code="",
+        error_message="",
+        attempts=0,
+        seq=None,
+        started_at=None,
+        finished_at=None,
+    )
+    if not moved:
+        raise Conflict(f"batch has no {which} items to rerun", code="nothing_to_rerun")
+    Chunk.objects.filter(batch=batch).delete()
+    batch.refresh_from_db()
+    batch.status = Batch.Status.COMMITTED
+    batch.ending = ""
+    batch.committed_at = timezone.now()
+    batch.started_at = None
+    batch.finished_at = None
+    batch.save(update_fields=["status", "ending", "committed_at", "started_at", "finished_at"])
+    chunk_ids = engine.chunks_plan(batch)
+    event_record(batch=batch, kind="rerun", actor=actor, detail={"items": which, "count": moved})
+    engine.chunks_enqueue_on_commit(chunk_ids)
+    return batch
+
+
+@transaction.atomic
+def batch_delete(*, batch: Batch, actor: str) -> None:
+    """Remove the batch with its items, errors, events and files; later reads are 404."""
+    batch = batch_lock(batch)
+    batch_id = batch.pk
+    # Errors, then items, each in one statement, so Django never collects item rows.
+    BatchError.objects.filter(batch_id=batch_id).delete()
+    Item.objects.filter(batch_id=batch_id).delete()
+    batch.delete()
+    logger.info("batch %s deleted by %s", batch_id, actor)
+    transaction.on_commit(lambda: shutil.rmtree(batch_files_dir(batch_id), ignore_errors=True))

@@ -1,0 +1,20 @@
+"""django-q2 entry points: they take ids, call the engine, and never raise."""
+
+import logging
+
+from batches import engine
+
+logger = logging.getLogger(__name__)
+
+
+def chunk_run(chunk_id: int) -> str:
+    """Process one chunk.
+
+    Never raises: django-q2 would retry a raising task on its own clock, while our lease
+    and sweep already decide when a chunk runs again.
+    """
+    try:
+        return engine.chunk_process(chunk_id=chunk_id)
+    except Exception:
+        logger.exception("chunk %s stopped on an unexpected error; its lease will expire", chunk_id)
+        return "error"

@@ -1,0 +1,1 @@
+"""batchsite: project configuration (settings, URLs, WSGI/ASGI entry points)."""

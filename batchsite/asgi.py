@@ -1,0 +1,9 @@
+"""Expose the ASGI callable for batchsite."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "batchsite.settings")
+
+application = get_asgi_application()

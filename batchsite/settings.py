@@ -1,0 +1,263 @@
+"""Configure batchsite from the environment.
+
+Every setting a deployment changes comes from an environment variable (see the README's
+configuration table); nothing here needs editing to run on SQLite or on PostgreSQL + Redis.
+"""
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    """Read a yes/no environment variable."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    """Read an integer environment variable, failing clearly on garbage."""
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be an integer, not {value!r}") from exc
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    """Read a comma-separated environment variable."""
+    return [part.strip() for part in os.environ.get(name, default).split(",") if part.strip()]
+
+
+DEBUG = env_bool("DJANGO_DEBUG")
+
+BATCHSITE_DATA_DIR = Path(os.environ.get("BATCHSITE_DATA_DIR", BASE_DIR / "var")).resolve()
+BATCHSITE_DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _secret_key() -> str:
+    """Return DJANGO_SECRET_KEY, or a key kept in the data dir for DEBUG and local runs."""
+    key = os.environ.get("DJANGO_SECRET_KEY", "").strip()
+    if key:
+        return key
+    if not (DEBUG or env_bool("BATCHSITE_LOCAL_RUN")):
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY is not set. Set it to a long random string, "
+            "or set DJANGO_DEBUG=1 for development (`make run` does this for you)."
+        )
+    path = BATCHSITE_DATA_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework_api_key",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_q",
+    "jobs",
+    "batches",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "batchsite.urls"
+WSGI_APPLICATION = "batchsite.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+
+def _databases() -> dict:
+    """Build DATABASES from DATABASE_URL, tuning SQLite for several worker processes."""
+    url = os.environ.get("DATABASE_URL") or f"sqlite:///{BATCHSITE_DATA_DIR / 'batchsite.sqlite3'}"
+    config = dj_database_url.parse(url, conn_max_age=0)
+    if config["ENGINE"] == "django.db.backends.sqlite3":
+        config["OPTIONS"] = {
+            # IMMEDIATE takes the write lock at BEGIN, so two workers never deadlock
+            # upgrading read locks; WAL lets readers go on while one writes.
+            "transaction_mode": "IMMEDIATE",
+            "timeout": env_int("BATCHSITE_SQLITE_TIMEOUT", 30),
+            "init_command": (
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"
+            ),
+        }
+    else:
+        config["CONN_HEALTH_CHECKS"] = True
+    return {"default": config}
+
+
+DATABASES = _databases()
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BATCHSITE_DATA_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)
+STATICFILES_DIRS = [BASE_DIR / "static"]
+# Serve straight from the app and project folders, so no collectstatic step is needed.
+WHITENOISE_USE_FINDERS = True
+MEDIA_ROOT = BATCHSITE_DATA_DIR / "files"
+
+LOGIN_URL = "admin:login"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {
+        "batches": {"level": os.environ.get("BATCHSITE_LOG_LEVEL", "INFO")},
+        "django-q": {"level": os.environ.get("BATCHSITE_Q_LOG_LEVEL", "WARNING")},
+    },
+}
+
+# --- REST framework and its schema --------------------------------------------------------
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "batches.api.authentication.ApiKeyAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["batches.api.permissions.IsAccountOrStaff"],
+    "DEFAULT_RENDERER_CLASSES": [
+        "rest_framework.renderers.JSONRenderer",
+        "rest_framework.renderers.BrowsableAPIRenderer",
+    ],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "batches.api.renderers.StaffOnlyBrowsableNegotiation",
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "batches.api.problems.problem_exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "batchsite API",
+    "DESCRIPTION": (
+        "Create a batch, add items, commit it, and let workers process them. "
+        "Errors are RFC 9457 problem documents with a machine-readable `code`."
+    ),
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "BatchStatusEnum": "batches.models.Batch.Status",
+        "ItemStatusEnum": "batches.models.Item.Status",
+    },
+}
+
+# --- Workers (django-q2) ----------------------------------------------------------------------
+
+BATCHSITE_BROKER_URL = os.environ.get("BATCHSITE_BROKER_URL", "").strip()
+BATCHSITE_WORKERS = env_int("BATCHSITE_WORKERS", 2)
+# A chunk task that runs longer than this is killed by its cluster; its lease then expires
+# and the sweep hands the chunk to another worker.
+BATCHSITE_TASK_TIMEOUT = env_int("BATCHSITE_TASK_TIMEOUT", 900)
+
+Q_CLUSTER = {
+    "name": os.environ.get("BATCHSITE_QUEUE_NAME", "batchsite"),
+    "workers": BATCHSITE_WORKERS,
+    "timeout": BATCHSITE_TASK_TIMEOUT,
+    # django-q2 hands a task out again once `retry` seconds pass after a cluster took it,
+    # so it must exceed the timeout plus the time a task may wait in a prefetch queue.
+    "retry": BATCHSITE_TASK_TIMEOUT + 300,
+    "queue_limit": max(2, BATCHSITE_WORKERS),
+    # Its default 0 means "forever"; our own sweep counts attempts for killed workers.
+    "max_attempts": 3,
+    "ack_failures": True,
+    # Results live in our tables; keep only failed django-q2 tasks for operators.
+    "save_limit": -1,
+    "catch_up": False,
+    "poll": 0.1,
+    "label": "Tasks",
+}
+if BATCHSITE_BROKER_URL.startswith(("redis://", "rediss://", "unix://")):
+    Q_CLUSTER["redis"] = BATCHSITE_BROKER_URL
+elif BATCHSITE_BROKER_URL in ("", "orm"):
+    Q_CLUSTER["orm"] = "default"
+else:
+    raise ImproperlyConfigured(
+        f"BATCHSITE_BROKER_URL must be empty (ORM broker) or a redis:// URL, "
+        f"not {BATCHSITE_BROKER_URL!r}"
+    )
+
+# --- batchsite --------------------------------------------------------------------------------
+
+# Extra job types, as dotted paths to JobType subclasses.
+BATCHSITE_JOB_TYPES = env_list("BATCHSITE_JOB_TYPES")
+BATCHSITE_DEFAULT_JOB_TYPE = os.environ.get("BATCHSITE_DEFAULT_JOB_TYPE", "echo")
+BATCHSITE_MAX_ITEMS_PER_REQUEST = env_int("BATCHSITE_MAX_ITEMS_PER_REQUEST", 10_000)
+BATCHSITE_MAX_ITEMS_PER_BATCH = env_int("BATCHSITE_MAX_ITEMS_PER_BATCH", 10_000_000)
+BATCHSITE_MAX_PAYLOAD_BYTES = env_int("BATCHSITE_MAX_PAYLOAD_BYTES", 64 * 1024)
+# Seconds a worker holds a chunk without renewing before another may take it over.
+BATCHSITE_LEASE_SECONDS = env_int("BATCHSITE_LEASE_SECONDS", 60)
+# A worker writes its outcomes at least this often (seconds), so progress stays live.
+BATCHSITE_SLICE_SECONDS = float(os.environ.get("BATCHSITE_SLICE_SECONDS", "1.0"))
+BATCHSITE_OUTBOUND_ALLOWED_HOSTS = env_list("BATCHSITE_OUTBOUND_ALLOWED_HOSTS")
+
+# A request body of 10,000 items is well over Django's 2.5 MB default.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("BATCHSITE_MAX_REQUEST_BYTES", 64 * 1024 * 1024)

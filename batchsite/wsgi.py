@@ -1,0 +1,9 @@
+"""Expose the WSGI callable for batchsite."""
+
+import os
+
+from django.core.wsgi import get_wsgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "batchsite.settings")
+
+application = get_wsgi_application()

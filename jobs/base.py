@@ -1,0 +1,98 @@
+"""The JobType contract: what every job type declares and how it reports failure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, ClassVar
+
+
+class JobError(Exception):
+    """An item could not be processed; `code` is machine-readable, the message is for people."""
+
+    default_code: ClassVar[str] = "job_error"
+
+    def __init__(self, message: str, *, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.default_code
+
+
+class PermanentError(JobError):
+    """Fail the item now: trying again would give the same answer."""
+
+    default_code = "failed"
+
+
+class TransientError(JobError):
+    """Try the item again later, up to the type's `max_attempts`."""
+
+    default_code = "transient"
+
+
+class PayloadError(ValueError):
+    """A payload does not fit its type; `errors` maps a field path to what is wrong with it."""
+
+    def __init__(self, errors: dict[str, str]):
+        super().__init__("; ".join(f"{path}: {message}" for path, message in errors.items()))
+        self.errors = errors
+
+
+@dataclass
+class JobContext:
+    """What a job type may know about the item it runs, besides its payload and file."""
+
+    attempt: int = 1
+    label: str = ""
+    output_dir: Path | None = None
+    outputs: list[Path] = field(default_factory=list)
+
+    def output_path(self, name: str) -> Path:
+        """Return a path for an output file named `name`, and remember it as an output."""
+        if self.output_dir is None:
+            raise PermanentError("this job type cannot write output files here", code="no_output")
+        if "/" in name or "\\" in name or name in ("", ".", ".."):
+            raise PermanentError(f"bad output file name {name!r}", code="bad_output_name")
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        path = self.output_dir / name
+        self.outputs.append(path)
+        return path
+
+
+class JobType:
+    """Turn one payload (and optionally one file) into a result.
+
+    Subclasses set `name` and `description`, describe their payload in `payload_schema`
+    (JSON Schema, shown in `GET job-types/`), check it in `validate_payload` so bad
+    payloads are refused at submission, and do the work in `process`.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    payload_schema: ClassVar[dict[str, Any]] = {"type": "object"}
+    accepts_file: ClassVar[bool] = False
+    # Items a worker claims at once, and items it writes per transaction.
+    chunk_size: ClassVar[int] = 1000
+    slice_size: ClassVar[int] = 100
+    max_attempts: ClassVar[int] = 3
+    # Seconds before the first retry of a transient failure; doubles each time, with jitter.
+    retry_backoff: ClassVar[float] = 1.0
+    retry_backoff_max: ClassVar[float] = 60.0
+
+    def validate_payload(self, payload: Any) -> None:
+        """Raise PayloadError unless `payload` is acceptable; the default wants an object."""
+        if not isinstance(payload, dict):
+            raise PayloadError({"payload": "must be a JSON object"})
+
+    def process(self, payload: dict, file: IO[bytes] | None, context: JobContext) -> Any:
+        """Do the work for one item and return its JSON-serializable result."""
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        """Return the public description shown by `GET job-types/`."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "payload_schema": self.payload_schema,
+            "accepts_file": self.accepts_file,
+        }

@@ -1,0 +1,17 @@
+"""System checks for the job type registry, so a bad BATCHSITE_JOB_TYPES fails at start-up."""
+
+from django.core import checks
+from django.core.exceptions import ImproperlyConfigured
+
+from jobs.registry import job_types
+
+
+@checks.register()
+def check_job_types(app_configs, **kwargs):
+    """Report a job type that cannot be loaded or whose name is taken."""
+    job_types.cache_clear()
+    try:
+        job_types()
+    except ImproperlyConfigured as exc:
+        return [checks.Error(str(exc), hint="Fix BATCHSITE_JOB_TYPES.", id="jobs.E001")]
+    return []

@@ -1,0 +1,58 @@
+"""The `echo` job type: returns its payload; can be told to sleep or fail, for tests and demos."""
+
+import time
+
+from jobs.base import JobType, PayloadError, PermanentError, TransientError
+
+MAX_SLEEP_MS = 600_000
+
+
+class Echo(JobType):
+    """Return the payload unchanged, after the delay and failures it asks for."""
+
+    name = "echo"
+    description = (
+        "Returns its payload. `fail: true` fails the item permanently, `sleep_ms: N` takes "
+        "N milliseconds, `transient_failures: N` fails transiently N times first."
+    )
+    payload_schema = {
+        "type": "object",
+        "properties": {
+            "fail": {"type": "boolean", "description": "fail permanently"},
+            "sleep_ms": {"type": "integer", "minimum": 0, "maximum": MAX_SLEEP_MS},
+            "transient_failures": {"type": "integer", "minimum": 0},
+        },
+        "additionalProperties": True,
+    }
+    chunk_size = 5000
+    slice_size = 500
+    max_attempts = 5
+    retry_backoff = 0.05
+    retry_backoff_max = 1.0
+
+    def validate_payload(self, payload):
+        """Check the three control fields; anything else in the payload is echoed as is."""
+        super().validate_payload(payload)
+        errors = {}
+        if "fail" in payload and not isinstance(payload["fail"], bool):
+            errors["payload.fail"] = "must be true or false"
+        for name, maximum in (("sleep_ms", MAX_SLEEP_MS), ("transient_failures", None)):
+            if name not in payload:
+                continue
+            value = payload[name]
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                errors[f"payload.{name}"] = "must be a non-negative integer"
+            elif maximum is not None and value > maximum:
+                errors[f"payload.{name}"] = f"must be at most {maximum}"
+        if errors:
+            raise PayloadError(errors)
+
+    def process(self, payload, file, context):
+        """Sleep, fail or echo, as the payload says."""
+        if payload.get("sleep_ms"):
+            time.sleep(payload["sleep_ms"] / 1000)
+        if context.attempt <= payload.get("transient_failures", 0):
+            raise TransientError(f"transient failure {context.attempt} asked for by the payload")
+        if payload.get("fail"):
+            raise PermanentError("the payload asked echo to fail", code="echo_failed")
+        return payload
