@@ -10,5 +10,25 @@ class BatchesConfig(AppConfig):
     verbose_name = "Batches"
 
     def ready(self):
-        """Load the OpenAPI extensions."""
+        """Load the OpenAPI extensions and keep the sweep scheduled after every migrate."""
+        from django.db.models.signals import post_migrate
+
         from batches.api import schema  # noqa: F401
+
+        post_migrate.connect(_sweep_schedule_ensure, sender=self)
+
+
+def _sweep_schedule_ensure(**kwargs):
+    """Create or update the django-q2 schedule that runs the sweep."""
+    from django.conf import settings
+    from django_q.models import Schedule
+
+    Schedule.objects.update_or_create(
+        name="batchsite sweep",
+        defaults={
+            "func": "batches.tasks.sweep",
+            "schedule_type": Schedule.MINUTES,
+            "minutes": settings.BATCHSITE_SWEEP_MINUTES,
+            "repeats": -1,
+        },
+    )

@@ -109,18 +109,47 @@ def chunks_plan(batch: Batch) -> list[int]:
     )
 
 
-def chunks_enqueue(chunk_ids: Iterable[int]) -> None:
-    """Hand chunks to django-q2; call only from transaction.on_commit."""
+def chunks_enqueue(chunk_ids: list[int]) -> None:
+    """Hand chunks to django-q2; call outside any transaction that created them."""
     from django_q.tasks import async_task
 
+    Chunk.objects.filter(pk__in=chunk_ids).update(enqueued_at=timezone.now())
     for chunk_id in chunk_ids:
         async_task(CHUNK_TASK, chunk_id, task_name=f"chunk-{chunk_id}")
 
 
-def chunks_enqueue_on_commit(chunk_ids: list[int]) -> None:
-    """Queue chunks once the surrounding transaction commits."""
-    if chunk_ids:
-        transaction.on_commit(lambda: chunks_enqueue(chunk_ids))
+def chunks_enqueue_on_commit(batch: Batch, chunk_ids: list[int]) -> None:
+    """Queue the batch's chunks once the transaction commits, unless it must wait.
+
+    A batch whose not_before lies ahead keeps its chunks unqueued; the sweep queues them.
+    """
+    if not chunk_ids or (batch.not_before and batch.not_before > timezone.now()):
+        return
+    transaction.on_commit(lambda: chunks_enqueue(chunk_ids))
+
+
+def chunk_abandon(*, chunk: Chunk, reason: str) -> int:
+    """Fail the items a chunk's dying workers left running and queue the chunk's rest again.
+
+    Called by the sweep when workers died on the chunk too often: the items that were in
+    flight each time are the likely cause. Returns the number of items failed.
+    """
+    with transaction.atomic():
+        Batch.objects.select_for_update().filter(pk=chunk.batch_id).first()
+        failed = items_move(
+            batch_id=chunk.batch_id,
+            from_statuses=[Item.Status.RUNNING],
+            to_status=Item.Status.FAILED,
+            where=Q(index__gte=chunk.start_index, index__lt=chunk.end_index),
+            error_code="worker_lost",
+            error_message=reason,
+            finished_at=timezone.now(),
+        )
+        Chunk.objects.filter(pk=chunk.pk).update(
+            status=Chunk.Status.QUEUED, lease_owner="", lease_expires_at=None, attempts=0
+        )
+    transaction.on_commit(lambda: chunks_enqueue([chunk.pk]))
+    return failed
 
 
 # --- winding down and finalizing ---------------------------------------------------------------

@@ -20,6 +20,17 @@ class Sequence(models.Model):
         return f"{self.name}={self.last}"
 
 
+class Lock(models.Model):
+    """A named lock held until `expires_at`, for work that must run once at a time."""
+
+    name = models.CharField(primary_key=True, max_length=40)
+    owner = models.CharField(max_length=100, blank=True)
+    expires_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self):
+        return f"{self.name} held by {self.owner or 'nobody'}"
+
+
 class Account(models.Model):
     """A tenant: its API keys see only its own batches."""
 
@@ -91,6 +102,15 @@ class Batch(models.Model):
     stop_on_error = models.BooleanField(default=False)
     max_failures = models.PositiveIntegerField(null=True, blank=True)
     atomic = models.BooleanField(default=False)
+    not_before = models.DateTimeField(
+        null=True, blank=True, help_text="A committed batch waits until then to start."
+    )
+    deadline = models.DateTimeField(
+        null=True, blank=True, help_text="Unfinished work is cancelled then; the batch expires."
+    )
+    retention_days = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Days an ended batch is kept; default from settings."
+    )
 
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.CREATED)
     # The terminal state a `cancelling` batch winds down to: cancelled, stopped or failed.
@@ -253,6 +273,9 @@ class Chunk(models.Model):
     lease_owner = models.CharField(max_length=100, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    # When a task for this chunk was last handed to the broker; null while it waits for
+    # the batch's not_before. The sweep hands it again if it sat queued for too long.
+    enqueued_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     finished_at = models.DateTimeField(null=True, blank=True)
 

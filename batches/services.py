@@ -88,7 +88,14 @@ def api_key_revoke(*, key: ApiKey) -> ApiKey:
 
 # --- batches -------------------------------------------------------------------------------------
 
-BATCH_OPTIONS = ("stop_on_error", "max_failures", "atomic")
+BATCH_OPTIONS = (
+    "stop_on_error",
+    "max_failures",
+    "atomic",
+    "not_before",
+    "deadline",
+    "retention_days",
+)
 
 
 def _job_type_name(name: str | None) -> str:
@@ -238,7 +245,7 @@ def batch_commit(*, batch: Batch, actor: str) -> Batch:
     batch.save(update_fields=["status", "committed_at"])
     chunk_ids = engine.chunks_plan(batch)
     event_record(batch=batch, kind="committed", actor=actor, detail={"chunks": len(chunk_ids)})
-    engine.chunks_enqueue_on_commit(chunk_ids)
+    engine.chunks_enqueue_on_commit(batch, chunk_ids)
     return batch
 
 
@@ -265,6 +272,36 @@ def batch_cancel(*, batch: Batch, actor: str) -> Batch:
         event_record(batch=batch, kind="cancelled", actor=actor)
         return batch
     engine.batch_wind_down(batch=batch, ending=Batch.Status.CANCELLED, actor=actor)
+    batch.refresh_from_db()
+    return batch
+
+
+@transaction.atomic
+def batch_expire(*, batch: Batch, actor: str, reason: str) -> Batch:
+    """End a batch that ran out of time: its TTL before commit, or its deadline.
+
+    Unfinished items are cancelled; items that ended keep their outcome.
+    """
+    batch = batch_lock(batch)
+    if batch.status in Batch.TERMINAL or batch.status in (
+        Batch.Status.CANCELLING,
+        Batch.Status.FINALIZING,
+    ):
+        return batch
+    if batch.status in (Batch.Status.CREATED, Batch.Status.OPEN, Batch.Status.INGESTING):
+        now = timezone.now()
+        engine.items_move(
+            batch_id=batch.pk,
+            from_statuses=[Item.Status.PENDING],
+            to_status=Item.Status.CANCELLED,
+            finished_at=now,
+        )
+        batch.status = Batch.Status.EXPIRED
+        batch.finished_at = now
+        batch.save(update_fields=["status", "finished_at"])
+        event_record(batch=batch, kind="expired", actor=actor, detail={"reason": reason})
+        return batch
+    engine.batch_wind_down(batch=batch, ending=Batch.Status.EXPIRED, actor=actor, reason=reason)
     batch.refresh_from_db()
     return batch
 
@@ -313,7 +350,7 @@ def batch_rerun(*, batch: Batch, which: RerunWhich, actor: str) -> Batch:
     batch.save(update_fields=["status", "ending", "committed_at", "started_at", "finished_at"])
     chunk_ids = engine.chunks_plan(batch)
     event_record(batch=batch, kind="rerun", actor=actor, detail={"items": which, "count": moved})
-    engine.chunks_enqueue_on_commit(chunk_ids)
+    engine.chunks_enqueue_on_commit(batch, chunk_ids)
     return batch
 
 

@@ -18,3 +18,14 @@ def chunk_run(chunk_id: int) -> str:
     except Exception:
         logger.exception("chunk %s stopped on an unexpected error; its lease will expire", chunk_id)
         return "error"
+
+
+def sweep() -> dict:
+    """Run the periodic sweep; never raises, so the schedule keeps its rhythm."""
+    from batches.sweep import sweep_run
+
+    try:
+        return sweep_run()
+    except Exception:
+        logger.exception("sweep stopped on an unexpected error; the next run will retry")
+        return {"error": 1}

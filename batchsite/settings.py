@@ -255,6 +255,16 @@ BATCHSITE_MAX_ITEMS_PER_BATCH = env_int("BATCHSITE_MAX_ITEMS_PER_BATCH", 10_000_
 BATCHSITE_MAX_PAYLOAD_BYTES = env_int("BATCHSITE_MAX_PAYLOAD_BYTES", 64 * 1024)
 # Seconds a worker holds a chunk without renewing before another may take it over.
 BATCHSITE_LEASE_SECONDS = env_int("BATCHSITE_LEASE_SECONDS", 60)
+# The sweep hands a chunk to the broker again once it sat queued this long (seconds).
+BATCHSITE_REQUEUE_AFTER = env_int("BATCHSITE_REQUEUE_AFTER", 120)
+# After this many claims whose worker died, the items in flight fail with `worker_lost`.
+BATCHSITE_CHUNK_MAX_ATTEMPTS = env_int("BATCHSITE_CHUNK_MAX_ATTEMPTS", 5)
+# A batch left uncommitted this long (seconds) expires.
+BATCHSITE_OPEN_BATCH_TTL = env_int("BATCHSITE_OPEN_BATCH_TTL", 7 * 24 * 3600)
+# Ended batches are deleted after this many days, unless the batch sets retention_days.
+BATCHSITE_RETENTION_DAYS = env_int("BATCHSITE_RETENTION_DAYS", 30)
+# Minutes between sweeps (recovery of lost chunks, not_before, TTL, deadlines, retention).
+BATCHSITE_SWEEP_MINUTES = env_int("BATCHSITE_SWEEP_MINUTES", 1)
 # A worker writes its outcomes at least this often (seconds), so progress stays live.
 BATCHSITE_SLICE_SECONDS = float(os.environ.get("BATCHSITE_SLICE_SECONDS", "1.0"))
 BATCHSITE_OUTBOUND_ALLOWED_HOSTS = env_list("BATCHSITE_OUTBOUND_ALLOWED_HOSTS")

@@ -11,8 +11,8 @@ os.environ.setdefault("DJANGO_SECRET_KEY", "batchsite-tests-only-not-secret")
 os.environ.setdefault("BATCHSITE_DATA_DIR", tempfile.mkdtemp(prefix="batchsite-tests-"))
 os.environ.setdefault("BATCHSITE_QUEUE_NAME", f"batchsite-test-{os.getpid()}")
 
-from batchsite.settings import *  # noqa: E402, F403
-from batchsite.settings import BATCHSITE_DATA_DIR, DATABASES, Q_CLUSTER  # noqa: E402
+from batchsite.settings import *  # noqa: F403
+from batchsite.settings import BATCHSITE_DATA_DIR, DATABASES, Q_CLUSTER
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory, so qcluster subprocesses share the test database.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from django.urls import reverse
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -78,6 +79,33 @@ class BatchOptionsSerializer(StrictSerializer):
         required=False,
         help_text="Publish results all or none: one failed item fails the whole batch.",
     )
+    not_before = serializers.DateTimeField(
+        required=False, allow_null=True, help_text="Once committed, start no earlier than this."
+    )
+    deadline = serializers.DateTimeField(
+        required=False,
+        allow_null=True,
+        help_text="Cancel whatever has not run by then; the batch ends `expired`.",
+    )
+    retention_days = StrictIntegerField(
+        required=False,
+        allow_null=True,
+        min_value=0,
+        help_text="Days to keep the batch after it ends (default: the server's setting).",
+    )
+
+    def validate_deadline(self, value):
+        """Refuse a deadline that has already passed."""
+        if value is not None and value <= timezone.now():
+            raise serializers.ValidationError("Must be in the future.")
+        return value
+
+    def validate(self, attrs):
+        """Refuse a not_before after the deadline."""
+        not_before, deadline = attrs.get("not_before"), attrs.get("deadline")
+        if not_before and deadline and not_before >= deadline:
+            raise serializers.ValidationError({"not_before": "Must be before the deadline."})
+        return attrs
 
 
 class BatchCreateSerializer(StrictSerializer):
@@ -190,6 +218,9 @@ class BatchSerializer(serializers.ModelSerializer):
             "stop_on_error": batch.stop_on_error,
             "max_failures": batch.max_failures,
             "atomic": batch.atomic,
+            "not_before": batch.not_before,
+            "deadline": batch.deadline,
+            "retention_days": batch.retention_days,
         }
 
     @extend_schema_field(CountsSerializer)

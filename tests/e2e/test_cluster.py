@@ -59,7 +59,9 @@ def test_cluster__2000_items_with_failures_finish_with_exact_counters(client_a, 
     detail = client_a.get(f"/api/v1/batches/{batch.pk}/").json()
     assert detail["status"] == "finished"
     assert detail["progress"] == 1.0
-    kinds = [e["kind"] for e in client_a.get(f"/api/v1/batches/{batch.pk}/events/").json()["results"]]
+    kinds = [
+        e["kind"] for e in client_a.get(f"/api/v1/batches/{batch.pk}/events/").json()["results"]
+    ]
     assert kinds.count("finished") == 1
     assert kinds.count("started") == 1
 
@@ -124,7 +126,9 @@ def test_cluster__rerun_failed_items_runs_only_those(client_a, cluster):
     assert batch.failed_items == 3
     before = dict(Item.objects.filter(batch=batch, status="succeeded").values_list("id", "seq"))
 
-    response = client_a.post(f"/api/v1/batches/{batch.pk}/rerun/", {"items": "failed"}, format="json")
+    response = client_a.post(
+        f"/api/v1/batches/{batch.pk}/rerun/", {"items": "failed"}, format="json"
+    )
 
     assert response.status_code == 200, response.json()
     batch = wait_terminal(batch.pk, cluster)

@@ -1,0 +1,152 @@
+"""The periodic sweep: recover lost chunks, start waiting batches, enforce time limits.
+
+It runs from a django-q2 schedule on every cluster, but a lock row makes one run at a
+time; each step is idempotent and costs a few indexed queries when there is nothing to do.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import F, Q
+from django.utils import timezone
+
+from batches import engine, services
+from batches.models import Batch, Chunk, Lock
+
+logger = logging.getLogger(__name__)
+
+SWEEP_LOCK = "sweep"
+ACTOR = "sweep"
+# Purging deletes rows and files; a few batches per run keeps each run short.
+PURGE_PER_RUN = 20
+
+
+def lock_acquire(*, name: str, owner: str, seconds: int) -> bool:
+    """Take the named lock unless someone holds it and it has not expired."""
+    now = timezone.now()
+    Lock.objects.get_or_create(name=name, defaults={"expires_at": now})
+    return bool(
+        Lock.objects.filter(name=name)
+        .filter(Q(expires_at__lt=now) | Q(owner=owner))
+        .update(owner=owner, expires_at=now + timedelta(seconds=seconds))
+    )
+
+
+def lock_release(*, name: str, owner: str) -> None:
+    """Give the named lock back, if we still hold it."""
+    Lock.objects.filter(name=name, owner=owner).update(owner="", expires_at=timezone.now())
+
+
+def sweep_run() -> dict[str, int]:
+    """Run every sweep step once; return how many things each step touched."""
+    owner = engine.worker_name()
+    if not lock_acquire(name=SWEEP_LOCK, owner=owner, seconds=300):
+        return {"skipped": 1}
+    try:
+        now = timezone.now()
+        report = {
+            "abandoned": chunks_abandon_exhausted(now),
+            "requeued": chunks_requeue(now),
+            "expired": batches_expire(now),
+            "finalized": batches_finalize_stuck(),
+            "purged": batches_purge(now),
+        }
+    finally:
+        lock_release(name=SWEEP_LOCK, owner=owner)
+    if any(report.values()):
+        logger.info("sweep: %s", report)
+    return report
+
+
+def _startable(now) -> Q:
+    return Q(batch__status__in=Batch.ACTIVE) & (
+        Q(batch__not_before__isnull=True) | Q(batch__not_before__lte=now)
+    )
+
+
+def chunks_requeue(now) -> int:
+    """Queue chunks whose worker died (lease expired) or whose task never arrived.
+
+    A task can be lost (the Redis broker drops a task whose worker was killed) or still
+    waiting; a second copy is harmless, as a chunk runs only under its lease.
+    """
+    stale = now - timedelta(seconds=settings.BATCHSITE_REQUEUE_AFTER)
+    never_sent_or_stale = Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=stale)
+    waiting = Q(status=Chunk.Status.QUEUED) & never_sent_or_stale
+    orphaned = Q(status=Chunk.Status.RUNNING, lease_expires_at__lt=now) & (
+        never_sent_or_stale | Q(enqueued_at__lt=F("lease_expires_at"))
+    )
+    chunk_ids = list(
+        Chunk.objects.filter(_startable(now))
+        .filter(waiting | orphaned)
+        .values_list("pk", flat=True)[:1000]
+    )
+    if chunk_ids:
+        engine.chunks_enqueue(chunk_ids)
+    return len(chunk_ids)
+
+
+def chunks_abandon_exhausted(now) -> int:
+    """Give up on the items in flight in chunks whose workers died too many times."""
+    limit = settings.BATCHSITE_CHUNK_MAX_ATTEMPTS
+    chunks = Chunk.objects.filter(
+        status=Chunk.Status.RUNNING, lease_expires_at__lt=now, attempts__gte=limit
+    )
+    count = 0
+    for chunk in chunks[:100]:
+        engine.chunk_abandon(
+            chunk=chunk, reason=f"the worker running this item died {chunk.attempts} times"
+        )
+        count += 1
+    return count
+
+
+def batches_expire(now) -> int:
+    """Expire batches left open past the TTL, and batches whose deadline passed."""
+    ttl = now - timedelta(seconds=settings.BATCHSITE_OPEN_BATCH_TTL)
+    unopened = [Batch.Status.CREATED, Batch.Status.OPEN]
+    stale_open = Batch.objects.filter(status__in=unopened, created_at__lt=ttl)
+    past_deadline = Batch.objects.filter(deadline__lt=now).exclude(
+        status__in=[*Batch.TERMINAL, Batch.Status.CANCELLING, Batch.Status.FINALIZING]
+    )
+    count = 0
+    for batch in stale_open[:100]:
+        services.batch_expire(batch=batch, actor=ACTOR, reason="left uncommitted past its TTL")
+        count += 1
+    for batch in past_deadline[:100]:
+        services.batch_expire(batch=batch, actor=ACTOR, reason="its deadline passed")
+        count += 1
+    return count
+
+
+def batches_finalize_stuck() -> int:
+    """Finalize active batches none of whose chunks is left (a finalize that never ran)."""
+    unfinished = [Chunk.Status.QUEUED, Chunk.Status.RUNNING]
+    stuck = Batch.objects.filter(status__in=Batch.ACTIVE).exclude(chunks__status__in=unfinished)
+    count = 0
+    for batch_id in stuck.values_list("pk", flat=True)[:100]:
+        batch = engine.batch_finalize_if_done(batch_id)
+        count += bool(batch and batch.is_terminal)
+    return count
+
+
+def batches_purge(now) -> int:
+    """Delete ended batches older than their retention (per batch, or the default)."""
+    default_cutoff = now - timedelta(days=settings.BATCHSITE_RETENTION_DAYS)
+    ended = Batch.objects.filter(status__in=Batch.TERMINAL)
+    due = list(
+        ended.filter(retention_days__isnull=True, finished_at__lt=default_cutoff)[:PURGE_PER_RUN]
+    )
+    for batch in ended.filter(retention_days__isnull=False, finished_at__lt=now).only(
+        "pk", "finished_at", "retention_days"
+    )[:1000]:
+        if len(due) < PURGE_PER_RUN and batch.finished_at < now - timedelta(
+            days=batch.retention_days
+        ):
+            due.append(batch)
+    for batch in due:
+        services.batch_delete(batch=batch, actor=ACTOR)
+    return len(due)
