@@ -1,5 +1,8 @@
 """Job types that exist only for tests."""
 
+import os
+import time
+
 from jobs import JobType
 
 
@@ -18,3 +21,29 @@ class Flaky(JobType):
         if payload.get("unserializable"):
             return {"value": object()}
         return payload
+
+
+class Record(JobType):
+    """Append one line per execution to the file named by BATCHSITE_TEST_EXEC_LOG.
+
+    Each line is `n start end pid`: which item ran, when, and in which process, so a test
+    can prove every item ran and no item ran twice at the same time.
+    """
+
+    name = "test.record"
+    description = "Logs each execution to a file (tests only)."
+    chunk_size = 1000
+    slice_size = 100
+
+    def process(self, payload, file, context):
+        """Log the execution, sleeping `sleep_ms` in between start and end."""
+        started = time.time()
+        if payload.get("sleep_ms"):
+            time.sleep(payload["sleep_ms"] / 1000)
+        line = f"{payload['n']} {started:.6f} {time.time():.6f} {os.getpid()}\n"
+        fd = os.open(os.environ["BATCHSITE_TEST_EXEC_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+        return {"n": payload["n"]}
