@@ -9,7 +9,6 @@ nothing.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -28,6 +27,7 @@ from django.db import connection, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
+from batches import bulk
 from batches.models import Batch, BatchEvent, Chunk, Item, counter_field
 from jobs import JobContext, PermanentError, TransientError, get_job_type
 
@@ -308,10 +308,10 @@ class Outcome:
     item_id: int
     status: str
     attempts: int
-    result: Any = None
+    result_json: str | None = None
     error_code: str = ""
     error_message: str = ""
-    output_files: list[str] | None = None
+    output_files_json: str = bulk.EMPTY_LIST_JSON
     finished_at: Any = None
 
 
@@ -403,15 +403,13 @@ class ChunkRunner:
         )
         if rows:
             # Items already `running` were left by a worker that died; they count as running.
-            queued = [row["id"] for row in rows if row["status"] == Item.Status.QUEUED]
-            if queued:
-                items_move(
-                    batch_id=self.batch_id,
-                    from_statuses=[Item.Status.QUEUED],
-                    to_status=Item.Status.RUNNING,
-                    where=Q(id__in=queued),
-                    started_at=timezone.now(),
-                )
+            items_move(
+                batch_id=self.batch_id,
+                from_statuses=[Item.Status.QUEUED],
+                to_status=Item.Status.RUNNING,
+                where=Q(index__gte=rows[0]["index"], index__lte=rows[-1]["index"]),
+                started_at=timezone.now(),
+            )
         return rows
 
     def _run_item(self, row: dict) -> Outcome:
@@ -438,15 +436,19 @@ class ChunkRunner:
                 return self._failed(row, attempts, "exception", f"{type(exc).__name__}: {exc}")
             self._renew_if_due()
             try:
-                json.dumps(result)
+                result_json = bulk.json_text(result)
             except (TypeError, ValueError) as exc:
                 return self._failed(row, attempts, "bad_result", f"result is not JSON: {exc}")
             return Outcome(
                 item_id=row["id"],
                 status=Item.Status.SUCCEEDED,
                 attempts=attempts,
-                result=result,
-                output_files=[str(path) for path in context.outputs],
+                result_json=result_json,
+                output_files_json=(
+                    bulk.json_text([str(path) for path in context.outputs])
+                    if context.outputs
+                    else bulk.EMPTY_LIST_JSON
+                ),
                 finished_at=timezone.now(),
             )
 
@@ -474,14 +476,6 @@ class ChunkRunner:
 
     def _write(self, outcomes: list[Outcome]) -> None:
         """Store a slice's outcomes and move the counters, then trip the failure policy."""
-        result_field = Item._meta.get_field("result")
-        files_field = Item._meta.get_field("output_files")
-        table = connection.ops.quote_name(Item._meta.db_table)
-        sql = (
-            f"UPDATE {table} SET status = %s, result = %s, error_code = %s, "
-            "error_message = %s, attempts = %s, output_files = %s, finished_at = %s, seq = %s "
-            "WHERE id = %s AND status = %s"
-        )
         tally = Counter(o.status for o in outcomes)
         deltas = {Item.Status.RUNNING: -len(outcomes), **tally}
         changes = {
@@ -494,23 +488,20 @@ class ChunkRunner:
         )
         first_seq = Batch.objects.values_list("last_seq", flat=True).get(pk=self.batch_id)
         first_seq -= len(outcomes) - 1
-        params = [
+        bulk.outcomes_write(
             (
                 o.status,
-                result_field.get_db_prep_save(o.result, connection),
+                o.result_json,
                 o.error_code,
                 o.error_message,
                 o.attempts,
-                files_field.get_db_prep_save(o.output_files or [], connection),
+                o.output_files_json,
                 o.finished_at,
                 first_seq + offset,
                 o.item_id,
-                Item.Status.RUNNING,
             )
             for offset, o in enumerate(outcomes)
-        ]
-        with connection.cursor() as cursor:
-            cursor.executemany(sql, params)
+        )
         if tally[Item.Status.FAILED]:
             self._trip_failure_policy()
 

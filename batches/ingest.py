@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
 
+from batches.bulk import json_text
 from jobs import get_job_type
 from jobs.base import PayloadError
 
@@ -23,6 +23,7 @@ class ItemSpec:
     type: str
     external_id: str = ""
     key: str = ""
+    payload_json: str = ""
 
 
 @dataclass(slots=True)
@@ -76,20 +77,26 @@ def item_parse(obj: Any, *, index: int, default_type: str) -> ItemSpec | ItemPro
     if "payload" not in obj:
         errors["payload"] = "is required"
     payload = obj.get("payload")
+    payload_json = ""
     if "payload" in obj and job_type is not None:
         try:
             job_type.validate_payload(payload)
+            payload_json = json_text(payload)
         except PayloadError as exc:
             errors.update(exc.errors)
+        except (TypeError, ValueError) as exc:
+            errors["payload"] = f"is not JSON: {exc}"
         else:
-            size = len(json.dumps(payload, separators=(",", ":")))
+            size = len(payload_json.encode())
             if size > settings.BATCHSITE_MAX_PAYLOAD_BYTES:
                 errors["payload"] = (
                     f"is {size} bytes; the limit is {settings.BATCHSITE_MAX_PAYLOAD_BYTES}"
                 )
     if errors:
         return ItemProblem(index, errors, external_id)
-    return ItemSpec(payload=payload, type=type_name, external_id=external_id, key=key)
+    return ItemSpec(
+        payload=payload, type=type_name, external_id=external_id, key=key, payload_json=payload_json
+    )
 
 
 def items_parse(objs: list[Any], *, default_type: str) -> tuple[list[ItemSpec], list[ItemProblem]]:

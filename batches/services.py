@@ -18,7 +18,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from batches import engine
+from batches import bulk, engine
 from batches.exceptions import (
     BatchAlreadyCommitted,
     BatchEmpty,
@@ -166,13 +166,16 @@ def _existing_batch(batch: Batch, account: Account) -> Batch:
 
 
 @transaction.atomic
-def items_add(*, batch: Batch, items: list[Any], actor: str) -> list[Item]:
-    """Add items to a batch that is still open; all of them or, on any bad one, none."""
+def items_add(*, batch: Batch, items: list[Any], actor: str) -> range:
+    """Add items to a batch that is still open; all of them or, on any bad one, none.
+
+    Returns the range of indexes the new items took.
+    """
     batch = batch_lock(batch)
     return _items_insert(batch=batch, items=items, actor=actor)
 
 
-def _items_insert(*, batch: Batch, items: list[Any], actor: str) -> list[Item]:
+def _items_insert(*, batch: Batch, items: list[Any], actor: str) -> range:
     if batch.status not in Batch.ACCEPTS_ITEMS:
         raise BatchNotOpen(f"batch is {batch.status}; items can be added only before commit")
     if not items:
@@ -206,22 +209,16 @@ def _items_insert(*, batch: Batch, items: list[Any], actor: str) -> list[Item]:
     return created
 
 
-def _items_bulk_create(*, batch: Batch, specs: list[ItemSpec]) -> list[Item]:
+def _items_bulk_create(*, batch: Batch, specs: list[ItemSpec]) -> range:
     start = batch.total_items
-    return Item.objects.bulk_create(
-        [
-            Item(
-                batch=batch,
-                index=start + offset,
-                external_id=spec.external_id,
-                key=spec.key,
-                type=spec.type,
-                payload=spec.payload,
-            )
+    bulk.items_insert(
+        batch_id=batch.pk,
+        rows=(
+            (start + offset, spec.external_id, spec.key, spec.type, spec.payload_json)
             for offset, spec in enumerate(specs)
-        ],
-        batch_size=2000,
+        ),
     )
+    return range(start, start + len(specs))
 
 
 @transaction.atomic

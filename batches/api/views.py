@@ -188,8 +188,8 @@ class BatchViewSet(viewsets.GenericViewSet):
         batch.refresh_from_db()
         body = {
             "added": len(created),
-            "first_index": created[0].index,
-            "last_index": created[-1].index,
+            "first_index": created[0],
+            "last_index": created[-1],
             "batch": BatchSerializer(batch, context=self.get_serializer_context()).data,
         }
         return Response(body, status=status.HTTP_201_CREATED)
