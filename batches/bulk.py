@@ -23,49 +23,81 @@ def json_text(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), allow_nan=False)
 
 
-def _json_placeholder() -> str:
-    # psycopg sends Python strings as text; jsonb columns need the cast.
-    return "%s::jsonb" if connection.vendor == "postgresql" else "%s"
-
-
 def _table() -> str:
     return connection.ops.quote_name(Item._meta.db_table)
+
+
+ITEM_INSERT_COLUMNS = [
+    "batch_id", "index", "external_id", "key", "type", "payload", "input_file",
+    "status", "output_files", "error_code", "error_message", "attempts",
+]  # fmt: skip
+# PostgreSQL array types of the columns, for the one-statement unnest() forms.
+PG_INSERT_TYPES = [
+    "uuid", "integer", "text", "text", "text", "jsonb", "text",
+    "text", "jsonb", "text", "text", "integer",
+]  # fmt: skip
+OUTCOME_COLUMNS = [
+    "status", "result", "error_code", "error_message", "attempts", "output_files",
+    "finished_at", "seq", "id",
+]  # fmt: skip
+PG_OUTCOME_TYPES = [
+    "text", "jsonb", "text", "text", "integer", "jsonb", "timestamptz", "bigint", "bigint",
+]  # fmt: skip
 
 
 def items_insert(*, batch_id, rows: Iterable[Sequence[Any]]) -> None:
     """Insert pending items: rows of (index, external_id, key, type, payload JSON text)."""
     quote = connection.ops.quote_name
-    json_value = _json_placeholder()
-    columns = [
-        "batch_id", "index", "external_id", "key", "type", "payload", "input_file",
-        "status", "output_files", "error_code", "error_message", "attempts",
-    ]  # fmt: skip
-    values = ["%s"] * 5 + [json_value, "%s", "%s", json_value, "%s", "%s", "%s"]
-    values[5] = json_value
-    sql = (
-        f"INSERT INTO {_table()} ({', '.join(quote(c) for c in columns)}) "
-        f"VALUES ({', '.join(values)})"
-    )
+    columns = ", ".join(quote(column) for column in ITEM_INSERT_COLUMNS)
     batch_value = Item._meta.get_field("batch").get_db_prep_value(batch_id, connection)
     params = [
         (batch_value, index, external_id, key, type_name, payload, "",
          Item.Status.PENDING, EMPTY_LIST_JSON, "", "", 0)
         for index, external_id, key, type_name, payload in rows
     ]  # fmt: skip
+    if not params:
+        return
     with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
+        if connection.vendor == "postgresql":
+            # One statement of arrays instead of one INSERT per row.
+            arrays = ", ".join(f"%s::{kind}[]" for kind in PG_INSERT_TYPES)
+            sql = f"INSERT INTO {_table()} ({columns}) SELECT * FROM unnest({arrays})"
+            cursor.execute(sql, [list(column) for column in zip(*params, strict=True)])
+        else:
+            values = ", ".join(["%s"] * len(ITEM_INSERT_COLUMNS))
+            cursor.executemany(f"INSERT INTO {_table()} ({columns}) VALUES ({values})", params)
 
 
-def outcomes_write(rows: Iterable[Sequence[Any]]) -> None:
-    """Store item outcomes of running items.
+def outcomes_write(*, batch_id, first_index: int, last_index: int, rows: list[Sequence[Any]]):
+    """Store outcomes of running items whose indexes lie in [first_index, last_index].
 
     Rows are (status, result JSON text or None, error_code, error_message, attempts,
     output_files JSON text, finished_at, seq, item id).
     """
-    json_value = _json_placeholder()
+    if connection.vendor == "postgresql":
+        params = [list(column) for column in zip(*rows, strict=True)]
+        if not params:
+            return
+        quote = connection.ops.quote_name
+        arrays = ", ".join(f"%s::{kind}[]" for kind in PG_OUTCOME_TYPES)
+        assignments = ", ".join(f"{quote(c)} = v.{quote(c)}" for c in OUTCOME_COLUMNS[:-1])
+        sql = (
+            f"UPDATE {_table()} AS i SET {assignments} "
+            f"FROM unnest({arrays}) AS v({', '.join(quote(c) for c in OUTCOME_COLUMNS)}) "
+            # The batch and index range pin the plan to the (batch, index) index; joined on
+            # id alone, a planner with stale statistics may scan the whole table.
+            "WHERE i.id = v.id AND i.status = %s AND i.batch_id = %s "
+            "AND i.index BETWEEN %s AND %s"
+        )
+        batch_value = Item._meta.get_field("batch").get_db_prep_value(batch_id, connection)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                sql, [*params, Item.Status.RUNNING, batch_value, first_index, last_index]
+            )
+        return
     sql = (
-        f"UPDATE {_table()} SET status = %s, result = {json_value}, error_code = %s, "
-        f"error_message = %s, attempts = %s, output_files = {json_value}, finished_at = %s, "
+        f"UPDATE {_table()} SET status = %s, result = %s, error_code = %s, "
+        "error_message = %s, attempts = %s, output_files = %s, finished_at = %s, "
         "seq = %s WHERE id = %s AND status = %s"
     )
     adapt = connection.ops.adapt_datetimefield_value

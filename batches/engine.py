@@ -306,6 +306,7 @@ class Outcome:
     """What running one item produced."""
 
     item_id: int
+    index: int
     status: str
     attempts: int
     result_json: str | None = None
@@ -441,6 +442,7 @@ class ChunkRunner:
                 return self._failed(row, attempts, "bad_result", f"result is not JSON: {exc}")
             return Outcome(
                 item_id=row["id"],
+                index=row["index"],
                 status=Item.Status.SUCCEEDED,
                 attempts=attempts,
                 result_json=result_json,
@@ -467,6 +469,7 @@ class ChunkRunner:
     def _failed(self, row: dict, attempts: int, code: str, message: str) -> Outcome:
         return Outcome(
             item_id=row["id"],
+            index=row["index"],
             status=Item.Status.FAILED,
             attempts=attempts,
             error_code=code[:100],
@@ -489,18 +492,23 @@ class ChunkRunner:
         first_seq = Batch.objects.values_list("last_seq", flat=True).get(pk=self.batch_id)
         first_seq -= len(outcomes) - 1
         bulk.outcomes_write(
-            (
-                o.status,
-                o.result_json,
-                o.error_code,
-                o.error_message,
-                o.attempts,
-                o.output_files_json,
-                o.finished_at,
-                first_seq + offset,
-                o.item_id,
-            )
-            for offset, o in enumerate(outcomes)
+            batch_id=self.batch_id,
+            first_index=outcomes[0].index,
+            last_index=outcomes[-1].index,
+            rows=[
+                (
+                    o.status,
+                    o.result_json,
+                    o.error_code,
+                    o.error_message,
+                    o.attempts,
+                    o.output_files_json,
+                    o.finished_at,
+                    first_seq + offset,
+                    o.item_id,
+                )
+                for offset, o in enumerate(outcomes)
+            ],
         )
         if tally[Item.Status.FAILED]:
             self._trip_failure_policy()

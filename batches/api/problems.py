@@ -92,6 +92,8 @@ def problem_exception_handler(exc: Exception, context: dict) -> Response | None:
             detail = "; ".join(f"{e['field']}: {e['message']}" for e in extra["errors"][:5])
         else:
             detail = str(exc.detail)
+        if isinstance(exc, exceptions.ParseError):
+            extra["errors"] = [{"field": "body", "message": detail}]
         body = problem_body(
             status_code=exc.status_code, code=code, title=title, detail=detail, **extra
         )

@@ -45,6 +45,16 @@ class StrictCharField(serializers.CharField):
         return super().to_internal_value(data)
 
 
+class StrictUUIDField(serializers.UUIDField):
+    """Accept only a UUID written as a JSON string, not an integer."""
+
+    def to_internal_value(self, data):
+        """Refuse anything but a string."""
+        if not isinstance(data, str):
+            self.fail("invalid", value=data)
+        return super().to_internal_value(data)
+
+
 class StrictSerializer(serializers.Serializer):
     """A serializer that refuses fields it does not know."""
 
@@ -111,7 +121,7 @@ class BatchOptionsSerializer(StrictSerializer):
 class BatchCreateSerializer(StrictSerializer):
     """The body of POST batches/."""
 
-    id = serializers.UUIDField(required=False, help_text="Client-chosen id (idempotent create).")
+    id = StrictUUIDField(required=False, help_text="Client-chosen id (idempotent create).")
     type = StrictCharField(required=False, max_length=100, help_text="Default job type.")
     label = StrictCharField(required=False, allow_blank=True, max_length=200)
     metadata = serializers.JSONField(required=False, help_text="Any JSON object, kept as is.")

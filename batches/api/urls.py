@@ -1,10 +1,10 @@
 """Routes of the API under /api/v1/."""
 
-from django.urls import path
+from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
-from batches.api.views import BatchViewSet, JobTypeList
+from batches.api.views import ApiNotFound, BatchViewSet, JobTypeList
 
 app_name = "api"
 
@@ -20,4 +20,6 @@ urlpatterns = [
         name="docs",
     ),
     *router.urls,
+    # Anything else under /api/v1/ is a problem document too, not Django's HTML 404.
+    re_path(r"^.*$", ApiNotFound.as_view(), name="not-found"),
 ]

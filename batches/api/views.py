@@ -34,6 +34,20 @@ UUID_PATTERN = r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-
 RESULT_STATUSES = [Item.Status.SUCCEEDED, Item.Status.FAILED]
 
 
+class ApiNotFound(APIView):
+    """Answer any unknown path under the API with a 404 problem document."""
+
+    authentication_classes = []
+    permission_classes = []
+    schema = None
+
+    def get(self, request, *args, **kwargs):
+        """Refuse: nothing lives here."""
+        raise NotFound(f"no API resource at {request.path}")
+
+    post = put = patch = delete = head = options = get
+
+
 class JobTypeList(APIView):
     """List the registered job types."""
 
@@ -58,6 +72,12 @@ class BatchViewSet(viewsets.GenericViewSet):
         batches = Batch.objects.select_related("account")
         account = request_account(self.request)
         return batches.for_account(account) if account is not None else batches
+
+    def filter_queryset(self, queryset):
+        """Apply the list filters to the list only, never to a single batch's lookup."""
+        if self.action != "list":
+            return queryset
+        return super().filter_queryset(queryset)
 
     def get_serializer_class(self):
         """Use the detail shape for single batches."""
@@ -181,9 +201,12 @@ class BatchViewSet(viewsets.GenericViewSet):
 
     def _items_add(self, batch: Batch) -> Response:
         data = self.request.data
-        items = data if isinstance(data, list) else [data]
         if not isinstance(data, list | dict):
-            raise InvalidInput("the body must be an item object or a list of them")
+            message = "must be an item object or a list of them"
+            raise InvalidInput(
+                f"the body {message}", errors=[{"field": "body", "message": message}]
+            )
+        items = data if isinstance(data, list) else [data]
         created = services.items_add(batch=batch, items=items, actor=request_actor(self.request))
         batch.refresh_from_db()
         body = {
@@ -222,8 +245,14 @@ class BatchViewSet(viewsets.GenericViewSet):
         items = batch.items.filter(seq__gt=after, status__in=RESULT_STATUSES).order_by("seq")
         if request.query_params.get("type"):
             items = items.filter(type=request.query_params["type"])
-        if request.query_params.get("status"):
-            items = items.filter(status=request.query_params["status"])
+        wanted = request.query_params.get("status")
+        if wanted:
+            if wanted not in RESULT_STATUSES:
+                message = f"must be one of {', '.join(RESULT_STATUSES)}"
+                raise InvalidInput(
+                    f"status {message}", errors=[{"field": "status", "message": message}]
+                )
+            items = items.filter(status=wanted)
         hidden = batch.atomic and batch.status != Batch.Status.FINISHED
         page = [] if hidden else list(items[:limit])
         grouped: dict[str, list] = {}
