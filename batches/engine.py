@@ -128,13 +128,21 @@ def chunks_enqueue_on_commit(batch: Batch, chunk_ids: list[int]) -> None:
     transaction.on_commit(lambda: chunks_enqueue(chunk_ids))
 
 
-def chunk_abandon(*, chunk: Chunk, reason: str) -> int:
+def chunk_abandon(*, chunk_id: int, reason: str) -> int:
     """Fail the items a chunk's dying workers left running and queue the chunk's rest again.
 
     Called by the sweep when workers died on the chunk too often: the items that were in
-    flight each time are the likely cause. Returns the number of items failed.
+    flight each time are the likely cause. Does nothing if a live worker holds the chunk
+    by now. Returns the number of items failed.
     """
     with transaction.atomic():
+        chunk = (
+            Chunk.objects.select_for_update()
+            .filter(pk=chunk_id, status=Chunk.Status.RUNNING, lease_expires_at__lt=timezone.now())
+            .first()
+        )
+        if chunk is None:
+            return 0
         Batch.objects.select_for_update().filter(pk=chunk.batch_id).first()
         failed = items_move(
             batch_id=chunk.batch_id,
@@ -148,8 +156,29 @@ def chunk_abandon(*, chunk: Chunk, reason: str) -> int:
         Chunk.objects.filter(pk=chunk.pk).update(
             status=Chunk.Status.QUEUED, lease_owner="", lease_expires_at=None, attempts=0
         )
-    transaction.on_commit(lambda: chunks_enqueue([chunk.pk]))
+        if failed:
+            failure_policy_apply(batch_id=chunk.batch_id, actor="sweep")
+        transaction.on_commit(lambda: chunks_enqueue([chunk.pk]))
     return failed
+
+
+def failure_policy_apply(*, batch_id, actor: str) -> None:
+    """Stop the batch if its failures trip stop_on_error, max_failures or atomic.
+
+    Call inside the transaction that recorded the failures.
+    """
+    batch = Batch.objects.select_for_update().get(pk=batch_id)
+    if batch.status not in (Batch.Status.RUNNING, Batch.Status.COMMITTED):
+        return
+    if batch.atomic:
+        ending, reason = Batch.Status.FAILED, "an item of an atomic batch failed"
+    elif batch.stop_on_error:
+        ending, reason = Batch.Status.STOPPED, "stop_on_error: an item failed"
+    elif batch.max_failures is not None and batch.failed_items > batch.max_failures:
+        ending, reason = Batch.Status.STOPPED, f"more than {batch.max_failures} items failed"
+    else:
+        return
+    batch_wind_down(batch=batch, ending=ending, actor=actor, reason=reason)
 
 
 # --- winding down and finalizing ---------------------------------------------------------------
@@ -511,21 +540,7 @@ class ChunkRunner:
             ],
         )
         if tally[Item.Status.FAILED]:
-            self._trip_failure_policy()
-
-    def _trip_failure_policy(self) -> None:
-        batch = Batch.objects.select_for_update().get(pk=self.batch_id)
-        if batch.status not in (Batch.Status.RUNNING, Batch.Status.COMMITTED):
-            return
-        if batch.atomic:
-            ending, reason = Batch.Status.FAILED, "an item of an atomic batch failed"
-        elif batch.stop_on_error:
-            ending, reason = Batch.Status.STOPPED, "stop_on_error: an item failed"
-        elif batch.max_failures is not None and batch.failed_items > batch.max_failures:
-            ending, reason = Batch.Status.STOPPED, f"more than {batch.max_failures} items failed"
-        else:
-            return
-        batch_wind_down(batch=batch, ending=ending, actor=self.owner, reason=reason)
+            failure_policy_apply(batch_id=self.batch_id, actor=self.owner)
 
     def _cancel_rest(self, cursor: int) -> None:
         items_move(

@@ -70,7 +70,9 @@ def item_parse(obj: Any, *, index: int, default_type: str) -> ItemSpec | ItemPro
         errors["item"] = f"unknown field(s): {', '.join(unknown)}"
     external_id = _text(obj.get("external_id"), "external_id", errors)
     key = _text(obj.get("key"), "key", errors)
-    type_name = obj.get("type") or default_type
+    type_name = obj.get("type")
+    if type_name is None or type_name == "":
+        type_name = default_type
     job_type = get_job_type(type_name) if isinstance(type_name, str) else None
     if job_type is None:
         errors["type"] = f"unknown job type {type_name!r}"

@@ -97,10 +97,12 @@ def chunks_abandon_exhausted(now) -> int:
     )
     count = 0
     for chunk in chunks[:100]:
-        engine.chunk_abandon(
-            chunk=chunk, reason=f"the worker running this item died {chunk.attempts} times"
+        count += bool(
+            engine.chunk_abandon(
+                chunk_id=chunk.pk,
+                reason=f"the worker running this item died {chunk.attempts} times",
+            )
         )
-        count += 1
     return count
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -42,7 +43,7 @@ def read_log(path: Path) -> dict[int, list[tuple[float, float, int]]]:
 def assert_never_concurrent(runs: dict[int, list[tuple[float, float, int]]]) -> None:
     for n, executions in runs.items():
         executions.sort()
-        for (_, end, _pid), (start, _, _) in zip(executions, executions[1:], strict=False):
+        for (_, end, _pid), (start, _, _) in itertools.pairwise(executions):
             assert start >= end, f"item {n} ran twice at once: {executions}"
 
 
