@@ -515,11 +515,11 @@ class ChunkRunner:
         }
         # Taking seq numbers in the same UPDATE as the counters holds the batch row until
         # commit, so outcomes become visible in seq order and a results cursor never skips.
+        now = timezone.now()
         Batch.objects.filter(pk=self.batch_id).update(
-            last_seq=F("last_seq") + len(outcomes), **changes
+            last_seq=F("last_seq") + len(outcomes), last_outcome_at=now, **changes
         )
-        first_seq = Batch.objects.values_list("last_seq", flat=True).get(pk=self.batch_id)
-        first_seq -= len(outcomes) - 1
+        first_seq = rate_window_move(batch_id=self.batch_id, now=now) - len(outcomes) + 1
         bulk.outcomes_write(
             batch_id=self.batch_id,
             first_index=outcomes[0].index,
@@ -555,6 +555,28 @@ class ChunkRunner:
         Chunk.objects.filter(pk=self.chunk.pk, lease_owner=self.owner).update(
             status=Chunk.Status.DONE, finished_at=timezone.now()
         )
+
+
+def rate_window_move(*, batch_id, now) -> int:
+    """Slide the batch's rate window after a write; return its last_seq.
+
+    Runs in the writer's transaction, after its UPDATE locked the batch row.
+    """
+    window = Batch.objects.values("last_seq", "rate_from_at", "rate_mid_at").get(pk=batch_id)
+    last_seq = window["last_seq"]
+    half = timedelta(seconds=settings.BATCHSITE_RATE_WINDOW_SECONDS / 2)
+    if window["rate_from_at"] is None:
+        Batch.objects.filter(pk=batch_id).update(
+            rate_from_at=now, rate_from_seq=last_seq, rate_mid_at=now, rate_mid_seq=last_seq
+        )
+    elif now - window["rate_mid_at"] >= half:
+        Batch.objects.filter(pk=batch_id).update(
+            rate_from_at=F("rate_mid_at"),
+            rate_from_seq=F("rate_mid_seq"),
+            rate_mid_at=now,
+            rate_mid_seq=last_seq,
+        )
+    return last_seq
 
 
 def chunk_process(*, chunk_id: int) -> str:

@@ -127,6 +127,13 @@ class Batch(models.Model):
     error_count = models.BigIntegerField(default=0)
     # Hands out Item.seq: the order in which item outcomes were written, for results paging.
     last_seq = models.BigIntegerField(default=0)
+    # The item rate is measured over a moving window: outcomes written since `rate_from`
+    # (when last_seq was `rate_from_seq`), which moves up to `rate_mid` every half window.
+    last_outcome_at = models.DateTimeField(null=True, blank=True)
+    rate_from_at = models.DateTimeField(null=True, blank=True)
+    rate_from_seq = models.BigIntegerField(default=0)
+    rate_mid_at = models.DateTimeField(null=True, blank=True)
+    rate_mid_seq = models.BigIntegerField(default=0)
 
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     committed_at = models.DateTimeField(null=True, blank=True)
@@ -164,13 +171,24 @@ class Batch(models.Model):
             return 1.0 if self.is_terminal else 0.0
         return round(self.ended_items / self.total_items, 4)
 
-    def estimated_completion(self):
-        """Return when a running batch should end at its rate so far, or None."""
-        if self.status != self.Status.RUNNING or not self.started_at or not self.ended_items:
+    @property
+    def throughput(self) -> float | None:
+        """Return items written per second over the recent window, or None without data."""
+        if not (self.rate_from_at and self.last_outcome_at):
             return None
-        elapsed = (timezone.now() - self.started_at).total_seconds()
+        seconds = (self.last_outcome_at - self.rate_from_at).total_seconds()
+        written = self.last_seq - self.rate_from_seq
+        if seconds < 1 or written < 1:
+            return None
+        return round(written / seconds, 2)
+
+    def estimated_completion(self):
+        """Return when a running batch should end at its recent rate, or None."""
+        rate = self.throughput
+        if self.status != self.Status.RUNNING or not rate:
+            return None
         remaining = self.total_items - self.ended_items
-        return timezone.now() + timedelta(seconds=elapsed / self.ended_items * remaining)
+        return timezone.now() + timedelta(seconds=remaining / rate)
 
     def counts(self) -> dict[str, int]:
         """Return the item counters by status, plus the total."""

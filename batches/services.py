@@ -344,7 +344,13 @@ def batch_rerun(*, batch: Batch, which: RerunWhich, actor: str) -> Batch:
     batch.committed_at = timezone.now()
     batch.started_at = None
     batch.finished_at = None
-    batch.save(update_fields=["status", "ending", "committed_at", "started_at", "finished_at"])
+    batch.rate_from_at = batch.rate_mid_at = None
+    batch.save(
+        update_fields=[
+            "status", "ending", "committed_at", "started_at", "finished_at",
+            "rate_from_at", "rate_mid_at",
+        ]
+    )  # fmt: skip
     chunk_ids = engine.chunks_plan(batch)
     event_record(batch=batch, kind="rerun", actor=actor, detail={"items": which, "count": moved})
     engine.chunks_enqueue_on_commit(batch, chunk_ids)

@@ -194,6 +194,9 @@ class BatchSerializer(serializers.ModelSerializer):
     options = serializers.SerializerMethodField()
     counts = serializers.SerializerMethodField()
     progress = serializers.FloatField(read_only=True)
+    throughput = serializers.FloatField(
+        read_only=True, allow_null=True, help_text="Items per second over the last minute or so."
+    )
     estimated_completion = serializers.SerializerMethodField()
     links = serializers.SerializerMethodField()
 
@@ -216,6 +219,7 @@ class BatchSerializer(serializers.ModelSerializer):
             "committed_at",
             "started_at",
             "finished_at",
+            "throughput",
             "estimated_completion",
             "links",
         ]
