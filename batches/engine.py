@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
@@ -102,11 +102,7 @@ def chunks_plan(batch: Batch) -> list[int]:
         Chunk(batch=batch, start_index=bucket * size, end_index=(bucket + 1) * size)
         for bucket in buckets
     )
-    if connection.features.can_return_rows_from_bulk_insert:
-        return [chunk.pk for chunk in chunks]
-    return list(
-        Chunk.objects.filter(batch=batch, status=Chunk.Status.QUEUED).values_list("pk", flat=True)
-    )
+    return [chunk.pk for chunk in chunks]
 
 
 def chunks_enqueue(chunk_ids: list[int]) -> None:
@@ -427,7 +423,7 @@ class ChunkRunner:
                 status__in=[Item.Status.QUEUED, Item.Status.RUNNING],
             )
             .order_by("index")
-            .values("id", "index", "type", "payload", "input_file", "attempts", "status")[
+            .values("id", "index", "type", "payload", "input_file", "attempts")[
                 : self.slice_size
             ]
         )
