@@ -137,3 +137,82 @@ def test_cluster__rerun_failed_items_runs_only_those(client_a, cluster):
     assert batch.failed_items == 3  # echo with fail: true fails again
     after = dict(Item.objects.filter(batch=batch, status="succeeded").values_list("id", "seq"))
     assert after == before  # the succeeded items were not run again
+
+
+def test_cluster__max_failures_stops_once_exceeded(client_a, cluster):
+    items = [{"payload": {"n": n, **({"fail": True} if n % 10 == 0 else {})}} for n in range(3000)]
+    batch = create(client_a, items=items, options={"max_failures": 5}, commit=True)
+
+    batch = wait_terminal(batch["id"], cluster)
+
+    assert batch.status == Batch.Status.STOPPED
+    counts = batch.counts()
+    assert counts == recount(batch)
+    assert counts["failed"] > 5
+    assert counts["cancelled"] > 0
+    stops = [
+        e["kind"] for e in client_a.get(f"/api/v1/batches/{batch.pk}/events/").json()["results"]
+    ]
+    assert stops.count("stop_requested") == 1
+    assert stops.count("stopped") == 1
+
+
+def test_cluster__transient_failures_are_retried_until_success(client_a, cluster):
+    items = [{"payload": {"n": n, "transient_failures": n % 3}} for n in range(30)]
+    batch = create(client_a, items=items, commit=True)
+
+    batch = wait_terminal(batch["id"], cluster)
+
+    assert batch.status == Batch.Status.FINISHED
+    assert batch.succeeded_items == 30
+    attempts = dict(Item.objects.filter(batch=batch).values_list("index", "attempts"))
+    assert attempts == {n: n % 3 + 1 for n in range(30)}
+
+
+def test_cluster__transient_failures_past_max_attempts_fail_the_item(client_a, cluster):
+    batch = create(client_a, items=[{"payload": {"transient_failures": 99}}], commit=True)
+
+    batch = wait_terminal(batch["id"], cluster)
+
+    item = Item.objects.get(batch=batch)
+    assert item.status == Item.Status.FAILED
+    assert item.attempts == 5  # echo's max_attempts
+    assert item.error_message.startswith("gave up after 5 attempts")
+
+
+def test_cluster__rerun_all_runs_every_item_again(client_a, cluster):
+    items = [{"payload": {"n": n}} for n in range(500)]
+    batch = create(client_a, items=items, commit=True)
+    batch = wait_terminal(batch["id"], cluster)
+    first_seqs = set(Item.objects.filter(batch=batch).values_list("seq", flat=True))
+
+    response = client_a.post(f"/api/v1/batches/{batch.pk}/rerun/", {"items": "all"}, format="json")
+
+    assert response.status_code == 200
+    batch = wait_terminal(batch.pk, cluster)
+    assert batch.status == Batch.Status.FINISHED
+    assert batch.succeeded_items == 500
+    assert batch.counts() == recount(batch)
+    second_seqs = set(Item.objects.filter(batch=batch).values_list("seq", flat=True))
+    assert not first_seqs & second_seqs  # every item was written again
+
+
+def test_cluster__not_before_waits_for_the_sweep(client_a, cluster):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from batches.sweep import sweep_run
+
+    not_before = (timezone.now() + timedelta(hours=1)).isoformat()
+    items = [{"payload": {"n": n}} for n in range(100)]
+    batch = create(client_a, items=items, options={"not_before": not_before}, commit=True)
+    time.sleep(1.5)  # the cluster polls every 0.1 s; nothing may start meanwhile
+    assert Batch.objects.get(pk=batch["id"]).status == Batch.Status.COMMITTED
+
+    Batch.objects.filter(pk=batch["id"]).update(not_before=timezone.now())
+    sweep_run()
+
+    batch = wait_terminal(batch["id"], cluster)
+    assert batch.status == Batch.Status.FINISHED
+    assert batch.succeeded_items == 100
