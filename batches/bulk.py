@@ -46,14 +46,17 @@ PG_OUTCOME_TYPES = [
 
 
 def items_insert(*, batch_id, rows: Iterable[Sequence[Any]]) -> None:
-    """Insert pending items: rows of (index, external_id, key, type, payload JSON text)."""
+    """Insert pending items.
+
+    Rows are (index, external_id, key, type, payload JSON text, input file path).
+    """
     quote = connection.ops.quote_name
     columns = ", ".join(quote(column) for column in ITEM_INSERT_COLUMNS)
     batch_value = Item._meta.get_field("batch").get_db_prep_value(batch_id, connection)
     params = [
-        (batch_value, index, external_id, key, type_name, payload, "",
+        (batch_value, index, external_id, key, type_name, payload, input_file,
          Item.Status.PENDING, EMPTY_LIST_JSON, "", "", 0)
-        for index, external_id, key, type_name, payload in rows
+        for index, external_id, key, type_name, payload, input_file in rows
     ]  # fmt: skip
     if not params:
         return

@@ -423,9 +423,7 @@ class ChunkRunner:
                 status__in=[Item.Status.QUEUED, Item.Status.RUNNING],
             )
             .order_by("index")
-            .values("id", "index", "type", "payload", "input_file", "attempts")[
-                : self.slice_size
-            ]
+            .values("id", "index", "type", "payload", "input_file", "attempts")[: self.slice_size]
         )
         if rows:
             # Items already `running` were left by a worker that died; they count as running.

@@ -73,3 +73,9 @@ class TooLarge(DomainError):
     status_code = 413
     default_code = "too_large"
     title = "Too large"
+
+
+class UnsupportedMediaType(DomainError):
+    status_code = 415
+    default_code = "unsupported_media_type"
+    title = "Unsupported media type"

@@ -24,6 +24,7 @@ class ItemSpec:
     external_id: str = ""
     key: str = ""
     payload_json: str = ""
+    input_file: str = ""
 
 
 @dataclass(slots=True)
@@ -33,6 +34,7 @@ class ItemProblem:
     index: int
     errors: dict[str, str]
     external_id: str = ""
+    code: str = "invalid"
 
     @property
     def message(self) -> str:
@@ -41,7 +43,7 @@ class ItemProblem:
 
     def as_dict(self) -> dict[str, Any]:
         """Return the item's problem as reported in error bodies."""
-        report: dict[str, Any] = {"index": self.index, "code": "invalid", "message": self.message}
+        report: dict[str, Any] = {"index": self.index, "code": self.code, "message": self.message}
         if self.external_id:
             report["external_id"] = self.external_id
         report["fields"] = self.errors

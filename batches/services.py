@@ -7,18 +7,19 @@ BatchEvent, and queues work only in transaction.on_commit.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from batches import bulk, engine
+from batches import bulk, engine, formats, uploads
 from batches.exceptions import (
     BatchAlreadyCommitted,
     BatchEmpty,
@@ -29,6 +30,7 @@ from batches.exceptions import (
     Conflict,
     InvalidInput,
     NotFound,
+    UnsupportedMediaType,
 )
 from batches.ingest import ItemSpec, items_parse
 from batches.models import Account, ApiKey, Batch, BatchError, Chunk, Item, Sequence
@@ -214,11 +216,115 @@ def _items_bulk_create(*, batch: Batch, specs: list[ItemSpec]) -> range:
     bulk.items_insert(
         batch_id=batch.pk,
         rows=(
-            (start + offset, spec.external_id, spec.key, spec.type, spec.payload_json)
+            (start + offset, spec.external_id, spec.key, spec.type, spec.payload_json, "")
             for offset, spec in enumerate(specs)
         ),
     )
     return range(start, start + len(specs))
+
+
+INSERT_GROUP = 5000
+
+
+def batch_upload(
+    *,
+    batch: Batch,
+    stream: IO[bytes],
+    content_type: str,
+    content_length: int | None,
+    actor: str,
+    on_error: Literal["skip", "reject"] = "skip",
+    dry_run: bool = False,
+    csv_types: Literal["string", "infer"] = "string",
+) -> dict[str, Any]:
+    """Add the items of an uploaded JSONL, CSV or ZIP file; return what was added and refused.
+
+    With on_error="skip" bad lines become BatchErrors and the good ones are added; with
+    "reject" any bad line refuses the whole file. Either way the items are inserted in one
+    transaction, and a dry run validates without adding anything.
+    """
+    fmt = formats.format_of(content_type or "")
+    if fmt is None:
+        raise UnsupportedMediaType(
+            f"cannot read {content_type or 'a body without a Content-Type'}; send "
+            "application/x-ndjson, text/csv or application/zip"
+        )
+    if batch.status not in Batch.ACCEPTS_ITEMS:
+        raise BatchNotOpen(f"batch is {batch.status}; items can be added only before commit")
+    path = uploads.receive(
+        stream, content_length=content_length, limit=settings.BATCHSITE_MAX_UPLOAD_BYTES
+    )
+    try:
+        staged = uploads.stage(
+            path,
+            fmt=fmt,
+            default_type=batch.type,
+            files_dir=batch_files_dir(batch.pk) / "in",
+            csv_types=csv_types,
+        )
+    except formats.FileRejected as exc:
+        raise InvalidInput(exc.message, errors=exc.errors) from exc
+    finally:
+        path.unlink(missing_ok=True)
+    try:
+        if on_error == "reject" and staged.rejected:
+            raise InvalidInput(
+                f"{staged.rejected} lines of the file are invalid; nothing was added",
+                errors=staged.problems,
+            )
+        if dry_run:
+            staged.discard()
+        else:
+            items_add_staged(batch=batch, staged=staged, actor=actor)
+    except BaseException:
+        staged.discard()
+        raise
+    staged.close()
+    return staged.report(dry_run=dry_run)
+
+
+@transaction.atomic
+def items_add_staged(*, batch: Batch, staged: uploads.Staged, actor: str) -> range:
+    """Insert staged items and record the lines that were refused, in one transaction."""
+    batch = batch_lock(batch)
+    if batch.status not in (*Batch.ACCEPTS_ITEMS, Batch.Status.INGESTING):
+        raise BatchNotOpen(f"batch is {batch.status}; items can be added only before commit")
+    if batch.total_items + staged.added > settings.BATCHSITE_MAX_ITEMS_PER_BATCH:
+        raise InvalidInput(
+            f"a batch holds at most {settings.BATCHSITE_MAX_ITEMS_PER_BATCH} items",
+            errors=[{"field": "file", "message": "too many items for one batch"}],
+        )
+    start = batch.total_items
+    rows = ((start + offset, *staged_item) for offset, staged_item in enumerate(staged.items()))
+    while group := list(itertools.islice(rows, INSERT_GROUP)):
+        bulk.items_insert(batch_id=batch.pk, rows=group)
+    errors = (
+        BatchError(
+            batch=batch,
+            index=problem["index"],
+            external_id=problem.get("external_id", ""),
+            code=problem["code"],
+            message=problem["message"],
+        )
+        for problem in staged.all_problems()
+    )
+    while group := list(itertools.islice(errors, INSERT_GROUP)):
+        BatchError.objects.bulk_create(group)
+    batch.total_items += staged.added
+    batch.pending_items += staged.added
+    batch.error_count += staged.rejected
+    updates = ["total_items", "pending_items", "error_count"]
+    if batch.status == Batch.Status.CREATED and staged.added:
+        batch.status = Batch.Status.OPEN
+        updates.append("status")
+    batch.save(update_fields=updates)
+    event_record(
+        batch=batch,
+        kind="items_uploaded",
+        actor=actor,
+        detail={"format": staged.format, "added": staged.added, "rejected": staged.rejected},
+    )
+    return range(start, start + staged.added)
 
 
 @transaction.atomic

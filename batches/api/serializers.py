@@ -368,3 +368,31 @@ class ResultsSerializer(serializers.Serializer):
     statuses = serializers.DictField(child=serializers.IntegerField())
     results = serializers.DictField(child=ItemSerializer(many=True))
     next = serializers.CharField(allow_null=True)
+
+
+class UploadOptionsSerializer(StrictSerializer):
+    """Query parameters of POST batches/{id}/upload/."""
+
+    on_error = serializers.ChoiceField(choices=["skip", "reject"], default="skip")
+    dry_run = serializers.BooleanField(default=False)
+    csv_types = serializers.ChoiceField(choices=["string", "infer"], default="string")
+
+
+class UploadErrorSerializer(serializers.Serializer):
+    """A line, row or member of an upload that did not become an item."""
+
+    index = serializers.IntegerField()
+    external_id = serializers.CharField(required=False)
+    code = serializers.CharField()
+    message = serializers.CharField()
+
+
+class UploadReportSerializer(serializers.Serializer):
+    """The answer to an upload."""
+
+    added = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+    valid = serializers.IntegerField(help_text="Good lines; with dry_run, what would be added.")
+    dry_run = serializers.BooleanField()
+    format = serializers.CharField()
+    errors = UploadErrorSerializer(many=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.db.models import Count
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
@@ -13,6 +14,7 @@ from batches import services
 from batches.api.authentication import request_account, request_actor
 from batches.api.filters import BatchFilter, ItemFilter
 from batches.api.pagination import BatchPagination, IdCursorPagination, IndexCursorPagination
+from batches.api.parsers import RawBodyParser
 from batches.api.serializers import (
     BatchCreateSerializer,
     BatchDetailSerializer,
@@ -25,6 +27,8 @@ from batches.api.serializers import (
     JobTypeSerializer,
     RerunSerializer,
     ResultsSerializer,
+    UploadOptionsSerializer,
+    UploadReportSerializer,
 )
 from batches.exceptions import InvalidInput, NotFound
 from batches.models import Account, Batch, Item
@@ -216,6 +220,35 @@ class BatchViewSet(viewsets.GenericViewSet):
             "batch": BatchSerializer(batch, context=self.get_serializer_context()).data,
         }
         return Response(body, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request={
+            "application/x-ndjson": OpenApiTypes.BINARY,
+            "text/csv": OpenApiTypes.BINARY,
+            "application/zip": OpenApiTypes.BINARY,
+        },
+        parameters=[
+            OpenApiParameter("on_error", str, enum=["skip", "reject"]),
+            OpenApiParameter("dry_run", bool),
+            OpenApiParameter("csv_types", str, enum=["string", "infer"]),
+        ],
+        responses=UploadReportSerializer,
+    )
+    @action(detail=True, methods=["post"], parser_classes=[RawBodyParser], filterset_class=None)
+    def upload(self, request, pk=None):
+        """Add the items of a JSONL, CSV or ZIP file sent as the body, streamed."""
+        options = UploadOptionsSerializer(data=request.query_params)
+        options.is_valid(raise_exception=True)
+        length = request.META.get("CONTENT_LENGTH")
+        report = services.batch_upload(
+            batch=self.get_object(),
+            stream=request._request,
+            content_type=request.content_type,
+            content_length=int(length) if length and length.isdigit() else None,
+            actor=request_actor(request),
+            **options.validated_data,
+        )
+        return Response(report)
 
     @extend_schema(responses=ItemSerializer)
     @action(detail=True, methods=["get"], url_path=r"items/(?P<index>[0-9]+)", filterset_class=None)

@@ -1,0 +1,192 @@
+"""Turn an uploaded or downloaded file into staged items, without holding any lock.
+
+An upload is received into a temporary file, read record by record, and every record is
+validated; the good ones are written to a staging file and the bad ones kept as
+problems. Only then does services.items_add_staged insert the staged items in one short
+transaction, so a large file never holds the database's write lock while it is parsed.
+Memory stays flat whatever the file's size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from django.conf import settings
+
+from batches import formats
+from batches.exceptions import InvalidInput, TooLarge
+from batches.ingest import ItemProblem, item_parse
+from jobs import get_job_type
+
+READ_BLOCK = 1024 * 1024
+REPORTED_ERRORS = 100
+
+
+def work_dir() -> Path:
+    """Return the folder for temporary upload files, inside the data dir."""
+    path = Path(settings.BATCHSITE_DATA_DIR) / "tmp"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def receive(stream: IO[bytes], *, content_length: int | None, limit: int) -> Path:
+    """Copy a request body to a temporary file, refusing it once it passes `limit` bytes."""
+    if content_length is not None and content_length > limit:
+        raise TooLarge(f"the body is {content_length} bytes; the limit is {limit}")
+    handle = tempfile.NamedTemporaryFile(dir=work_dir(), prefix="upload-", delete=False)  # noqa: SIM115
+    path = Path(handle.name)
+    received = 0
+    try:
+        with handle:
+            while block := stream.read(READ_BLOCK):
+                received += len(block)
+                if received > limit:
+                    raise TooLarge(f"the body is more than {limit} bytes")
+                handle.write(block)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+@dataclass
+class Staged:
+    """Validated items waiting in a file, and the problems found on the way."""
+
+    path: Path
+    problems_path: Path
+    files_dir: Path | None
+    format: str
+    added: int = 0
+    rejected: int = 0
+    # The first problems, for the answer; all of them are in problems_path.
+    problems: list[dict[str, Any]] = field(default_factory=list)
+
+    def items(self) -> Iterator[tuple[str, str, str, str, str]]:
+        """Yield (external_id, key, type, payload JSON, input file) for each staged item."""
+        return self._read(self.path)
+
+    def all_problems(self) -> Iterator[dict[str, Any]]:
+        """Yield every problem found, in file order."""
+        return self._read(self.problems_path)
+
+    @staticmethod
+    def _read(path: Path) -> Iterator[Any]:
+        with open(path, encoding="utf-8") as staged:
+            for line in staged:
+                yield json.loads(line)
+
+    def close(self) -> None:
+        """Delete the staging files; the extracted files stay for the inserted items."""
+        self.path.unlink(missing_ok=True)
+        self.problems_path.unlink(missing_ok=True)
+
+    def discard(self) -> None:
+        """Delete the staging files and any files extracted for items never inserted."""
+        self.close()
+        if self.files_dir is not None:
+            shutil.rmtree(self.files_dir, ignore_errors=True)
+
+    def report(self, *, dry_run: bool) -> dict[str, Any]:
+        """Return the answer to the upload."""
+        return {
+            "added": 0 if dry_run else self.added,
+            "rejected": self.rejected,
+            "valid": self.added,
+            "dry_run": dry_run,
+            "format": self.format,
+            "errors": self.problems[:REPORTED_ERRORS],
+        }
+
+
+def stage(
+    path: Path,
+    *,
+    fmt: str,
+    default_type: str,
+    files_dir: Path,
+    csv_types: str = "string",
+) -> Staged:
+    """Read and validate every record of the file at `path`; raise FileRejected on a
+    whole-file problem and InvalidInput when it holds no record at all."""
+    upload_files = files_dir / f"upload-{uuid.uuid4().hex[:12]}"
+    staged = Staged(
+        path=_temp_path("staged-"),
+        problems_path=_temp_path("problems-"),
+        files_dir=upload_files if fmt == "zip" else None,
+        format=fmt,
+    )
+    try:
+        with (
+            open(path, "rb") as source,
+            open(staged.path, "w", encoding="utf-8") as out,
+            open(staged.problems_path, "w", encoding="utf-8") as problems_out,
+        ):
+            seen = 0
+            for index, record in _records(source, path, fmt, default_type, upload_files, csv_types):
+                seen += 1
+                parsed = record
+                input_file = ""
+                if isinstance(record, dict) and "_file" in record:
+                    input_file = str(record.pop("_file").relative_to(settings.MEDIA_ROOT))
+                if not isinstance(record, ItemProblem):
+                    parsed = item_parse(record, index=index, default_type=default_type)
+                if isinstance(parsed, ItemProblem):
+                    staged.rejected += 1
+                    problem = parsed.as_dict()
+                    if len(staged.problems) < REPORTED_ERRORS:
+                        staged.problems.append(problem)
+                    _write_line(problems_out, problem)
+                    continue
+                staged.added += 1
+                _write_line(
+                    out,
+                    [parsed.external_id, parsed.key, parsed.type, parsed.payload_json, input_file],
+                )
+        if not seen:
+            raise InvalidInput(
+                "the file holds no items",
+                errors=[{"field": "file", "message": "holds no items"}],
+            )
+    except BaseException:
+        staged.discard()
+        raise
+    return staged
+
+
+def _temp_path(prefix: str) -> Path:
+    handle, name = tempfile.mkstemp(dir=work_dir(), prefix=prefix)
+    os.close(handle)
+    return Path(name)
+
+
+def _write_line(out, value) -> None:
+    out.write(json.dumps(value, separators=(",", ":")))
+    out.write("\n")
+
+
+def _records(source, path, fmt, default_type, dest, csv_types) -> Iterator[formats.Record]:
+    if fmt == "jsonl":
+        return formats.jsonl_records(source)
+    if fmt == "csv":
+        return formats.csv_records(source, infer_types=csv_types == "infer")
+    job_type = get_job_type(default_type)
+    if job_type is None or not job_type.accepts_file:
+        raise InvalidInput(
+            f"job type {default_type!r} does not take files, so a ZIP cannot feed this batch",
+            errors=[{"field": "type", "message": "does not accept files"}],
+        )
+    return formats.zip_records(
+        path,
+        dest=dest,
+        max_members=settings.BATCHSITE_ZIP_MAX_MEMBERS,
+        max_uncompressed=settings.BATCHSITE_ZIP_MAX_UNCOMPRESSED,
+    )
