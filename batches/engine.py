@@ -34,6 +34,7 @@ from jobs import JobContext, PermanentError, TransientError, get_job_type
 logger = logging.getLogger(__name__)
 
 CHUNK_TASK = "batches.tasks.chunk_run"
+INGEST_TASK = "batches.tasks.source_ingest"
 
 
 def event_record(*, batch: Batch, kind: str, actor: str = "", detail: dict | None = None):
@@ -112,6 +113,13 @@ def chunks_enqueue(chunk_ids: list[int]) -> None:
     Chunk.objects.filter(pk__in=chunk_ids).update(enqueued_at=timezone.now())
     for chunk_id in chunk_ids:
         async_task(CHUNK_TASK, chunk_id, task_name=f"chunk-{chunk_id}")
+
+
+def ingest_enqueue(batch_id) -> None:
+    """Hand a batch's source download to django-q2; call outside the creating transaction."""
+    from django_q.tasks import async_task
+
+    async_task(INGEST_TASK, str(batch_id), task_name=f"ingest-{batch_id}")
 
 
 def chunks_enqueue_on_commit(batch: Batch, chunk_ids: list[int]) -> None:

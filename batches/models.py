@@ -112,6 +112,13 @@ class Batch(models.Model):
         null=True, blank=True, help_text="Days an ended batch is kept; default from settings."
     )
 
+    source_url = models.URLField(
+        max_length=2000, blank=True, help_text="A file of items a worker downloads and reads."
+    )
+    commit_on_ingest = models.BooleanField(
+        default=False, help_text="Commit as soon as the source has been read."
+    )
+
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.CREATED)
     # The terminal state a `cancelling` batch winds down to: cancelled, stopped or failed.
     ending = models.CharField(max_length=20, choices=Status.choices, blank=True)

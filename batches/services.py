@@ -34,7 +34,7 @@ from batches.exceptions import (
 )
 from batches.ingest import ItemSpec, items_parse
 from batches.models import Account, ApiKey, Batch, BatchError, Chunk, Item, Sequence
-from jobs import get_job_type
+from jobs import get_job_type, outbound
 
 logger = logging.getLogger(__name__)
 
@@ -120,12 +120,14 @@ def batch_create(
     metadata: dict | None = None,
     options: dict | None = None,
     items: list[Any] | None = None,
+    source_url: str = "",
     commit: bool = False,
 ) -> tuple[Batch, bool]:
     """Create a batch, optionally with items and committed; return it and whether it is new.
 
     The same client-chosen id from the same account returns the existing batch unchanged;
-    an id another account holds is a conflict.
+    an id another account holds is a conflict. With a source_url the batch is `ingesting`
+    until a worker has downloaded and read the file (and committed it, if asked).
     """
     if id is not None:
         existing = Batch.objects.filter(pk=id).first()
@@ -136,6 +138,19 @@ def batch_create(
     unknown = sorted(set(options) - set(BATCH_OPTIONS))
     if unknown:
         raise InvalidInput(f"unknown option(s): {', '.join(unknown)}")
+    if source_url:
+        if items:
+            raise InvalidInput(
+                "give items or a source_url, not both",
+                errors=[{"field": "source_url", "message": "cannot be combined with items"}],
+            )
+        try:
+            outbound.check_url(source_url)
+        except outbound.OutboundRefused as exc:
+            raise InvalidInput(
+                f"source_url refused: {exc}",
+                errors=[{"field": "source_url", "message": str(exc)}],
+            ) from exc
     try:
         with transaction.atomic():
             batch = Batch.objects.create(
@@ -145,9 +160,15 @@ def batch_create(
                 type=type,
                 label=label,
                 metadata=metadata or {},
+                source_url=source_url,
+                commit_on_ingest=bool(source_url and commit),
+                status=Batch.Status.INGESTING if source_url else Batch.Status.CREATED,
                 **options,
             )
             event_record(batch=batch, kind="created", actor=actor)
+            if source_url:
+                transaction.on_commit(lambda: engine.ingest_enqueue(batch.pk))
+                return batch, True
             if items:
                 _items_insert(batch=batch, items=items, actor=actor)
             if commit:
@@ -325,6 +346,55 @@ def items_add_staged(*, batch: Batch, staged: uploads.Staged, actor: str) -> ran
         detail={"format": staged.format, "added": staged.added, "rejected": staged.rejected},
     )
     return range(start, start + staged.added)
+
+
+@transaction.atomic
+def batch_ingest_finish(*, batch: Batch, staged: uploads.Staged, actor: str) -> Batch | None:
+    """Add what was read from the batch's source and open it (or commit it, if asked).
+
+    Returns None if the batch is no longer ingesting (another delivery of the task got
+    there first, or the batch was cancelled): the staged items are then not added.
+    """
+    batch = batch_lock(batch)
+    if batch.status != Batch.Status.INGESTING:
+        return None
+    items_add_staged(batch=batch, staged=staged, actor=actor)
+    batch.refresh_from_db()
+    if not staged.added:
+        return batch_fail(
+            batch=batch, code="source_empty", message="the source holds no valid item", actor=actor
+        )
+    batch.status = Batch.Status.OPEN
+    batch.save(update_fields=["status"])
+    event_record(batch=batch, kind="ingested", actor=actor, detail={"added": staged.added})
+    if batch.commit_on_ingest:
+        batch = batch_commit(batch=batch, actor=actor)
+    return batch
+
+
+@transaction.atomic
+def batch_fail(*, batch: Batch, code: str, message: str, actor: str) -> Batch:
+    """End a batch that cannot go on (its source is unreadable) as `failed`, saying why."""
+    batch = batch_lock(batch)
+    if batch.status in Batch.TERMINAL:
+        return batch
+    if batch.status in Batch.ACTIVE:
+        raise BatchNotFinished("a running batch fails through its items, not as a whole")
+    now = timezone.now()
+    engine.items_move(
+        batch_id=batch.pk,
+        from_statuses=[Item.Status.PENDING],
+        to_status=Item.Status.CANCELLED,
+        finished_at=now,
+    )
+    BatchError.objects.create(batch=batch, code=code, message=message)
+    Batch.objects.filter(pk=batch.pk).update(error_count=F("error_count") + 1)
+    batch.refresh_from_db()
+    batch.status = Batch.Status.FAILED
+    batch.finished_at = now
+    batch.save(update_fields=["status", "finished_at"])
+    event_record(batch=batch, kind="failed", actor=actor, detail={"code": code, "message": message})
+    return batch
 
 
 @transaction.atomic

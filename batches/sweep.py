@@ -14,7 +14,8 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from batches import engine, services
-from batches.models import Batch, Chunk, Lock
+from batches.locks import lock_acquire, lock_held, lock_release
+from batches.models import Batch, Chunk
 
 logger = logging.getLogger(__name__)
 
@@ -22,22 +23,6 @@ SWEEP_LOCK = "sweep"
 ACTOR = "sweep"
 # Purging deletes rows and files; a few batches per run keeps each run short.
 PURGE_PER_RUN = 20
-
-
-def lock_acquire(*, name: str, owner: str, seconds: int) -> bool:
-    """Take the named lock unless someone holds it and it has not expired."""
-    now = timezone.now()
-    Lock.objects.get_or_create(name=name, defaults={"expires_at": now})
-    return bool(
-        Lock.objects.filter(name=name)
-        .filter(Q(expires_at__lt=now) | Q(owner=owner))
-        .update(owner=owner, expires_at=now + timedelta(seconds=seconds))
-    )
-
-
-def lock_release(*, name: str, owner: str) -> None:
-    """Give the named lock back, if we still hold it."""
-    Lock.objects.filter(name=name, owner=owner).update(owner="", expires_at=timezone.now())
 
 
 def sweep_run() -> dict[str, int]:
@@ -50,6 +35,7 @@ def sweep_run() -> dict[str, int]:
         report = {
             "abandoned": chunks_abandon_exhausted(now),
             "requeued": chunks_requeue(now),
+            "ingests_requeued": ingests_requeue(now),
             "expired": batches_expire(now),
             "finalized": batches_finalize_stuck(),
             "purged": batches_purge(now),
@@ -87,6 +73,18 @@ def chunks_requeue(now) -> int:
     if chunk_ids:
         engine.chunks_enqueue(chunk_ids)
     return len(chunk_ids)
+
+
+def ingests_requeue(now) -> int:
+    """Send again the source downloads of batches stuck `ingesting` with no worker on them."""
+    stale = now - timedelta(seconds=settings.BATCHSITE_REQUEUE_AFTER)
+    waiting = Batch.objects.filter(status=Batch.Status.INGESTING, created_at__lt=stale)
+    count = 0
+    for batch_id in waiting.values_list("pk", flat=True)[:100]:
+        if not lock_held(f"ingest:{batch_id}"):
+            engine.ingest_enqueue(batch_id)
+            count += 1
+    return count
 
 
 def chunks_abandon_exhausted(now) -> int:

@@ -29,3 +29,14 @@ def sweep() -> dict:
     except Exception:
         logger.exception("sweep stopped on an unexpected error; the next run will retry")
         return {"error": 1}
+
+
+def source_ingest(batch_id: str) -> str:
+    """Download and read a batch's source file; never raises."""
+    from batches.sources import source_ingest as ingest
+
+    try:
+        return ingest(batch_id=batch_id)
+    except Exception:
+        logger.exception("reading the source of batch %s failed; the sweep will retry", batch_id)
+        return "error"

@@ -129,7 +129,19 @@ class BatchCreateSerializer(StrictSerializer):
     items = serializers.JSONField(
         required=False, help_text="Items to add at once (see POST batches/{id}/items/)."
     )
-    commit = StrictBooleanField(required=False, default=False, help_text="Commit right away.")
+    source_url = StrictCharField(
+        required=False,
+        max_length=2000,
+        help_text=(
+            "A JSONL, CSV or ZIP file of items for a worker to download; its host must be "
+            "in BATCHSITE_OUTBOUND_ALLOWED_HOSTS. The batch is `ingesting` meanwhile."
+        ),
+    )
+    commit = StrictBooleanField(
+        required=False,
+        default=False,
+        help_text="Commit right away (with source_url: as soon as the file has been read).",
+    )
     account = StrictIntegerField(
         required=False, help_text="Account number; staff users only, who have no key's account."
     )
@@ -210,6 +222,7 @@ class BatchSerializer(serializers.ModelSerializer):
             "label",
             "metadata",
             "options",
+            "source_url",
             "status",
             "counts",
             "progress",

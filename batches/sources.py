@@ -1,0 +1,138 @@
+"""Fill a batch from its source URL, on a worker: download, read, add, open or commit.
+
+The download goes through the outbound guard (allow-list, public addresses, every
+redirect checked), is capped in size and time, and lands in a temporary file; the file is
+then read like an upload. If the source cannot be fetched or read, the batch ends
+`failed` with a BatchError saying why.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+from django.conf import settings
+
+from batches import engine, formats, services, uploads
+from batches.exceptions import DomainError, TooLarge
+from batches.locks import lock_acquire, lock_release
+from batches.models import Batch
+from jobs import outbound
+
+logger = logging.getLogger(__name__)
+
+ACTOR = "source"
+DOWNLOAD_BLOCK = 256 * 1024
+
+
+class SourceUnreadable(Exception):
+    """The source could not be fetched; the message says why, for the batch's errors."""
+
+
+def download(url: str) -> tuple[Path, str]:
+    """Fetch `url` into a temporary file; return its path and the response's Content-Type."""
+    limit = settings.BATCHSITE_MAX_UPLOAD_BYTES
+    timeout = settings.BATCHSITE_SOURCE_TIMEOUT
+    deadline = time.monotonic() + timeout
+    handle = tempfile.NamedTemporaryFile(dir=uploads.work_dir(), prefix="source-", delete=False)  # noqa: SIM115
+    path = Path(handle.name)
+    try:
+        with (
+            handle,
+            httpx.Client(timeout=timeout) as client,
+            outbound.fetch(client, "GET", url) as response,
+        ):
+            if response.status_code != 200:
+                raise SourceUnreadable(f"the source answered HTTP {response.status_code}")
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise TooLarge(f"the source is {declared} bytes; the limit is {limit}")
+            received = 0
+            for block in response.iter_bytes(DOWNLOAD_BLOCK):
+                received += len(block)
+                if received > limit:
+                    raise TooLarge(f"the source is more than {limit} bytes")
+                if time.monotonic() > deadline:
+                    raise SourceUnreadable(f"the download took more than {timeout} seconds")
+                handle.write(block)
+            content_type = response.headers.get("content-type", "")
+    except outbound.OutboundRefused as exc:
+        path.unlink(missing_ok=True)
+        raise SourceUnreadable(f"refused: {exc}") from exc
+    except httpx.HTTPError as exc:
+        path.unlink(missing_ok=True)
+        raise SourceUnreadable(f"cannot fetch the source: {exc}") from exc
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path, content_type
+
+
+def source_ingest(*, batch_id) -> str:
+    """Download and read the batch's source; return what happened, for logs."""
+    batch = Batch.objects.filter(pk=batch_id).first()
+    if batch is None or batch.status != Batch.Status.INGESTING:
+        return "not ingesting"
+    owner = engine.worker_name()
+    lock = f"ingest:{batch.pk}"
+    if not lock_acquire(name=lock, owner=owner, seconds=settings.BATCHSITE_SOURCE_TIMEOUT * 4):
+        return "another worker is reading it"
+    try:
+        return _ingest(batch)
+    finally:
+        lock_release(name=lock, owner=owner)
+
+
+def _ingest(batch: Batch) -> str:
+    try:
+        path, content_type = download(batch.source_url)
+    except (SourceUnreadable, TooLarge) as exc:
+        services.batch_fail(batch=batch, code="source_unreadable", message=str(exc), actor=ACTOR)
+        return "source unreadable"
+    try:
+        fmt = formats.format_of(content_type) or formats.format_of_name(
+            urlsplit(batch.source_url).path
+        )
+        if fmt is None:
+            message = (
+                f"cannot tell the format of the source (Content-Type {content_type!r}); "
+                "serve it as application/x-ndjson, text/csv or application/zip, "
+                "or name it .jsonl, .csv or .zip"
+            )
+            services.batch_fail(batch=batch, code="source_format", message=message, actor=ACTOR)
+            return "unknown format"
+        try:
+            staged = uploads.stage(
+                path,
+                fmt=fmt,
+                default_type=batch.type,
+                files_dir=services.batch_files_dir(batch.pk) / "in",
+            )
+        except (formats.FileRejected, DomainError) as exc:
+            message = getattr(exc, "message", str(exc))
+            details = "; ".join(
+                str(error.get("message", error)) for error in getattr(exc, "errors", [])[:5]
+            )
+            services.batch_fail(
+                batch=batch,
+                code="source_unreadable",
+                message=f"{message}: {details}" if details else message,
+                actor=ACTOR,
+            )
+            return "source unreadable"
+    finally:
+        path.unlink(missing_ok=True)
+    try:
+        ingested = services.batch_ingest_finish(batch=batch, staged=staged, actor=ACTOR)
+    except BaseException:
+        staged.discard()
+        raise
+    if ingested is None:
+        staged.discard()
+        return "no longer ingesting"
+    staged.close()
+    return ingested.status
