@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import shutil
 import socket
 import time
 import uuid
@@ -263,6 +264,8 @@ def batch_finalize(*, batch: Batch) -> Batch:
         )
         if discarded:
             event_record(batch=batch, kind="results_discarded", detail={"items": discarded})
+            outputs = batch_outputs_dir(batch.pk)
+            transaction.on_commit(lambda: shutil.rmtree(outputs, ignore_errors=True))
     counters_verify(batch=batch)
     batch.refresh_from_db()
     batch.status = ending
@@ -349,6 +352,27 @@ class Outcome:
     finished_at: Any = None
 
 
+def outputs_json(outputs: list[tuple[str, Path]]) -> str:
+    """Serialize a job's output files as [{"name", "path"}], paths relative to MEDIA_ROOT."""
+    if not outputs:
+        return bulk.EMPTY_LIST_JSON
+    root = Path(settings.MEDIA_ROOT)
+    return bulk.json_text(
+        [{"name": name, "path": str(path.relative_to(root))} for name, path in outputs]
+    )
+
+
+def outputs_discard(outputs: list[tuple[str, Path]]) -> None:
+    """Delete the files an attempt wrote before it failed."""
+    for _, path in outputs:
+        path.unlink(missing_ok=True)
+
+
+def batch_outputs_dir(batch_id) -> Path:
+    """Return the folder where job types write a batch's output files."""
+    return Path(settings.MEDIA_ROOT) / "batches" / str(batch_id) / "out"
+
+
 class ChunkRunner:
     """Run one claimed chunk slice by slice, one transaction per slice."""
 
@@ -359,6 +383,7 @@ class ChunkRunner:
         batch_type = get_job_type(chunk.batch.type)
         self.slice_size = batch_type.slice_size if batch_type else 100
         self.renewed_at = time.monotonic()
+        self.output_dir = batch_outputs_dir(self.batch_id)
 
     def run(self) -> str:
         """Process the chunk until its range is done, the batch stops, or the lease is lost."""
@@ -431,7 +456,9 @@ class ChunkRunner:
                 status__in=[Item.Status.QUEUED, Item.Status.RUNNING],
             )
             .order_by("index")
-            .values("id", "index", "type", "payload", "input_file", "attempts")[: self.slice_size]
+            .values("id", "index", "external_id", "type", "payload", "input_file", "attempts")[
+                : self.slice_size
+            ]
         )
         if rows:
             # Items already `running` were left by a worker that died; they count as running.
@@ -451,10 +478,16 @@ class ChunkRunner:
             return self._failed(row, attempts, "unknown_type", f"job type {row['type']!r} is gone")
         while True:
             attempts += 1
-            context = JobContext(attempt=attempts, label=f"{self.batch_id}#{row['index']}")
+            context = JobContext(
+                attempt=attempts,
+                label=f"{self.batch_id}#{row['index']}",
+                input_name=row["external_id"] if row["input_file"] else "",
+                output_dir=self.output_dir,
+            )
             try:
                 result = self._call(job_type, row, context)
             except TransientError as exc:
+                outputs_discard(context.outputs)
                 if attempts >= job_type.max_attempts:
                     message = f"gave up after {attempts} attempts: {exc.message}"
                     return self._failed(row, attempts, exc.code, message)
@@ -462,14 +495,17 @@ class ChunkRunner:
                 self._renew_if_due()
                 continue
             except PermanentError as exc:
+                outputs_discard(context.outputs)
                 return self._failed(row, attempts, exc.code, exc.message)
             except Exception as exc:  # a crashing job type fails its item, never the worker
+                outputs_discard(context.outputs)
                 logger.warning("item %s crashed: %r", context.label, exc, exc_info=True)
                 return self._failed(row, attempts, "exception", f"{type(exc).__name__}: {exc}")
             self._renew_if_due()
             try:
                 result_json = bulk.json_text(result)
             except (TypeError, ValueError) as exc:
+                outputs_discard(context.outputs)
                 return self._failed(row, attempts, "bad_result", f"result is not JSON: {exc}")
             return Outcome(
                 item_id=row["id"],
@@ -477,11 +513,7 @@ class ChunkRunner:
                 status=Item.Status.SUCCEEDED,
                 attempts=attempts,
                 result_json=result_json,
-                output_files_json=(
-                    bulk.json_text([str(path) for path in context.outputs])
-                    if context.outputs
-                    else bulk.EMPTY_LIST_JSON
-                ),
+                output_files_json=outputs_json(context.outputs),
                 finished_at=timezone.now(),
             )
 

@@ -513,6 +513,9 @@ def batch_rerun(*, batch: Batch, which: RerunWhich, actor: str) -> Batch:
     )
     if not moved:
         raise Conflict(f"batch has no {which} items to rerun", code="nothing_to_rerun")
+    if which == "all":
+        outputs = engine.batch_outputs_dir(batch.pk)
+        transaction.on_commit(lambda: shutil.rmtree(outputs, ignore_errors=True))
     Chunk.objects.filter(batch=batch).delete()
     batch.refresh_from_db()
     batch.status = Batch.Status.COMMITTED

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, ClassVar
@@ -44,18 +45,25 @@ class JobContext:
 
     attempt: int = 1
     label: str = ""
+    # The name the input file came with (a ZIP member's name), when the item has a file.
+    input_name: str = ""
     output_dir: Path | None = None
-    outputs: list[Path] = field(default_factory=list)
+    # (name, path) of each output file, in the order they were asked for.
+    outputs: list[tuple[str, Path]] = field(default_factory=list)
 
     def output_path(self, name: str) -> Path:
-        """Return a path for an output file named `name`, and remember it as an output."""
+        """Return where to write an output file called `name`, and remember it.
+
+        The file lands under a random name in the output folder; `name` is what it is
+        called in the batch's package.
+        """
         if self.output_dir is None:
             raise PermanentError("this job type cannot write output files here", code="no_output")
-        if "/" in name or "\\" in name or name in ("", ".", ".."):
+        if "/" in name or "\\" in name or name in ("", ".", "..") or len(name) > 200:
             raise PermanentError(f"bad output file name {name!r}", code="bad_output_name")
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        path = self.output_dir / name
-        self.outputs.append(path)
+        path = self.output_dir / uuid.uuid4().hex
+        self.outputs.append((name, path))
         return path
 
 

@@ -55,9 +55,7 @@ def check_url(url: str) -> None:
         raise OutboundRefused("the URL has no host")
     allowed, explicit = _host_allowed(host)
     if not allowed:
-        raise OutboundRefused(
-            f"host {host!r} is not in BATCHSITE_OUTBOUND_ALLOWED_HOSTS"
-        )
+        raise OutboundRefused(f"host {host!r} is not in BATCHSITE_OUTBOUND_ALLOWED_HOSTS")
     if explicit:
         return
     try:
@@ -74,9 +72,7 @@ def check_url(url: str) -> None:
 
 
 @contextmanager
-def fetch(
-    client: httpx.Client, method: str, url: str, **kwargs
-) -> Iterator[httpx.Response]:
+def fetch(client: httpx.Client, method: str, url: str, **kwargs) -> Iterator[httpx.Response]:
     """Send a request through the guard, following redirects hop by hop; yield the response.
 
     The response is streamed: read it with `iter_bytes()` inside the `with` block.

@@ -1,5 +1,6 @@
 """Job types that exist only for tests."""
 
+import hashlib
 import os
 import time
 
@@ -47,3 +48,19 @@ class Record(JobType):
         finally:
             os.close(fd)
         return {"n": payload["n"]}
+
+
+class Stamp(JobType):
+    """Write `<input name>.stamp` holding the input's SHA-256; for file items (tests only)."""
+
+    name = "test.stamp"
+    description = "Writes NAME.stamp with the SHA-256 of the input file (tests only)."
+    accepts_file = True
+    chunk_size = 100
+    slice_size = 10
+
+    def process(self, payload, file, context):
+        """Hash the input and write the stamp file."""
+        digest = hashlib.sha256(file.read()).hexdigest()
+        context.output_path(f"{context.input_name}.stamp").write_text(digest)
+        return {"sha256": digest}

@@ -22,4 +22,4 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 Q_CLUSTER["sync"] = os.environ.get("BATCHSITE_TEST_CLUSTER") != "1"
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-BATCHSITE_JOB_TYPES = ["tests.jobtypes.Flaky", "tests.jobtypes.Record"]
+BATCHSITE_JOB_TYPES = ["tests.jobtypes.Flaky", "tests.jobtypes.Record", "tests.jobtypes.Stamp"]

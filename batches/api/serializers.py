@@ -280,6 +280,9 @@ BATCH_LINKS = {
     "commit": "api:batch-commit",
     "cancel": "api:batch-cancel",
     "rerun": "api:batch-rerun",
+    "upload": "api:batch-upload",
+    "export": "api:batch-export",
+    "package": "api:batch-package",
 }
 
 

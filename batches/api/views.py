@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.db.models import Count
+from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status, viewsets
@@ -10,7 +11,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from batches import services
+from batches import exports, services
 from batches.api.authentication import request_account, request_actor
 from batches.api.filters import BatchFilter, ItemFilter
 from batches.api.pagination import BatchPagination, IdCursorPagination, IndexCursorPagination
@@ -30,7 +31,7 @@ from batches.api.serializers import (
     UploadOptionsSerializer,
     UploadReportSerializer,
 )
-from batches.exceptions import InvalidInput, NotFound
+from batches.exceptions import BatchNotFinished, InvalidInput, NotFound
 from batches.models import Account, Batch, Item
 from jobs import job_types
 
@@ -307,11 +308,51 @@ class BatchViewSet(viewsets.GenericViewSet):
             {"status": batch.status, "statuses": histogram, "results": grouped, "next": next_url}
         )
 
-    @extend_schema(responses=BatchErrorSerializer(many=True))
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("format", str, enum=["jsonl", "csv"]),
+            OpenApiParameter("status", str, many=True, enum=Item.Status.values),
+        ],
+        responses={
+            (200, "application/x-ndjson"): OpenApiTypes.BINARY,
+            (200, "text/csv"): OpenApiTypes.BINARY,
+        },
+    )
+    @action(detail=True, methods=["get"], filterset_class=None)
+    def export(self, request, pk=None):
+        """Stream every item (or those in the given statuses) as JSON lines or CSV."""
+        batch = self.get_object()
+        fmt = _choice_param(request, "format", ["jsonl", "csv"], default="jsonl")
+        statuses = request.query_params.getlist("status")
+        unknown = sorted(set(statuses) - set(Item.Status.values))
+        if unknown:
+            message = f"unknown status {', '.join(unknown)}"
+            raise InvalidInput(message, errors=[{"field": "status", "message": message}])
+        rows = exports.item_rows(batch, statuses)
+        if fmt == "csv":
+            return _download(exports.as_csv(rows, exports.ITEM_FIELDS), batch, "items.csv")
+        return _download(exports.as_jsonl(rows), batch, "items.jsonl")
+
+    @extend_schema(responses={(200, "application/zip"): OpenApiTypes.BINARY})
+    @action(detail=True, methods=["get"], filterset_class=None)
+    def package(self, request, pk=None):
+        """Stream a ZIP of every output file of an ended batch, with a manifest.json."""
+        batch = self.get_object()
+        if not batch.is_terminal:
+            raise BatchNotFinished(f"batch is {batch.status}; its package is ready once it ends")
+        return _download(exports.package_stream(batch), batch, "package.zip")
+
+    @extend_schema(
+        parameters=[OpenApiParameter("format", str, enum=["json", "csv"])],
+        responses=BatchErrorSerializer(many=True),
+    )
     @action(detail=True, methods=["get"], filterset_class=None)
     def errors(self, request, pk=None):
-        """List every error of the batch."""
+        """List every error of the batch (or stream them all as CSV with ?format=csv)."""
         batch = self.get_object()
+        if _choice_param(request, "format", ["json", "csv"], default="json") == "csv":
+            rows = exports.as_csv(exports.error_rows(batch), exports.ERROR_FIELDS)
+            return _download(rows, batch, "errors.csv")
         paginator = IdCursorPagination()
         page = paginator.paginate_queryset(batch.errors.all(), request, view=self)
         return paginator.get_paginated_response(BatchErrorSerializer(page, many=True).data)
@@ -324,6 +365,27 @@ class BatchViewSet(viewsets.GenericViewSet):
         paginator = IdCursorPagination()
         page = paginator.paginate_queryset(batch.events.all(), request, view=self)
         return paginator.get_paginated_response(BatchEventSerializer(page, many=True).data)
+
+
+DOWNLOAD_TYPES = {
+    "jsonl": "application/x-ndjson",
+    "csv": "text/csv; charset=utf-8",
+    "zip": "application/zip",
+}
+
+
+def _download(chunks, batch: Batch, name: str) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(chunks, content_type=DOWNLOAD_TYPES[name.rsplit(".", 1)[1]])
+    response["Content-Disposition"] = f'attachment; filename="batch-{batch.number}-{name}"'
+    return response
+
+
+def _choice_param(request, name: str, choices: list[str], *, default: str) -> str:
+    value = request.query_params.get(name) or default
+    if value not in choices:
+        message = f"must be one of {', '.join(choices)}"
+        raise InvalidInput(f"{name} {message}", errors=[{"field": name, "message": message}])
+    return value
 
 
 def _int_param(request, name: str, default: int, *, minimum: int, maximum: int | None = None):

@@ -1,0 +1,187 @@
+"""Streamed exports of a batch: its items as JSONL or CSV, its errors as CSV, its package.
+
+Rows are read in index order a page at a time (keyset pagination: no long-held cursor,
+no long read transaction) and written out as they come, so memory stays flat at a
+million items.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import zipfile
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from batches.models import Batch, BatchError, Item
+
+PAGE = 2000
+COPY_BLOCK = 256 * 1024
+ITEM_FIELDS = [
+    "index", "external_id", "key", "type", "status", "result", "error_code",
+    "error_message", "attempts", "started_at", "finished_at",
+]  # fmt: skip
+ERROR_FIELDS = ["index", "external_id", "code", "message", "created_at"]
+
+
+def results_visible(batch: Batch) -> bool:
+    """Return False while an atomic batch's results must stay hidden (all or none)."""
+    return not batch.atomic or batch.status == Batch.Status.FINISHED
+
+
+def item_rows(batch: Batch, statuses: list[str] | None = None) -> Iterator[dict[str, Any]]:
+    """Yield the batch's items as dicts in index order, one page of rows at a time."""
+    items = Item.objects.filter(batch=batch)
+    if statuses:
+        items = items.filter(status__in=statuses)
+    visible = results_visible(batch)
+    after = -1
+    while True:
+        page = list(items.filter(index__gt=after).order_by("index").values(*ITEM_FIELDS)[:PAGE])
+        for row in page:
+            if not visible:
+                row["result"] = None
+            yield row
+        if len(page) < PAGE:
+            return
+        after = page[-1]["index"]
+
+
+def error_rows(batch: Batch) -> Iterator[dict[str, Any]]:
+    """Yield the batch's errors in the order they were recorded."""
+    after = 0
+    while True:
+        page = list(
+            BatchError.objects.filter(batch=batch, id__gt=after)
+            .order_by("id")
+            .values("id", *ERROR_FIELDS)[:PAGE]
+        )
+        for row in page:
+            yield {name: row[name] for name in ERROR_FIELDS}
+        if len(page) < PAGE:
+            return
+        after = page[-1]["id"]
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return json.dumps(value, separators=(",", ":"))
+
+
+def as_jsonl(rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
+    """Render rows as JSON lines, a page of lines per chunk."""
+    buffer: list[str] = []
+    for row in rows:
+        buffer.append(json.dumps(row, default=_text, separators=(",", ":")))
+        if len(buffer) >= PAGE:
+            yield ("\n".join(buffer) + "\n").encode()
+            buffer = []
+    if buffer:
+        yield ("\n".join(buffer) + "\n").encode()
+
+
+def as_csv(rows: Iterable[dict[str, Any]], fields: list[str]) -> Iterator[bytes]:
+    """Render rows as CSV with a header row; nested values are written as JSON."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(fields)
+    for count, row in enumerate(rows, start=1):
+        writer.writerow([_text(row[name]) for name in fields])
+        if count % PAGE == 0:
+            yield out.getvalue().encode()
+            out.seek(0)
+            out.truncate()
+    yield out.getvalue().encode()
+
+
+# --- packages ------------------------------------------------------------------------------------
+
+
+class _Sink(io.RawIOBase):
+    """A write-only stream that hands what is written to whoever drains it."""
+
+    def __init__(self):
+        self.parts: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def drain(self) -> bytes:
+        data = b"".join(self.parts)
+        self.parts.clear()
+        return data
+
+
+def package_entries(batch: Batch) -> Iterator[tuple[str, Path, dict[str, Any]]]:
+    """Yield (name in the package, file on disk, item facts) for every output file."""
+    root = Path(settings.MEDIA_ROOT)
+    taken: set[str] = set()
+    items = Item.objects.filter(batch=batch, status=Item.Status.SUCCEEDED).exclude(output_files=[])
+    after = -1
+    while True:
+        page = list(
+            items.filter(index__gt=after)
+            .order_by("index")
+            .values("index", "external_id", "output_files")[:PAGE]
+        )
+        for row in page:
+            for output in row["output_files"]:
+                name = output["name"]
+                if name in taken:
+                    name = f"{row['index']}-{name}"
+                taken.add(name)
+                yield (
+                    name,
+                    root / output["path"],
+                    {
+                        "index": row["index"],
+                        "external_id": row["external_id"],
+                    },
+                )
+        if len(page) < PAGE:
+            return
+        after = page[-1]["index"]
+
+
+def package_stream(batch: Batch) -> Iterator[bytes]:
+    """Stream a ZIP of every output file of the batch, then its manifest.json."""
+    sink = _Sink()
+    manifest: list[dict[str, Any]] = []
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, path, facts in package_entries(batch):
+            digest = hashlib.sha256()
+            size = 0
+            with open(path, "rb") as source, archive.open(name, "w", force_zip64=True) as target:
+                while block := source.read(COPY_BLOCK):
+                    digest.update(block)
+                    size += len(block)
+                    target.write(block)
+                    if len(sink.parts) > 8:
+                        yield sink.drain()
+            manifest.append({"name": name, "sha256": digest.hexdigest(), "bytes": size, **facts})
+            yield sink.drain()
+        summary = {
+            "batch": str(batch.pk),
+            "number": batch.number,
+            "status": batch.status,
+            "created": timezone.now().isoformat(),
+            "files": manifest,
+        }
+        archive.writestr("manifest.json", json.dumps(summary, indent=2))
+    yield sink.drain()
