@@ -28,7 +28,7 @@ from django.db import transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
-from batches import bulk
+from batches import bulk, superseding
 from batches.models import Batch, BatchEvent, Chunk, Item, counter_field
 from jobs import JobContext, PermanentError, TransientError, get_job_type
 
@@ -273,6 +273,8 @@ def batch_finalize(*, batch: Batch) -> Batch:
     batch.finished_at = now
     batch.save(update_fields=["status", "ending", "finished_at"])
     event_record(batch=batch, kind=ending, actor="engine", detail=batch.counts())
+    if ending == Batch.Status.FINISHED:
+        superseding.supersede_after_finish(batch)
     return batch
 
 

@@ -250,6 +250,11 @@ class Item(models.Model):
             models.Index(fields=["batch", "status", "index"], name="item_batch_status"),
             models.Index(fields=["batch", "external_id"], name="item_batch_external_id"),
             models.Index(fields=["batch", "seq"], name="item_batch_seq"),
+            # For `superseded`: which later items redid a key. Partial, so items without
+            # a key cost nothing.
+            models.Index(
+                fields=["key", "status"], name="item_key_status", condition=~models.Q(key="")
+            ),
         ]
 
     def __str__(self):

@@ -13,10 +13,11 @@ class BatchFilter(django_filters.FilterSet):
     label = django_filters.CharFilter(lookup_expr="icontains")
     created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
+    superseded = django_filters.BooleanFilter()
 
     class Meta:
         model = Batch
-        fields = ["status", "type", "label", "created_after", "created_before"]
+        fields = ["status", "type", "label", "created_after", "created_before", "superseded"]
 
 
 class ItemFilter(django_filters.FilterSet):
