@@ -25,7 +25,7 @@ from typing import Any
 from django.conf import settings
 
 MANAGE = str(Path(__file__).resolve().parent.parent / "manage.py")
-SCENARIOS = ["raw-insert", "naive", "batchsite", "ingest-api"]
+SCENARIOS = ["raw-insert", "naive", "batchsite", "ingest-api", "ingest-jsonl"]
 API_REQUEST_ITEMS = 10_000
 
 
@@ -264,15 +264,8 @@ def scenario_ingest_api(*, items: int, **_):
     from batches import services
 
     _, key = services.api_key_create(account=_account(), name="bench")
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, MANAGE, "runserver", "--noreload", "--nothreading", f"127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}/api/v1"
     headers = {"Authorization": f"Api-Key {key}"}
-    try:
+    with web_server() as (server, base):
         with httpx.Client(headers=headers, timeout=300) as client:
             wait_until(lambda: _answers(client, f"{base}/job-types/"), timeout=60)
             batch = client.post(f"{base}/batches/", json={}).json()
@@ -290,11 +283,74 @@ def scenario_ingest_api(*, items: int, **_):
                 response.raise_for_status()
             elapsed = time.perf_counter() - started
         web_peak = peak_rss_mb(server.pid)
+    return {"items": items, "seconds": elapsed, "items_per_s": items / elapsed,
+            "web_peak_rss_mb": web_peak}  # fmt: skip
+
+
+@contextmanager
+def web_server():
+    """Run `manage.py runserver` on a free loopback port; yield (process, base API URL)."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, MANAGE, "runserver", "--noreload", "--nothreading", f"127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield server, f"http://127.0.0.1:{port}/api/v1"
     finally:
         server.terminate()
         server.wait(timeout=30)
-    return {"items": items, "seconds": elapsed, "items_per_s": items / elapsed,
-            "web_peak_rss_mb": web_peak}  # fmt: skip
+
+
+def scenario_ingest_jsonl(*, items: int, **_):
+    """Upload one JSONL file of `items` lines over HTTP, then export them all again."""
+    import httpx
+
+    from batches import services
+
+    _, key = services.api_key_create(account=_account(), name="bench")
+    source = Path(settings.BATCHSITE_DATA_DIR) / "bench-upload.jsonl"
+    with open(source, "w") as out:
+        for n in range(items):
+            out.write(f'{{"external_id": "e{n}", "payload": {{"n": {n}}}}}\n')
+    with (
+        web_server() as (server, base),
+        httpx.Client(headers={"Authorization": f"Api-Key {key}"}, timeout=3600) as client,
+    ):
+        wait_until(lambda: _answers(client, f"{base}/job-types/"), timeout=60)
+        batch = client.post(f"{base}/batches/", json={}).json()
+        started = time.perf_counter()
+        with open(source, "rb") as body:
+            response = client.post(
+                f"{base}/batches/{batch['id']}/upload/",
+                content=body,
+                headers={"Content-Type": "application/x-ndjson"},
+            )
+        response.raise_for_status()
+        upload_seconds = time.perf_counter() - started
+        if response.json()["added"] != items:
+            raise RuntimeError(f"upload added {response.json()['added']} of {items}")
+        upload_peak = peak_rss_mb(server.pid)
+        started = time.perf_counter()
+        exported = 0
+        with client.stream("GET", f"{base}/batches/{batch['id']}/export/?format=jsonl") as stream:
+            for line in stream.iter_lines():
+                exported += bool(line)
+        export_seconds = time.perf_counter() - started
+        if exported != items:
+            raise RuntimeError(f"export gave {exported} of {items} items")
+        peak = peak_rss_mb(server.pid)
+    source.unlink()
+    return {
+        "items": items,
+        "seconds": upload_seconds,
+        "items_per_s": items / upload_seconds,
+        "web_peak_rss_mb": upload_peak,
+        "export_seconds": export_seconds,
+        "export_items_per_s": items / export_seconds,
+        "web_peak_rss_after_export_mb": peak,
+    }
 
 
 def _answers(client, url: str) -> bool:
@@ -311,6 +367,7 @@ SCENARIO_FUNCTIONS = {
     "naive": scenario_naive,
     "batchsite": scenario_batchsite,
     "ingest-api": scenario_ingest_api,
+    "ingest-jsonl": scenario_ingest_jsonl,
 }
 
 
@@ -390,6 +447,8 @@ def ratios(results: dict[str, dict]) -> dict[str, float]:
         found["batchsite / naive (processing items/s)"] = rate["batchsite"] / rate["naive"]
     if "ingest-api" in rate and "raw-insert" in rate:
         found["ingest-api / raw-insert (items/s)"] = rate["ingest-api"] / rate["raw-insert"]
+    if "ingest-jsonl" in rate and "raw-insert" in rate:
+        found["ingest-jsonl / raw-insert (items/s)"] = rate["ingest-jsonl"] / rate["raw-insert"]
     if "batchsite" in results and "raw-insert" in rate:
         ingest = results["batchsite"]["ingest_items_per_s"]
         found["service ingest / raw-insert (items/s)"] = ingest / rate["raw-insert"]
@@ -413,6 +472,11 @@ def format_table(report: dict) -> str:
             notes.append(f"worker peak RSS {result['worker_peak_rss_mb']:.0f} MB")
         if result.get("web_peak_rss_mb"):
             notes.append(f"web peak RSS {result['web_peak_rss_mb']:.0f} MB")
+        if "export_seconds" in result:
+            notes.append(
+                f"export {result['export_items_per_s']:,.0f}/s, web peak RSS after export "
+                f"{result['web_peak_rss_after_export_mb']:.0f} MB"
+            )
         lines.append(
             f"{name:<12} {result['items']:>9,} {result['seconds']:>9.2f} "
             f"{result['items_per_s']:>11,.0f}  {'; '.join(notes)}"

@@ -18,9 +18,12 @@ from batches.models import Item
 EMPTY_LIST_JSON = "[]"
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def json_text(value: Any) -> str:
     """Serialize a value as compact JSON; ValueError/TypeError if it is not JSON."""
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)
+    return _ENCODER.encode(value)
 
 
 def _table() -> str:

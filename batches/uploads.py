@@ -9,8 +9,8 @@ Memory stays flat whatever the file's size.
 
 from __future__ import annotations
 
-import json
 import os
+import pickle
 import shutil
 import tempfile
 import uuid
@@ -72,17 +72,11 @@ class Staged:
 
     def items(self) -> Iterator[tuple[str, str, str, str, str]]:
         """Yield (external_id, key, type, payload JSON, input file) for each staged item."""
-        return self._read(self.path)
+        return _read_groups(self.path)
 
     def all_problems(self) -> Iterator[dict[str, Any]]:
         """Yield every problem found, in file order."""
-        return self._read(self.problems_path)
-
-    @staticmethod
-    def _read(path: Path) -> Iterator[Any]:
-        with open(path, encoding="utf-8") as staged:
-            for line in staged:
-                yield json.loads(line)
+        return _read_groups(self.problems_path)
 
     def close(self) -> None:
         """Delete the staging files; the extracted files stay for the inserted items."""
@@ -127,8 +121,8 @@ def stage(
     try:
         with (
             open(path, "rb") as source,
-            open(staged.path, "w", encoding="utf-8") as out,
-            open(staged.problems_path, "w", encoding="utf-8") as problems_out,
+            _GroupWriter(staged.path) as out,
+            _GroupWriter(staged.problems_path) as problems_out,
         ):
             seen = 0
             for index, record in _records(source, path, fmt, default_type, upload_files, csv_types):
@@ -144,12 +138,11 @@ def stage(
                     problem = parsed.as_dict()
                     if len(staged.problems) < REPORTED_ERRORS:
                         staged.problems.append(problem)
-                    _write_line(problems_out, problem)
+                    problems_out.add(problem)
                     continue
                 staged.added += 1
-                _write_line(
-                    out,
-                    [parsed.external_id, parsed.key, parsed.type, parsed.payload_json, input_file],
+                out.add(
+                    (parsed.external_id, parsed.key, parsed.type, parsed.payload_json, input_file)
                 )
         if not seen:
             raise InvalidInput(
@@ -168,9 +161,43 @@ def _temp_path(prefix: str) -> Path:
     return Path(name)
 
 
-def _write_line(out, value) -> None:
-    out.write(json.dumps(value, separators=(",", ":")))
-    out.write("\n")
+class _GroupWriter:
+    """Append values to a staging file in pickled groups (the file is ours alone)."""
+
+    GROUP = 2000
+
+    def __init__(self, path: Path):
+        self.file = open(path, "wb")  # noqa: SIM115 - closed in __exit__
+        self.group: list[Any] = []
+
+    def __enter__(self) -> _GroupWriter:
+        return self
+
+    def add(self, value: Any) -> None:
+        self.group.append(value)
+        if len(self.group) >= self.GROUP:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.group:
+            pickle.dump(self.group, self.file, protocol=pickle.HIGHEST_PROTOCOL)
+            self.group = []
+
+    def __exit__(self, *exc_info) -> None:
+        try:
+            self.flush()
+        finally:
+            self.file.close()
+
+
+def _read_groups(path: Path) -> Iterator[Any]:
+    with open(path, "rb") as staged:
+        while True:
+            try:
+                group = pickle.load(staged)
+            except EOFError:
+                return
+            yield from group
 
 
 def _records(source, path, fmt, default_type, dest, csv_types) -> Iterator[formats.Record]:
