@@ -143,8 +143,10 @@ def package_entries(batch: Batch) -> Iterator[tuple[str, Path, dict[str, Any]]]:
         for row in page:
             for output in row["output_files"]:
                 name = output["name"]
-                if name in taken:
-                    name = f"{row['index']}-{name}"
+                attempt = 1
+                while name in taken:
+                    name = f"{row['index']}-{attempt}-{output['name']}"
+                    attempt += 1
                 taken.add(name)
                 yield (
                     name,

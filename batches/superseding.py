@@ -29,7 +29,12 @@ def is_superseded(batch: Batch) -> bool:
 
 
 def supersede_after_finish(batch: Batch) -> int:
-    """Mark the earlier batches that `batch`, just finished, has superseded; return how many."""
+    """Mark the earlier batches that `batch`, just finished, has superseded; return how many.
+
+    The batch itself may finish after later batches that redid its keys, so it is
+    checked too.
+    """
+    superseded_refresh(batch)
     shared_key = Item.objects.filter(
         batch=OuterRef("pk"),
         key__in=Item.objects.filter(batch=batch, status=Item.Status.SUCCEEDED)

@@ -53,13 +53,17 @@ def check_url(url: str) -> None:
     host = parts.hostname
     if not host:
         raise OutboundRefused("the URL has no host")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise OutboundRefused(f"the URL has a bad port: {exc}") from exc
     allowed, explicit = _host_allowed(host)
     if not allowed:
         raise OutboundRefused(f"host {host!r} is not in BATCHSITE_OUTBOUND_ALLOWED_HOSTS")
     if explicit:
         return
     try:
-        infos = socket.getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)
+        infos = socket.getaddrinfo(host, port or 443, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise OutboundRefused(f"host {host!r} does not resolve: {exc}") from exc
     for info in infos:
@@ -69,6 +73,15 @@ def check_url(url: str) -> None:
                 f"host {host!r} resolves to {address}, a non-public address; "
                 "name the host itself in BATCHSITE_OUTBOUND_ALLOWED_HOSTS to allow it"
             )
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return parts.scheme, (parts.hostname or "").lower(), port
 
 
 @contextmanager
@@ -89,7 +102,14 @@ def fetch(client: httpx.Client, method: str, url: str, **kwargs) -> Iterator[htt
             return
         location = response.headers.get("location", "")
         response.close()
-        url = urljoin(str(response.url), location)
+        previous, url = url, urljoin(str(response.url), location)
         if response.status_code in (301, 302, 303):
             method, kwargs = "GET", {k: v for k, v in kwargs.items() if k == "headers"}
+        if _origin(previous) != _origin(url) and kwargs.get("headers"):
+            # As browsers and httpx do: credentials never follow a redirect to another host.
+            kwargs["headers"] = {
+                name: value
+                for name, value in dict(kwargs["headers"]).items()
+                if name.lower() not in ("authorization", "cookie")
+            }
     raise OutboundRefused(f"more than {MAX_REDIRECTS} redirects")
