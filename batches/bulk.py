@@ -18,7 +18,9 @@ from batches.models import Item
 EMPTY_LIST_JSON = "[]"
 
 
-_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+# Not ASCII-escaped: smaller, faster, and lone surrogates then fail the UTF-8 check in
+# ingest.storable_problem instead of reaching the database.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
 
 
 def json_text(value: Any) -> str:

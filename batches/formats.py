@@ -11,6 +11,7 @@ import codecs
 import csv
 import io
 import json
+import re
 import stat
 import uuid
 import zipfile
@@ -28,6 +29,9 @@ UTF8_BOM = codecs.BOM_UTF8
 COPY_BLOCK = 64 * 1024
 
 Record = tuple[int, dict[str, Any] | ItemProblem]
+# Numbers as JSON writes them, in ASCII digits only: "1_000" or full-width digits stay text.
+JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+JSON_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]*)")
 
 
 class FileRejected(Exception):
@@ -60,9 +64,25 @@ def format_of_name(name: str) -> str | None:
 # --- JSONL ---------------------------------------------------------------------------------------
 
 
-def jsonl_records(file: IO[bytes]) -> Iterator[Record]:
+def _lines(file: IO[bytes], max_line: int) -> Iterator[bytes | None]:
+    """Yield the file's lines; None in place of a line longer than `max_line` bytes,
+    which is skipped without ever being held in memory whole."""
+    while raw := file.readline(max_line + 1):
+        if len(raw) <= max_line or raw.endswith(b"\n"):
+            yield raw
+            continue
+        while (rest := file.readline(COPY_BLOCK)) and not rest.endswith(b"\n"):
+            pass
+        yield None
+
+
+def jsonl_records(file: IO[bytes], *, max_line: int = 1024 * 1024) -> Iterator[Record]:
     """Yield one item object per non-blank line."""
-    for index, raw in enumerate(file):
+    for index, raw in enumerate(_lines(file, max_line)):
+        if raw is None:
+            message = f"is longer than {max_line} bytes"
+            yield index, ItemProblem(index, {"line": message}, code="line_too_long")
+            continue
         if index == 0 and raw.startswith(UTF8_BOM):
             raw = raw[len(UTF8_BOM) :]
         line = raw.strip()
@@ -94,15 +114,12 @@ def _infer(value: str) -> Any:
         return lowered == "true"
     if lowered in ("", "null"):
         return None
-    try:
-        return int(value)
-    except ValueError:
-        pass
-    try:
-        number = float(value)
-    except ValueError:
+    if not JSON_NUMBER.fullmatch(value):
         return value
-    return number if number == number and abs(number) != float("inf") else value
+    if JSON_INTEGER.fullmatch(value):
+        return int(value)
+    number = float(value)
+    return number if abs(number) != float("inf") else value
 
 
 def _has_bad_bytes(values: list[str]) -> bool:

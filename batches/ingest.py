@@ -59,7 +59,22 @@ def _text(value: Any, field: str, errors: dict[str, str]) -> str:
     if len(value) > MAX_TEXT:
         errors[field] = f"must be at most {MAX_TEXT} characters"
         return ""
+    problem = storable_problem(value)
+    if problem:
+        errors[field] = problem
+        return ""
     return value
+
+
+def storable_problem(text: str) -> str:
+    """Say why a database could not store this text (lone surrogates, NUL), or ""."""
+    if "\x00" in text:
+        return "contains a NUL character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains text that is not valid Unicode"
+    return ""
 
 
 def item_parse(obj: Any, *, index: int, default_type: str) -> ItemSpec | ItemProblem:
@@ -91,8 +106,14 @@ def item_parse(obj: Any, *, index: int, default_type: str) -> ItemSpec | ItemPro
         except (TypeError, ValueError) as exc:
             errors["payload"] = f"is not JSON: {exc}"
         else:
-            size = len(payload_json.encode())
-            if size > settings.BATCHSITE_MAX_PAYLOAD_BYTES:
+            # NUL escapes and lone surrogates pass json but not PostgreSQL's jsonb.
+            problem = storable_problem(payload_json)
+            if not problem and "\\u0000" in payload_json:
+                problem = "contains a NUL character"
+            size = len(payload_json.encode("utf-8", "surrogatepass"))
+            if problem:
+                errors["payload"] = problem
+            elif size > settings.BATCHSITE_MAX_PAYLOAD_BYTES:
                 errors["payload"] = (
                     f"is {size} bytes; the limit is {settings.BATCHSITE_MAX_PAYLOAD_BYTES}"
                 )

@@ -284,7 +284,8 @@ def batch_upload(
             csv_types=csv_types,
         )
     except formats.FileRejected as exc:
-        raise InvalidInput(exc.message, errors=exc.errors) from exc
+        errors = exc.errors or [{"field": "file", "message": exc.message}]
+        raise InvalidInput(exc.message, errors=errors) from exc
     finally:
         path.unlink(missing_ok=True)
     try:

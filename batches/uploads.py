@@ -134,6 +134,8 @@ def stage(
                 if not isinstance(record, ItemProblem):
                     parsed = item_parse(record, index=index, default_type=default_type)
                 if isinstance(parsed, ItemProblem):
+                    if input_file:
+                        (Path(settings.MEDIA_ROOT) / input_file).unlink(missing_ok=True)
                     staged.rejected += 1
                     problem = parsed.as_dict()
                     if len(staged.problems) < REPORTED_ERRORS:
@@ -202,7 +204,9 @@ def _read_groups(path: Path) -> Iterator[Any]:
 
 def _records(source, path, fmt, default_type, dest, csv_types) -> Iterator[formats.Record]:
     if fmt == "jsonl":
-        return formats.jsonl_records(source)
+        # A line may hold a payload at its limit, plus the item's other fields.
+        max_line = settings.BATCHSITE_MAX_PAYLOAD_BYTES * 2 + 4096
+        return formats.jsonl_records(source, max_line=max_line)
     if fmt == "csv":
         return formats.csv_records(source, infer_types=csv_types == "infer")
     job_type = get_job_type(default_type)

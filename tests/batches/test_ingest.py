@@ -231,11 +231,13 @@ def test_items_parse__empty_list_gives_nothing():
 
 
 KNOWN_TYPES = ["echo", "test.flaky"]
-SAFE_KEYS = st.text(min_size=1, max_size=8).filter(
+# Text a database can store: no NUL, no lone surrogates (those are refused; see below).
+STORABLE = st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00")
+SAFE_KEYS = st.text(STORABLE, min_size=1, max_size=8).filter(
     lambda key: key not in {"fail", "sleep_ms", "transient_failures"}
 )
-SCALARS = st.none() | st.booleans() | st.integers() | st.text(max_size=10)
-SHORT_TEXT = st.text(max_size=MAX_TEXT)
+SCALARS = st.none() | st.booleans() | st.integers() | st.text(STORABLE, max_size=10)
+SHORT_TEXT = st.text(STORABLE, max_size=MAX_TEXT)
 
 valid_items = st.fixed_dictionaries(
     {"payload": st.dictionaries(SAFE_KEYS, SCALARS, max_size=4)},
@@ -300,3 +302,19 @@ def test_items_parse__specs_and_problems_partition_the_input(tagged):
     assert [spec.payload for spec in specs] == [objs[index]["payload"] for index in good]
     assert [spec.type for spec in specs] == [objs[index].get("type", "echo") for index in good]
     assert all(p.errors for p in problems)
+
+
+@pytest.mark.parametrize(
+    ("item", "field"),
+    [
+        ({"external_id": "a\x00b", "payload": {}}, "external_id"),
+        ({"key": "\ud800", "payload": {}}, "key"),
+        ({"payload": {"text": "nul \x00 inside"}}, "payload"),
+        ({"payload": {"text": "lone \udfff surrogate"}}, "payload"),
+    ],
+)
+def test_item_parse__text_no_database_can_store_is_refused(item, field):
+    found = item_parse(item, index=3, default_type="echo")
+
+    assert isinstance(found, ItemProblem)
+    assert field in found.errors

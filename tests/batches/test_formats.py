@@ -1,0 +1,943 @@
+"""Tests for batches.formats (the JSONL, CSV and ZIP readers) and batches.uploads (receive, stage).
+
+Everything here runs without the database: readers see bytes, stage sees a file on disk.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import json
+import stat
+import struct
+import tracemalloc
+import warnings
+import zipfile
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from batches import formats, uploads
+from batches.exceptions import InvalidInput, TooLarge
+from batches.formats import FileRejected
+from batches.ingest import ItemProblem
+
+MB = 1024 * 1024
+
+
+@pytest.fixture(autouse=True)
+def data_dir(settings, tmp_path) -> Path:
+    """Give each test its own data dir, so leftover files are easy to spot."""
+    settings.BATCHSITE_DATA_DIR = tmp_path / "data"
+    settings.MEDIA_ROOT = tmp_path / "data" / "files"
+    return settings.BATCHSITE_DATA_DIR
+
+
+def records(reader) -> list[tuple[int, dict | ItemProblem]]:
+    return list(reader)
+
+
+def good(found) -> list[tuple[int, dict]]:
+    return [(index, record) for index, record in found if not isinstance(record, ItemProblem)]
+
+
+def problems(found) -> list[ItemProblem]:
+    return [record for _, record in found if isinstance(record, ItemProblem)]
+
+
+def jsonl(*objs) -> bytes:
+    return b"".join(json.dumps(obj).encode() + b"\n" for obj in objs)
+
+
+def csv_bytes(*rows, lineterminator="\n", quoting=csv.QUOTE_MINIMAL) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator=lineterminator, quoting=quoting)
+    writer.writerows(rows)
+    return out.getvalue().encode()
+
+
+def read_jsonl(body: bytes):
+    return records(formats.jsonl_records(io.BytesIO(body)))
+
+
+def read_csv(body: bytes, *, infer_types=False):
+    return records(formats.csv_records(io.BytesIO(body), infer_types=infer_types))
+
+
+def tree(path: Path) -> list[str]:
+    """Return every file under `path`, relative to it."""
+    if not path.exists():
+        return []
+    return sorted(str(found.relative_to(path)) for found in path.rglob("*") if found.is_file())
+
+
+# --- format_of -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content_type", "expected"),
+    [
+        ("application/x-ndjson", "jsonl"),
+        ("application/jsonl", "jsonl"),
+        ("Application/X-NDJSON; charset=utf-8", "jsonl"),
+        ("text/csv", "csv"),
+        ("text/csv; charset=utf-8; header=present", "csv"),
+        ("application/zip", "zip"),
+        ("application/json", None),
+        ("text/plain", None),
+        ("application/octet-stream", None),
+        ("", None),
+    ],
+)
+def test_format_of__maps_content_types(content_type, expected):
+    assert formats.format_of(content_type) == expected
+
+
+# --- JSONL ---------------------------------------------------------------------------------------
+
+
+def test_jsonl_records__one_object_per_line_indexed_by_line():
+    body = jsonl({"external_id": "a", "payload": {"n": 0}}) + b"\n   \n" + jsonl({"payload": {}})
+
+    found = read_jsonl(body)
+
+    assert found == [(0, {"external_id": "a", "payload": {"n": 0}}), (3, {"payload": {}})]
+
+
+def test_jsonl_records__bom_and_crlf_are_accepted():
+    body = formats.UTF8_BOM + b'{"payload": {"n": 0}}\r\n{"payload": {"n": 1}}\r\n'
+
+    assert read_jsonl(body) == [(0, {"payload": {"n": 0}}), (1, {"payload": {"n": 1}})]
+
+
+def test_jsonl_records__last_line_without_newline_is_read():
+    assert read_jsonl(b'{"payload": {}}\n{"payload": {"n": 1}}') == [
+        (0, {"payload": {}}),
+        (1, {"payload": {"n": 1}}),
+    ]
+
+
+def test_jsonl_records__truncated_line_is_a_problem_at_its_index():
+    body = jsonl({"payload": {}}) + b'{"payload": {"n": 1\n' + jsonl({"payload": {}})
+
+    found = read_jsonl(body)
+
+    assert [index for index, _ in good(found)] == [0, 2]
+    [problem] = problems(found)
+    assert (problem.index, problem.code) == (1, "invalid_json")
+    assert "is not JSON" in problem.message
+
+
+def test_jsonl_records__invalid_utf8_is_a_problem_at_its_index():
+    body = jsonl({"payload": {}}) + b'{"payload": {"s": "caf\xe9"}}\n' + jsonl({"payload": {}})
+
+    found = read_jsonl(body)
+
+    assert [index for index, _ in good(found)] == [0, 2]
+    [problem] = problems(found)
+    assert (problem.index, problem.code) == (1, "invalid_utf8")
+
+
+def test_jsonl_records__valid_json_that_is_not_an_object_is_passed_on_for_validation():
+    # The reader yields it; item_parse refuses it (see test_stage__reports_bad_items).
+    assert read_jsonl(b'[1, 2]\n"text"\n') == [(0, [1, 2]), (1, "text")]
+
+
+def test_jsonl_records__bom_only_on_the_first_line_is_stripped():
+    body = jsonl({"payload": {}}) + formats.UTF8_BOM + jsonl({"payload": {}})
+
+    found = read_jsonl(body)
+
+    assert [index for index, _ in good(found)] == [0]
+    assert [problem.index for problem in problems(found)] == [1]
+
+
+# Text a database can store: no NUL (PostgreSQL refuses it), no lone surrogates.
+TEXT_CHARACTERS = st.characters(codec="utf-8", exclude_characters="\x00")
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+jsonl_items = st.lists(
+    st.fixed_dictionaries(
+        {"payload": st.dictionaries(st.text(), json_values, max_size=5)},
+        optional={
+            "external_id": st.text(alphabet=TEXT_CHARACTERS),
+            "key": st.text(max_size=20),
+            "type": st.sampled_from(["echo", "test.flaky"]),
+        },
+    ),
+    min_size=1,
+    max_size=20,
+)
+
+
+@given(items=jsonl_items, ensure_ascii=st.booleans(), crlf=st.booleans())
+def test_jsonl_records__round_trip(items, ensure_ascii, crlf):
+    newline = b"\r\n" if crlf else b"\n"
+    body = b"".join(
+        json.dumps(item, ensure_ascii=ensure_ascii).encode() + newline for item in items
+    )
+
+    found = read_jsonl(body)
+
+    assert found == list(enumerate(items))
+
+
+# --- CSV -----------------------------------------------------------------------------------------
+
+
+def test_csv_records__item_columns_are_fields_and_the_rest_is_payload():
+    body = csv_bytes(
+        ["external_id", "key", "type", "n", "name"],
+        ["a", "k-a", "test.flaky", "1", "Ann"],
+        ["b", "", "", "2", ""],
+    )
+
+    found = read_csv(body)
+
+    assert found == [
+        (
+            0,
+            {
+                "external_id": "a",
+                "key": "k-a",
+                "type": "test.flaky",
+                "payload": {"n": "1", "name": "Ann"},
+            },
+        ),
+        (1, {"external_id": "b", "payload": {"n": "2", "name": ""}}),
+    ]
+
+
+def test_csv_records__header_names_are_stripped():
+    found = read_csv(b" external_id , n \nx,1\n")
+
+    assert found == [(0, {"external_id": "x", "payload": {"n": "1"}})]
+
+
+def test_csv_records__bom_and_crlf_are_accepted():
+    body = formats.UTF8_BOM + csv_bytes(
+        ["external_id", "n"], ["a", "1"], ["b", "2"], lineterminator="\r\n"
+    )
+
+    found = read_csv(body)
+
+    assert found == [
+        (0, {"external_id": "a", "payload": {"n": "1"}}),
+        (1, {"external_id": "b", "payload": {"n": "2"}}),
+    ]
+
+
+def test_csv_records__quoted_newlines_stay_in_the_value():
+    body = b'external_id,text\na,"line 1\r\nline 2"\nb,x\n'
+
+    found = read_csv(body)
+
+    assert found == [
+        (0, {"external_id": "a", "payload": {"text": "line 1\r\nline 2"}}),
+        (1, {"external_id": "b", "payload": {"text": "x"}}),
+    ]
+
+
+def test_csv_records__wrong_column_count_is_a_problem_at_its_row():
+    body = b"external_id,n\na,1\nb,2,extra\nc\nd,4\n"
+
+    found = read_csv(body)
+
+    assert [index for index, _ in good(found)] == [0, 3]
+    assert [(p.index, p.code) for p in problems(found)] == [
+        (1, "wrong_column_count"),
+        (2, "wrong_column_count"),
+    ]
+    assert "has 3 columns; the header has 2" in problems(found)[0].message
+
+
+def test_csv_records__invalid_utf8_is_a_problem_at_its_row():
+    body = b"external_id,name\na,Ann\nb,Jos\xe9\nc,Cy\n"
+
+    found = read_csv(body)
+
+    assert [index for index, _ in good(found)] == [0, 2]
+    assert [(p.index, p.code) for p in problems(found)] == [(1, "invalid_utf8")]
+
+
+def test_csv_records__blank_rows_are_skipped_but_counted():
+    body = b"external_id\na\n\nb\n"
+
+    assert read_csv(body) == [
+        (0, {"external_id": "a", "payload": {}}),
+        (2, {"external_id": "b", "payload": {}}),
+    ]
+
+
+def test_csv_records__unreadable_row_is_a_problem_and_reading_goes_on():
+    body = b"external_id,blob\na," + b"x" * 200_000 + b"\nb,y\n"
+
+    found = read_csv(body)
+
+    assert [(p.index, p.code) for p in problems(found)] == [(0, "invalid_csv")]
+    assert good(found) == [(1, {"external_id": "b", "payload": {"blob": "y"}})]
+
+
+def test_csv_records__header_only_yields_nothing():
+    assert read_csv(b"external_id,n\n") == []
+
+
+def test_csv_records__empty_file_is_rejected():
+    with pytest.raises(FileRejected, match="empty"):
+        read_csv(b"")
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        (b"external_id,n,n\n", "repeats n"),
+        (b"external_id, n ,n\n", "repeats n"),
+        (b"external_id,,n\n", "empty column name"),
+        (b"external_id,n\xff\n", "not UTF-8"),
+    ],
+    ids=["duplicate", "duplicate-after-strip", "empty", "invalid-utf8"],
+)
+def test_csv_records__unusable_header_is_rejected(header, message):
+    with pytest.raises(FileRejected) as caught:
+        read_csv(header + b"a,1,2\n")
+
+    assert caught.value.errors
+    assert all(error["field"] == "header" for error in caught.value.errors)
+    assert any(message in error["message"] for error in caught.value.errors)
+
+
+@pytest.mark.parametrize(
+    ("cell", "expected"),
+    [
+        ("42", 42),
+        ("-7", -7),
+        ("2.5", 2.5),
+        ("1e3", 1000.0),
+        ("true", True),
+        ("FALSE", False),
+        ("null", None),
+        ("", None),
+        ("NaN", "NaN"),
+        ("inf", "inf"),
+        ("-Infinity", "-Infinity"),
+        ("Ann", "Ann"),
+        ("0x10", "0x10"),
+    ],
+)
+def test_csv_records__infer_types_reads_plain_numbers_bools_and_nulls(cell, expected):
+    body = csv_bytes(["v"], [cell]) if cell else b'v\n""\n'
+
+    [(_, record)] = read_csv(body, infer_types=True)
+
+    assert record["payload"]["v"] == expected
+    assert type(record["payload"]["v"]) is type(expected)
+
+
+@pytest.mark.parametrize(
+    "cell", ["1_000", "\u0663", "\uff11\uff12"], ids=["underscore", "arabic-indic", "fullwidth"]
+)
+def test_csv_records__infer_types_keeps_what_only_python_reads_as_a_number(cell):
+    # int() accepts "1_000" and non-ASCII digits; a CSV cell like that is text, not plainly
+    # a number, and must not be turned into 1000 or 3.
+    [(_, record)] = read_csv(csv_bytes(["v"], [cell]), infer_types=True)
+
+    assert record["payload"]["v"] == cell
+
+
+def test_csv_records__item_columns_are_never_inferred():
+    [(_, record)] = read_csv(
+        csv_bytes(["external_id", "key", "n"], ["1", "true", "1"]), infer_types=True
+    )
+
+    assert record == {"external_id": "1", "key": "true", "payload": {"n": 1}}
+
+
+column_names = st.text(alphabet=TEXT_CHARACTERS, min_size=1).filter(
+    lambda name: name == name.strip() and name not in formats.ITEM_COLUMNS
+)
+cell_text = st.text(alphabet=TEXT_CHARACTERS)
+
+
+@st.composite
+def csv_tables(draw, values):
+    """Draw (header, rows, expected records) for a CSV with payload columns of `values`."""
+    names = draw(st.lists(column_names, min_size=1, max_size=5, unique=True))
+    with_id = draw(st.booleans())
+    header = (["external_id"] if with_id else []) + names
+    rows, expected = [], []
+    for _ in range(draw(st.integers(min_value=1, max_value=10))):
+        external_id = draw(cell_text) if with_id else ""
+        cells = [draw(values) for _ in names]
+        record = {"external_id": external_id} if external_id else {}
+        record["payload"] = {name: value for name, (value, _) in zip(names, cells, strict=True)}
+        rows.append(([external_id] if with_id else []) + [text for _, text in cells])
+        expected.append(record)
+    return header, rows, expected
+
+
+string_cells = cell_text.map(lambda text: (text, text))
+typed_cells = st.one_of(
+    st.integers(min_value=-(2**63), max_value=2**63).map(lambda n: (n, str(n))),
+    st.floats(allow_nan=False, allow_infinity=False).map(lambda x: (x, repr(x))),
+    st.booleans().map(lambda b: (b, str(b).lower())),
+    st.sampled_from([(None, "null"), (None, "")]),
+)
+
+
+@given(table=csv_tables(string_cells), crlf=st.booleans())
+def test_csv_records__round_trip_keeps_strings(table, crlf):
+    header, rows, expected = table
+    # The writer quotes only values holding its own line terminator, so a bare "\r" needs
+    # QUOTE_ALL when lines end in "\n".
+    if crlf:
+        body = csv_bytes(header, *rows, lineterminator="\r\n")
+    else:
+        body = csv_bytes(header, *rows, lineterminator="\n", quoting=csv.QUOTE_ALL)
+
+    found = read_csv(body)
+
+    assert found == list(enumerate(expected))
+
+
+@given(table=csv_tables(typed_cells))
+def test_csv_records__round_trip_infers_types(table):
+    header, rows, expected = table
+
+    found = read_csv(csv_bytes(header, *rows, lineterminator="\r\n"), infer_types=True)
+
+    assert found == list(enumerate(expected))
+    for (_, record), wanted in zip(found, expected, strict=True):
+        for name, value in wanted["payload"].items():
+            assert type(record["payload"][name]) is type(value)
+
+
+# --- ZIP -----------------------------------------------------------------------------------------
+
+
+def zip_data(members, *, compression=zipfile.ZIP_DEFLATED) -> bytes:
+    """Return a ZIP of `members`: (name or ZipInfo, bytes) pairs."""
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # duplicate names are the point of some tests
+        with zipfile.ZipFile(buffer, "w", compression) as archive:
+            for name, data in members:
+                archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+def make_zip(path: Path, members, **kwargs) -> Path:
+    path.write_bytes(zip_data(members, **kwargs))
+    return path
+
+
+def encrypted_zip_data() -> bytes:
+    """Return a ZIP whose second member is flagged as encrypted."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("ok.txt", b"fine")
+        archive.writestr("secret.txt", b"hidden")
+        # The central directory is written at close from these infos: flag it as encrypted.
+        archive.getinfo("secret.txt").flag_bits |= 0x1
+    return buffer.getvalue()
+
+
+def symlink_info(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name)
+    info.create_system = 3
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    return info
+
+
+def lying_zip_data(*, real_size: int, declared: int) -> bytes:
+    """Return a ZIP whose second member holds `real_size` zeros but claims `declared` bytes."""
+    data = bytearray(zip_data([("ok.txt", b"fine"), ("big.bin", b"\0" * real_size)]))
+    local = data.find(b"PK\x03\x04", 1)  # the second member's local header
+    struct.pack_into("<I", data, local + 22, declared)
+    central = data.find(b"PK\x01\x02")
+    central = data.find(b"PK\x01\x02", central + 1)
+    struct.pack_into("<I", data, central + 24, declared)
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as archive:
+        assert archive.getinfo("big.bin").file_size == declared
+    return bytes(data)
+
+
+def bomb_data(size: int = 10 * MB) -> bytes:
+    """Return a ZIP of one member: `size` zeros, compressed a thousandfold."""
+    data = zip_data([("zeros.bin", b"\0" * size)])
+    assert len(data) < size // 500
+    return data
+
+
+def read_zip(path: Path, dest: Path, *, max_members=100, max_uncompressed=10 * MB):
+    return records(
+        formats.zip_records(
+            path, dest=dest, max_members=max_members, max_uncompressed=max_uncompressed
+        )
+    )
+
+
+def test_zip_records__each_member_becomes_a_file_record(tmp_path):
+    path = make_zip(tmp_path / "in.zip", [("a.pdf", b"%PDF-a"), ("b.txt", b"bee")])
+    dest = tmp_path / "out"
+
+    found = read_zip(path, dest)
+
+    assert [(index, r["external_id"], r["key"], r["payload"]) for index, r in found] == [
+        (0, "a.pdf", "a.pdf", {}),
+        (1, "b.txt", "b.txt", {}),
+    ]
+    assert [r["_file"].read_bytes() for _, r in found] == [b"%PDF-a", b"bee"]
+    assert all(r["_file"].parent == dest for _, r in found)
+    assert len(tree(dest)) == 2
+
+
+def test_zip_records__stored_members_are_read_too(tmp_path):
+    path = make_zip(tmp_path / "in.zip", [("a.txt", b"aaa")], compression=zipfile.ZIP_STORED)
+
+    [(_, record)] = read_zip(path, tmp_path / "out")
+
+    assert record["_file"].read_bytes() == b"aaa"
+
+
+@pytest.mark.parametrize(
+    ("members", "index", "message"),
+    [
+        ([("ok.txt", b"x"), ("docs/", b"")], 1, "is a directory"),
+        ([("ok.txt", b"x"), ("docs/a.txt", b"x")], 1, "inside a directory"),
+        ([("ok.txt", b"x"), ("../evil.txt", b"x")], 1, "'..' path"),
+        ([("ok.txt", b"x"), ("..", b"x")], 1, "'..' path"),
+        ([("/etc/passwd", b"x"), ("ok.txt", b"x")], 0, "absolute path"),
+        ([("ok.txt", b"x"), ("C:evil.txt", b"x")], 1, "absolute path"),
+        ([("ok.txt", b"x"), ("..\\evil.txt", b"x")], 1, "'..' path"),
+        ([("ok.txt", b"x"), (symlink_info("link"), b"/etc/passwd")], 1, "symbolic link"),
+        ([("a.txt", b"x"), ("b.txt", b"y"), ("a.txt", b"z")], 2, "duplicate name"),
+    ],
+    ids=[
+        "directory",
+        "nested",
+        "dotdot",
+        "dotdot-alone",
+        "absolute",
+        "drive",
+        "backslash-dotdot",
+        "symlink",
+        "duplicate",
+    ],
+)
+def test_zip_records__bad_member_rejects_the_whole_package(tmp_path, members, index, message):
+    path = make_zip(tmp_path / "in.zip", members)
+    dest = tmp_path / "out"
+
+    with pytest.raises(FileRejected) as caught:
+        read_zip(path, dest)
+
+    assert any(
+        error.get("index") == index and message in error["message"] for error in caught.value.errors
+    ), caught.value.errors
+    assert tree(dest) == []
+
+
+def test_zip_records__encrypted_member_rejects_the_whole_package(tmp_path):
+    path = tmp_path / "in.zip"
+    path.write_bytes(encrypted_zip_data())
+
+    with pytest.raises(FileRejected) as caught:
+        read_zip(path, tmp_path / "out")
+
+    assert caught.value.errors == [
+        {"index": 1, "external_id": "secret.txt", "message": "is encrypted"}
+    ]
+    assert tree(tmp_path / "out") == []
+
+
+def test_zip_records__more_members_than_the_limit_is_rejected(tmp_path):
+    path = make_zip(tmp_path / "in.zip", [(f"{n}.txt", b"x") for n in range(4)])
+
+    with pytest.raises(FileRejected) as caught:
+        read_zip(path, tmp_path / "out", max_members=3)
+
+    assert any("4 members; the limit is 3" in e["message"] for e in caught.value.errors)
+    assert tree(tmp_path / "out") == []
+
+
+def test_zip_records__members_at_the_limit_are_accepted(tmp_path):
+    path = make_zip(tmp_path / "in.zip", [(f"{n}.txt", b"x") for n in range(3)])
+
+    assert len(read_zip(path, tmp_path / "out", max_members=3)) == 3
+
+
+def test_zip_records__bomb_is_rejected_by_declared_size(tmp_path):
+    path = tmp_path / "in.zip"
+    path.write_bytes(bomb_data())
+
+    with pytest.raises(FileRejected) as caught:
+        read_zip(path, tmp_path / "out", max_uncompressed=MB)
+
+    assert any("the limit is" in e["message"] for e in caught.value.errors)
+    assert tree(tmp_path / "out") == []
+
+
+def test_zip_records__uncompressed_size_at_the_limit_is_accepted(tmp_path):
+    path = make_zip(tmp_path / "in.zip", [("a.bin", b"\0" * 1000), ("b.bin", b"\0" * 24)])
+
+    assert len(read_zip(path, tmp_path / "out", max_uncompressed=1024)) == 2
+
+
+def test_zip_records__header_lying_about_its_size_is_rejected(tmp_path):
+    path = tmp_path / "in.zip"
+    path.write_bytes(lying_zip_data(real_size=2 * MB, declared=100))
+    dest = tmp_path / "out"
+
+    with pytest.raises(FileRejected) as caught:
+        read_zip(path, dest, max_uncompressed=MB)
+
+    assert caught.value.errors
+    assert any(
+        e.get("external_id") == "big.bin" or "limit" in e["message"] for e in caught.value.errors
+    )
+    # Records yielded before the bad member leave files behind; stage() discards them.
+
+
+def test_zip_records__inflated_bytes_are_counted_while_extracting(tmp_path, monkeypatch):
+    """Headers that understate the sizes pass the declared check; the real bytes do not."""
+    path = make_zip(tmp_path / "in.zip", [("a.bin", b"\0" * MB), ("b.bin", b"\0" * MB)])
+    real_infolist = zipfile.ZipFile.infolist
+    real_open = zipfile.ZipFile.open
+
+    def lying_infolist(self):
+        lies = [copy.copy(info) for info in real_infolist(self)]
+        for lie in lies:
+            lie.file_size = 10
+        return lies
+
+    def honest_open(self, name, *args, **kwargs):
+        if isinstance(name, zipfile.ZipInfo):
+            name = name.filename
+        return real_open(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile.ZipFile, "infolist", lying_infolist)
+    monkeypatch.setattr(zipfile.ZipFile, "open", honest_open)
+    found = []
+
+    with pytest.raises(FileRejected) as caught:
+        for record in formats.zip_records(
+            path, dest=tmp_path / "out", max_members=10, max_uncompressed=MB + 1
+        ):
+            found.append(record)
+
+    assert [index for index, _ in found] == [0]
+    assert caught.value.errors == [
+        {"field": "package", "message": "unpacks to more than the limit (checked while unpacking)"}
+    ]
+
+
+@pytest.mark.parametrize(
+    "body", [b"", b"not a zip at all", b"PK\x03\x04garbage"], ids=["empty", "text", "bad-magic"]
+)
+def test_zip_records__not_a_zip_is_rejected(tmp_path, body):
+    path = tmp_path / "in.zip"
+    path.write_bytes(body)
+
+    with pytest.raises(FileRejected, match="not a ZIP"):
+        read_zip(path, tmp_path / "out")
+
+
+def test_zip_records__package_without_members_is_rejected(tmp_path):
+    path = make_zip(tmp_path / "in.zip", [])
+
+    with pytest.raises(FileRejected) as caught:
+        read_zip(path, tmp_path / "out")
+
+    assert caught.value.errors == [{"field": "package", "message": "is empty"}]
+
+
+# --- receive -------------------------------------------------------------------------------------
+
+
+class Unreadable(io.RawIOBase):
+    def read(self, size=-1):
+        raise AssertionError("the body must not be read")
+
+
+def test_receive__copies_the_body_to_a_temporary_file(data_dir):
+    body = b"x" * (uploads.READ_BLOCK * 2 + 17)
+
+    path = uploads.receive(io.BytesIO(body), content_length=len(body), limit=len(body))
+
+    assert path.read_bytes() == body
+    assert path.parent == uploads.work_dir()
+    assert data_dir in path.parents
+
+
+def test_receive__declared_length_over_the_limit_is_refused_unread(data_dir):
+    with pytest.raises(TooLarge, match="the limit is 10"):
+        uploads.receive(Unreadable(), content_length=11, limit=10)
+
+    assert tree(data_dir) == []
+
+
+@pytest.mark.parametrize("content_length", [None, 5], ids=["no-length", "understated"])
+def test_receive__streamed_bytes_over_the_limit_are_refused(data_dir, content_length):
+    body = b"x" * (uploads.READ_BLOCK + 1)
+
+    with pytest.raises(TooLarge):
+        uploads.receive(io.BytesIO(body), content_length=content_length, limit=uploads.READ_BLOCK)
+
+    assert tree(data_dir) == []
+
+
+def test_receive__exactly_the_limit_is_accepted(data_dir):
+    path = uploads.receive(io.BytesIO(b"12345"), content_length=None, limit=5)
+
+    assert path.read_bytes() == b"12345"
+
+
+# --- stage ---------------------------------------------------------------------------------------
+
+
+def stage_bytes(tmp_path, body: bytes, *, fmt="jsonl", default_type="echo", **kwargs):
+    path = tmp_path / f"upload.{fmt}"
+    path.write_bytes(body)
+    return uploads.stage(path, fmt=fmt, default_type=default_type, files_dir=files_dir(), **kwargs)
+
+
+def files_dir() -> Path:
+    from django.conf import settings
+
+    return Path(settings.MEDIA_ROOT) / "batches" / "b1" / "in"
+
+
+def staging_files() -> list[str]:
+    return tree(uploads.work_dir())
+
+
+def test_stage__writes_good_items_and_reports_bad_ones(tmp_path):
+    body = (
+        jsonl({"external_id": "a", "key": "k", "payload": {"n": 0}})
+        + b"{broken\n"
+        + jsonl({"type": "test.flaky", "payload": {"n": 2}})
+    )
+
+    staged = stage_bytes(tmp_path, body)
+
+    assert (staged.added, staged.rejected, staged.format) == (2, 1, "jsonl")
+    assert [tuple(row) for row in staged.items()] == [
+        ("a", "k", "echo", '{"n":0}', ""),
+        ("", "", "test.flaky", '{"n":2}', ""),
+    ]
+    assert [(p["index"], p["code"]) for p in staged.all_problems()] == [(1, "invalid_json")]
+    assert staged.report(dry_run=False) == {
+        "added": 2,
+        "rejected": 1,
+        "valid": 2,
+        "dry_run": False,
+        "format": "jsonl",
+        "errors": staged.problems,
+    }
+    assert staged.report(dry_run=True)["added"] == 0
+    staged.close()
+    assert staging_files() == []
+
+
+@pytest.mark.parametrize(
+    ("line", "code", "field", "message"),
+    [
+        (b"[1, 2]", "invalid", "item", "must be a JSON object"),
+        (b"42", "invalid", "item", "must be a JSON object"),
+        (b'{"payload": {}, "colour": "red"}', "invalid", "item", "unknown field(s): colour"),
+        (b'{"payload": {"fail": "yes"}}', "invalid", "payload.fail", "must be true or false"),
+        (b'{"external_id": "x"}', "invalid", "payload", "is required"),
+        (b'{"type": "nope", "payload": {}}', "invalid", "type", "unknown job type"),
+        (b'{"payload": {"n": NaN}}', "invalid", "payload", "is not JSON"),
+    ],
+    ids=["list", "number", "unknown-field", "echo-payload", "no-payload", "bad-type", "nan"],
+)
+def test_stage__reports_bad_items(tmp_path, line, code, field, message):
+    body = jsonl({"payload": {}}) + line + b"\n"
+
+    staged = stage_bytes(tmp_path, body)
+
+    assert (staged.added, staged.rejected) == (1, 1)
+    [problem] = staged.problems
+    assert (problem["index"], problem["code"]) == (1, code)
+    assert message in problem["fields"][field]
+    staged.close()
+
+
+def test_stage__problem_names_the_external_id_when_known(tmp_path):
+    staged = stage_bytes(tmp_path, jsonl({"external_id": "inv-7", "payload": {"fail": 1}}))
+
+    assert staged.problems[0]["external_id"] == "inv-7"
+    staged.close()
+
+
+def test_stage__keeps_only_the_first_problems_for_the_answer_but_all_on_file(tmp_path):
+    body = b"{bad\n" * (uploads.REPORTED_ERRORS + 5) + jsonl({"payload": {}})
+
+    staged = stage_bytes(tmp_path, body)
+
+    assert staged.rejected == uploads.REPORTED_ERRORS + 5
+    assert len(staged.problems) == uploads.REPORTED_ERRORS
+    assert len(staged.report(dry_run=False)["errors"]) == uploads.REPORTED_ERRORS
+    assert [p["index"] for p in staged.all_problems()] == list(range(uploads.REPORTED_ERRORS + 5))
+    staged.close()
+
+
+def test_stage__csv_with_inferred_types(tmp_path):
+    body = csv_bytes(["external_id", "n", "ok"], ["a", "3", "true"])
+
+    staged = stage_bytes(tmp_path, body, fmt="csv", csv_types="infer")
+
+    assert [json.loads(item[3]) for item in staged.items()] == [{"n": 3, "ok": True}]
+    staged.close()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "body"),
+    [("jsonl", b""), ("jsonl", b"\n \r\n\n"), ("csv", b"external_id,n\n")],
+    ids=["empty-jsonl", "blank-jsonl", "header-only-csv"],
+)
+def test_stage__file_without_items_is_invalid_and_leaves_nothing(tmp_path, fmt, body):
+    with pytest.raises(InvalidInput, match="holds no items") as caught:
+        stage_bytes(tmp_path, body, fmt=fmt)
+
+    assert caught.value.errors == [{"field": "file", "message": "holds no items"}]
+    assert staging_files() == []
+
+
+def test_stage__close_keeps_extracted_files_and_drops_staging_files(tmp_path):
+    body = zip_data([("a.txt", b"aaa"), ("b.txt", b"bbb")])
+
+    staged = stage_bytes(tmp_path, body, fmt="zip", default_type="test.stamp")
+    staged.close()
+
+    assert not staged.path.exists()
+    assert not staged.problems_path.exists()
+    assert staging_files() == []
+    found = tree(files_dir())
+    assert len(found) == 2
+    assert all(name.startswith("upload-") for name in found)
+
+
+def test_stage__zip_staged_rows_hold_paths_under_media_root(tmp_path, settings):
+    body = zip_data([("a.txt", b"aaa"), ("b.txt", b"bbb")])
+
+    staged = stage_bytes(tmp_path, body, fmt="zip", default_type="test.stamp")
+
+    rows = list(staged.items())
+    assert [tuple(row[:4]) for row in rows] == [
+        ("a.txt", "a.txt", "test.stamp", "{}"),
+        ("b.txt", "b.txt", "test.stamp", "{}"),
+    ]
+    media = Path(settings.MEDIA_ROOT)
+    assert [(media / row[4]).read_bytes() for row in rows] == [b"aaa", b"bbb"]
+    assert all((media / row[4]).is_relative_to(files_dir()) for row in rows)
+    staged.discard()
+    assert tree(files_dir()) == []
+    assert staging_files() == []
+
+
+def test_stage__zip_for_a_type_without_files_is_invalid(tmp_path):
+    body = zip_data([("a.txt", b"aaa")])
+
+    with pytest.raises(InvalidInput, match="does not take files"):
+        stage_bytes(tmp_path, body, fmt="zip", default_type="echo")
+
+    assert tree(files_dir()) == []
+    assert staging_files() == []
+
+
+def test_stage__damaged_zip_leaves_no_files(tmp_path, settings):
+    settings.BATCHSITE_ZIP_MAX_UNCOMPRESSED = MB
+    body = lying_zip_data(real_size=2 * MB, declared=100)
+
+    with pytest.raises(FileRejected):
+        stage_bytes(tmp_path, body, fmt="zip", default_type="test.stamp")
+
+    assert tree(files_dir()) == []
+    assert staging_files() == []
+
+
+def test_stage__zip_member_refused_by_validation_leaves_no_file(tmp_path, settings):
+    long_name = "n" * 300 + ".txt"  # too long for external_id and key
+    body = zip_data([("ok.txt", b"ok"), (long_name, b"orphan")])
+
+    staged = stage_bytes(tmp_path, body, fmt="zip", default_type="test.stamp")
+
+    assert (staged.added, staged.rejected) == (1, 1)
+    [row] = staged.items()
+    staged.close()
+    # Only the accepted item's file may stay; nothing will ever point at the other one.
+    kept = (Path(settings.MEDIA_ROOT) / row[4]).relative_to(files_dir())
+    assert tree(files_dir()) == [str(kept)]
+
+
+# --- memory --------------------------------------------------------------------------------------
+
+MEMORY_BOUND = 50 * MB
+LINES = 200_000
+
+
+def peak_while(function):
+    tracemalloc.start()
+    try:
+        result = function()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return result, peak
+
+
+@pytest.mark.parametrize("bad", [False, True], ids=["good-lines", "bad-lines"])
+def test_stage__memory_stays_flat_for_a_large_file(tmp_path, bad):
+    path = tmp_path / "big.jsonl"
+    filler = "x" * 100
+    with open(path, "w", encoding="utf-8") as out:
+        for n in range(LINES):
+            payload = {"n": n, "text": filler}
+            if bad:
+                payload["fail"] = "not a bool"  # refused by echo: every line is a problem
+            out.write(json.dumps({"external_id": f"ext-{n}", "payload": payload}) + "\n")
+    assert path.stat().st_size > 25 * MB
+
+    staged, peak = peak_while(
+        lambda: uploads.stage(path, fmt="jsonl", default_type="echo", files_dir=files_dir())
+    )
+
+    assert (staged.added, staged.rejected) == ((0, LINES) if bad else (LINES, 0))
+    assert peak < MEMORY_BOUND, f"peak {peak / MB:.1f} MB"
+    staged.close()
+
+
+def test_stage__one_huge_jsonl_line_is_refused_without_loading_it(tmp_path):
+    # The payload limit is 64 KB, yet a single 40 MB line is read, decoded and parsed whole
+    # before it is refused: memory grows with the line, not the limit.
+    path = tmp_path / "huge.jsonl"
+    path.write_bytes(
+        b'{"external_id": "huge", "payload": {"blob": "'
+        + b"x" * (40 * MB)
+        + b'"}}\n'
+        + jsonl({"external_id": "small", "payload": {}})
+    )
+
+    staged, peak = peak_while(
+        lambda: uploads.stage(path, fmt="jsonl", default_type="echo", files_dir=files_dir())
+    )
+
+    assert (staged.added, staged.rejected) == (1, 1)
+    assert staged.problems[0]["index"] == 0
+    assert peak < 20 * MB, f"peak {peak / MB:.1f} MB for a 40 MB line"
+    staged.close()
