@@ -29,8 +29,9 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from batches import bulk, superseding
-from batches.models import Batch, BatchEvent, Chunk, Item, counter_field
+from batches.models import Batch, BatchError, BatchEvent, Chunk, Item, counter_field
 from jobs import JobContext, PermanentError, TransientError, get_job_type
+from jobs.base import JobError
 
 logger = logging.getLogger(__name__)
 
@@ -253,6 +254,8 @@ def batch_finalize(*, batch: Batch) -> Batch:
     ending = batch.ending or (
         Batch.Status.FAILED if batch.atomic and batch.failed_items else Batch.Status.FINISHED
     )
+    if ending == Batch.Status.FINISHED and batch.atomic and not deferred_send(batch):
+        ending = Batch.Status.FAILED
     if batch.atomic and ending != Batch.Status.FINISHED:
         # All or none: results of an atomic batch that did not finish are never published.
         discarded = items_move(
@@ -276,6 +279,37 @@ def batch_finalize(*, batch: Batch) -> Batch:
     if ending == Batch.Status.FINISHED:
         superseding.supersede_after_finish(batch)
     return batch
+
+
+DEFERRED_RESULT = {"deferred": True}
+SENT_RESULT = {"sent": True}
+
+
+def deferred_send(batch: Batch) -> bool:
+    """Do the deferred part of an atomic batch's items, all at once; False if it failed.
+
+    Runs while finalizing, under the batch lock, once every item has been prepared.
+    """
+    for type_name in (
+        Item.objects.filter(batch=batch, status=Item.Status.SUCCEEDED)
+        .values_list("type", flat=True)
+        .distinct()
+    ):
+        job_type = get_job_type(type_name)
+        if job_type is None or not job_type.defer_in_atomic:
+            continue
+        items = Item.objects.filter(batch=batch, type=type_name, status=Item.Status.SUCCEEDED)
+        payloads = list(items.order_by("index").values_list("payload", flat=True))
+        try:
+            sent = job_type.finalize_send(payloads)
+        except JobError as exc:
+            BatchError.objects.create(batch=batch, code=exc.code, message=exc.message)
+            Batch.objects.filter(pk=batch.pk).update(error_count=F("error_count") + 1)
+            event_record(batch=batch, kind="deferred_failed", detail={"type": type_name})
+            return False
+        items.update(result=SENT_RESULT)
+        event_record(batch=batch, kind="deferred_sent", detail={"type": type_name, "sent": sent})
+    return True
 
 
 def counters_verify(*, batch: Batch) -> bool:
@@ -386,6 +420,7 @@ class ChunkRunner:
         self.slice_size = batch_type.slice_size if batch_type else 100
         self.renewed_at = time.monotonic()
         self.output_dir = batch_outputs_dir(self.batch_id)
+        self.atomic = chunk.batch.atomic
 
     def run(self) -> str:
         """Process the chunk until its range is done, the batch stops, or the lease is lost."""
@@ -519,8 +554,10 @@ class ChunkRunner:
                 finished_at=timezone.now(),
             )
 
-    @staticmethod
-    def _call(job_type, row: dict, context: JobContext) -> Any:
+    def _call(self, job_type, row: dict, context: JobContext) -> Any:
+        if self.atomic and job_type.defer_in_atomic:
+            job_type.prepare(row["payload"])
+            return DEFERRED_RESULT
         if not row["input_file"]:
             return job_type.process(row["payload"], None, context)
         with open(Path(settings.MEDIA_ROOT) / row["input_file"], "rb") as file:

@@ -138,9 +138,13 @@ def package_entries(batch: Batch) -> Iterator[tuple[str, Path, dict[str, Any]]]:
         page = list(
             items.filter(index__gt=after)
             .order_by("index")
-            .values("index", "external_id", "output_files")[:PAGE]
+            .values("index", "external_id", "output_files", "result")[:PAGE]
         )
         for row in page:
+            facts = {"index": row["index"], "external_id": row["external_id"]}
+            result = row["result"] if isinstance(row["result"], dict) else {}
+            # Job types that sign say who signed and when; the manifest carries it on.
+            facts.update({k: result[k] for k in ("signer", "signed_at") if k in result})
             for output in row["output_files"]:
                 name = output["name"]
                 attempt = 1
@@ -148,14 +152,7 @@ def package_entries(batch: Batch) -> Iterator[tuple[str, Path, dict[str, Any]]]:
                     name = f"{row['index']}-{attempt}-{output['name']}"
                     attempt += 1
                 taken.add(name)
-                yield (
-                    name,
-                    root / output["path"],
-                    {
-                        "index": row["index"],
-                        "external_id": row["external_id"],
-                    },
-                )
+                yield name, root / output["path"], facts
         if len(page) < PAGE:
             return
         after = page[-1]["index"]

@@ -135,18 +135,20 @@ def batches_finalize_stuck() -> int:
 
 def batches_purge(now) -> int:
     """Delete ended batches older than their retention (per batch, or the default)."""
-    default_cutoff = now - timedelta(days=settings.BATCHSITE_RETENTION_DAYS)
     ended = Batch.objects.filter(status__in=Batch.TERMINAL)
-    due = list(
-        ended.filter(retention_days__isnull=True, finished_at__lt=default_cutoff)[:PURGE_PER_RUN]
+    cutoffs = Q(
+        retention_days__isnull=True,
+        finished_at__lt=now - timedelta(days=settings.BATCHSITE_RETENTION_DAYS),
     )
-    for batch in ended.filter(retention_days__isnull=False, finished_at__lt=now).only(
-        "pk", "finished_at", "retention_days"
-    )[:1000]:
-        if len(due) < PURGE_PER_RUN and batch.finished_at < now - timedelta(
-            days=batch.retention_days
-        ):
-            due.append(batch)
+    # One condition per retention in use: few distinct values, each an indexed range.
+    for days in (
+        ended.filter(retention_days__isnull=False)
+        .values_list("retention_days", flat=True)
+        .distinct()
+        .order_by()
+    ):
+        cutoffs |= Q(retention_days=days, finished_at__lt=now - timedelta(days=days))
+    due = list(ended.filter(cutoffs).order_by("finished_at")[:PURGE_PER_RUN])
     for batch in due:
         services.batch_delete(batch=batch, actor=ACTOR)
     return len(due)

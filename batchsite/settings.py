@@ -277,6 +277,15 @@ BATCHSITE_RATE_WINDOW_SECONDS = env_int("BATCHSITE_RATE_WINDOW_SECONDS", 60)
 # A worker writes its outcomes at least this often (seconds), so progress stays live.
 BATCHSITE_SLICE_SECONDS = float(os.environ.get("BATCHSITE_SLICE_SECONDS", "1.0"))
 BATCHSITE_OUTBOUND_ALLOWED_HOSTS = env_list("BATCHSITE_OUTBOUND_ALLOWED_HOSTS")
+# http.request: response bytes kept in a result, and requests in flight per host and process.
+BATCHSITE_HTTP_MAX_BODY_BYTES = env_int("BATCHSITE_HTTP_MAX_BODY_BYTES", 1024 * 1024)
+BATCHSITE_HTTP_PER_HOST_CONCURRENCY = env_int("BATCHSITE_HTTP_PER_HOST_CONCURRENCY", 4)
+# image.derive refuses images of more pixels than this (decompression bombs).
+BATCHSITE_IMAGE_MAX_PIXELS = env_int("BATCHSITE_IMAGE_MAX_PIXELS", 50_000_000)
+# document.sign's key and certificate (PEM); default: signing/ in the data dir, made by
+# `manage.py createsigningkey`.
+BATCHSITE_SIGNING_KEY = os.environ.get("BATCHSITE_SIGNING_KEY") or None
+BATCHSITE_SIGNING_CERT = os.environ.get("BATCHSITE_SIGNING_CERT") or None
 
 # A request body of 10,000 items is well over Django's 2.5 MB default.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("BATCHSITE_MAX_REQUEST_BYTES", 64 * 1024 * 1024)

@@ -96,6 +96,19 @@ class JobType:
         """Do the work for one item and return its JSON-serializable result."""
         raise NotImplementedError
 
+    # In an atomic batch, a type with defer_in_atomic only prepares each item (`prepare`)
+    # while the batch runs, and does the irreversible part for all items at once in
+    # `finalize_send`, once every item has been prepared: all or none.
+    defer_in_atomic: ClassVar[bool] = False
+
+    def prepare(self, payload: dict) -> Any:
+        """Check that the item can be done, without doing it (defer_in_atomic types)."""
+        raise NotImplementedError
+
+    def finalize_send(self, payloads: list[dict]) -> int:
+        """Do every prepared item at once; return how many (defer_in_atomic types)."""
+        raise NotImplementedError
+
     def describe(self) -> dict[str, Any]:
         """Return the public description shown by `GET job-types/`."""
         return {

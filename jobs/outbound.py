@@ -94,7 +94,7 @@ def fetch(client: httpx.Client, method: str, url: str, **kwargs) -> Iterator[htt
         check_url(url)
         request = client.build_request(method, url, **kwargs)
         response = client.send(request, stream=True, follow_redirects=False)
-        if not response.is_redirect:
+        if not response.has_redirect_location:
             try:
                 yield response
             finally:

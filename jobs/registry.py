@@ -12,7 +12,14 @@ from django.utils.module_loading import import_string
 
 from jobs.base import JobType
 
-BUILTIN_TYPES: list[str] = ["jobs.echo.Echo"]
+BUILTIN_TYPES: list[str] = [
+    "jobs.echo.Echo",
+    "jobs.http_request.HttpRequest",
+    "jobs.email_send.EmailSend",
+    "jobs.image_derive.ImageDerive",
+    "jobs.signing.DocumentSign",
+    "jobs.signing.DocumentVerify",
+]
 _extra: dict[str, type[JobType]] = {}
 
 

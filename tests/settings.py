@@ -23,3 +23,8 @@ Q_CLUSTER["sync"] = os.environ.get("BATCHSITE_TEST_CLUSTER") != "1"
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 BATCHSITE_JOB_TYPES = ["tests.jobtypes.Flaky", "tests.jobtypes.Record", "tests.jobtypes.Stamp"]
+
+# Cluster tests that send mail ask for the file backend, to count what was sent.
+if os.environ.get("BATCHSITE_TEST_EMAIL_DIR"):
+    EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    EMAIL_FILE_PATH = os.environ["BATCHSITE_TEST_EMAIL_DIR"]

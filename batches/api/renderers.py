@@ -13,3 +13,16 @@ class StaffOnlyBrowsableNegotiation(DefaultContentNegotiation):
         if not (user is not None and user.is_authenticated and user.is_staff):
             renderers = [r for r in renderers if not isinstance(r, BrowsableAPIRenderer)]
         return super().select_renderer(request, renderers, format_suffix)
+
+
+class SchemaNegotiation(StaffOnlyBrowsableNegotiation):
+    """Let `?format=json|yaml` pick the schema's rendering, as drf-spectacular documents.
+
+    Elsewhere `?format=` names export formats, so the project-wide override is off.
+    """
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        """Use the `format` query parameter as the format, when given."""
+        return super().select_renderer(
+            request, renderers, format_suffix or request.query_params.get("format")
+        )

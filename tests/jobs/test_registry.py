@@ -70,7 +70,15 @@ def test_job_types__the_same_class_twice_is_fine(settings):
         "jobs.echo.Echo",
     ]
 
-    assert set(job_types()) == {"echo", "test.flaky"}
+    assert set(job_types()) == {
+        "echo",
+        "test.flaky",
+        "http.request",
+        "email.send",
+        "image.derive",
+        "document.sign",
+        "document.verify",
+    }
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,422 @@
+"""The `http.request` job type: one HTTP request per item, through the outbound guard.
+
+Every request goes through `jobs.outbound.fetch`, so the allow-list and the public-address
+rule apply after DNS resolution and again on every redirect hop.
+
+Connections: a JobType instance is shared by every item a process runs, and the engine
+gives job types no per-chunk hook, so this module keeps one `httpx.Client` per process,
+created lazily and reused by every item (keep-alive connections and TLS sessions carry
+over from item to item and chunk to chunk). It is keyed by `os.getpid()`: a worker forked
+from a process that already had a client makes its own, because a connection pool (its
+sockets and locks) must never be shared across a fork. httpx clients are thread-safe,
+so threads of one process share the client. Next to it sits a bounded semaphore per host,
+so one process never has more than BATCHSITE_HTTP_PER_HOST_CONCURRENCY requests in flight
+to the same host.
+"""
+
+from __future__ import annotations
+
+import base64
+import codecs
+import contextlib
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from django.conf import settings
+
+from jobs import outbound
+from jobs.base import JobError, JobType, PayloadError, PermanentError, TransientError
+
+METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
+FIELDS = ("method", "url", "headers", "json", "body", "timeout", "expect_status")
+DEFAULT_TIMEOUT = 10.0
+MAX_TIMEOUT = 60.0
+MAX_URL_LENGTH = 8192
+DEFAULT_MAX_BODY_BYTES = 1_048_576
+DEFAULT_PER_HOST_CONCURRENCY = 4
+READ_BLOCK = 64 * 1024
+# How much of a failed response's body goes into the item's error message.
+ERROR_SNIPPET = 200
+USER_AGENT = "batchsite"
+
+# Headers that frame the message or the connection are httpx's to write: set by a
+# payload they could smuggle a second request or point the request at another virtual host.
+FORBIDDEN_HEADERS = frozenset(
+    {
+        "connection",
+        "content-length",
+        "host",
+        "keep-alive",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+HEADER_VALUE = re.compile(r"^[\t\x20-\x7e]*$")
+TEXT_TYPES = frozenset(
+    {
+        "application/javascript",
+        "application/json",
+        "application/x-www-form-urlencoded",
+        "application/xml",
+    }
+)
+
+
+def _max_body_bytes() -> int:
+    return getattr(settings, "BATCHSITE_HTTP_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)
+
+
+def _per_host_concurrency() -> int:
+    return getattr(settings, "BATCHSITE_HTTP_PER_HOST_CONCURRENCY", DEFAULT_PER_HOST_CONCURRENCY)
+
+
+# --- per-process connections --------------------------------------------------------------------
+
+_timeouts = threading.local()
+
+
+def _apply_timeout(request: httpx.Request) -> None:
+    """Give every hop of the current request the item's timeout.
+
+    `outbound.fetch` keeps only the headers when a 301/302/303 turns a request into a GET,
+    so a timeout passed as a request argument would fall back to the client's default on
+    the next hop; a request hook sees every hop.
+    """
+    timeout = getattr(_timeouts, "seconds", None)
+    if timeout is not None:
+        request.extensions["timeout"] = httpx.Timeout(timeout).as_dict()
+
+
+@contextmanager
+def _request_timeout(seconds: float) -> Iterator[None]:
+    _timeouts.seconds = seconds
+    try:
+        yield
+    finally:
+        _timeouts.seconds = None
+
+
+class Connections:
+    """One process's HTTP client and its per-host concurrency slots."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.client = httpx.Client(
+            timeout=DEFAULT_TIMEOUT,
+            follow_redirects=False,
+            headers={"User-Agent": USER_AGENT},
+            event_hooks={"request": [_apply_timeout]},
+        )
+        self._slots: dict[tuple[str, int], threading.BoundedSemaphore] = {}
+        self._lock = threading.Lock()
+
+    def host_slot(self, host: str, limit: int) -> threading.BoundedSemaphore:
+        """Return the semaphore that caps this process's requests in flight to `host`."""
+        key = (host, limit)
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is None:
+                slot = self._slots[key] = threading.BoundedSemaphore(limit)
+            return slot
+
+
+_connections: dict[int, Connections] = {}
+_connections_lock = threading.Lock()
+
+
+def connections() -> Connections:
+    """Return this process's Connections, creating them on first use (and after a fork)."""
+    pid = os.getpid()
+    current = _connections.get(pid)
+    if current is not None:
+        return current
+    with _connections_lock:
+        current = _connections.get(pid)
+        if current is None:
+            # Whatever the parent left here belongs to the parent: drop it, never close it
+            # (closing would shut connections the parent still uses).
+            _connections.clear()
+            current = _connections[pid] = Connections()
+        return current
+
+
+def _after_fork_in_child() -> None:
+    global _connections_lock
+    # A lock held by another thread at the fork would stay held forever in the child.
+    _connections_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+# --- responses ----------------------------------------------------------------------------------
+
+
+def _mime_type(response: httpx.Response) -> str:
+    return response.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def _is_json(mime: str) -> bool:
+    return mime == "application/json" or mime.endswith("+json")
+
+
+def _is_textual(mime: str) -> bool:
+    return mime.startswith("text/") or mime in TEXT_TYPES or mime.endswith(("+json", "+xml"))
+
+
+def _read_capped(response: httpx.Response, limit: int, deadline: float) -> tuple[bytes, bool]:
+    """Read at most `limit` bytes of the body; return them and whether there was more."""
+    received = bytearray()
+    for block in response.iter_bytes(READ_BLOCK):
+        if time.monotonic() > deadline:
+            raise httpx.ReadTimeout("the response took longer than the timeout")
+        room = limit - len(received)
+        if len(block) > room:
+            received += block[:room]
+            return bytes(received), True
+        received += block
+    return bytes(received), False
+
+
+def _decode_text(response: httpx.Response, data: bytes, truncated: bool) -> str | None:
+    """Return the body as text in its declared charset (UTF-8 if none), or None if it is not."""
+    try:
+        decoder = codecs.getincrementaldecoder(response.charset_encoding or "utf-8")()
+        # A truncated body may end inside a character: leave that character out.
+        return decoder.decode(data, final=not truncated)
+    except (LookupError, UnicodeDecodeError):
+        return None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _body_fields(response: httpx.Response, data: bytes, truncated: bool) -> dict[str, Any]:
+    mime = _mime_type(response)
+    text = _decode_text(response, data, truncated) if _is_textual(mime) or not data else None
+    if text is None:
+        return {"body": base64.b64encode(data).decode("ascii"), "body_encoding": "base64"}
+    fields: dict[str, Any] = {"body": text, "body_encoding": "text"}
+    if _is_json(mime) and not truncated and text:
+        # A body that says it is JSON but is not stays text, without `json`.
+        with contextlib.suppress(ValueError):
+            fields["json"] = json.loads(text, parse_constant=_reject_constant)
+    return fields
+
+
+def _status_error(response: httpx.Response, snippet: str, expected: set[int] | None) -> JobError:
+    """Return the error for a response whose status is not a success."""
+    status = response.status_code
+    host = response.url.host
+    message = f"HTTP {status} {response.reason_phrase} from {host}".rstrip()
+    if snippet:
+        message += f": {snippet[:ERROR_SNIPPET]}"
+    if status >= 500:
+        return TransientError(message, code="http_5xx")
+    if status == 429:
+        return TransientError(message, code="http_429")
+    if 400 <= status < 500:
+        return PermanentError(message, code="http_4xx")
+    wanted = ", ".join(str(code) for code in sorted(expected)) if expected else "2xx"
+    return PermanentError(f"{message} (expected {wanted})", code="unexpected_status")
+
+
+def _expected_statuses(payload: dict) -> set[int] | None:
+    expected = payload.get("expect_status")
+    if expected is None:
+        return None
+    return {expected} if isinstance(expected, int) else set(expected)
+
+
+# --- the job type -------------------------------------------------------------------------------
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_status(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 100 <= value <= 599
+
+
+class HttpRequest(JobType):
+    """Send one HTTP request and return the response's status, headers and body."""
+
+    name = "http.request"
+    description = (
+        "Sends one HTTP request to a host in BATCHSITE_OUTBOUND_ALLOWED_HOSTS and returns "
+        "`status`, `headers`, `body` (text, or base64 with `body_encoding: base64`), `json` "
+        "for JSON responses, `truncated` and `elapsed_ms`. 5xx, 429, timeouts and connection "
+        "errors are retried; 4xx and statuses outside `expect_status` fail the item."
+    )
+    payload_schema = {
+        "type": "object",
+        "required": ["url"],
+        "properties": {
+            "method": {"type": "string", "enum": list(METHODS), "default": "GET"},
+            "url": {"type": "string", "format": "uri", "maxLength": MAX_URL_LENGTH},
+            "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+            "json": {"description": "any JSON value, sent as application/json"},
+            "body": {"type": "string", "description": "sent as UTF-8; not with `json`"},
+            "timeout": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "maximum": MAX_TIMEOUT,
+                "default": DEFAULT_TIMEOUT,
+                "description": "seconds the whole request, redirects and body included, may take",
+            },
+            "expect_status": {
+                "description": "the status or statuses that count as success; default any 2xx",
+                "oneOf": [
+                    {"type": "integer", "minimum": 100, "maximum": 599},
+                    {
+                        "type": "array",
+                        "items": {"type": "integer", "minimum": 100, "maximum": 599},
+                        "minItems": 1,
+                    },
+                ],
+            },
+        },
+        "not": {"required": ["json", "body"]},
+        "additionalProperties": False,
+    }
+    # Small chunks spread a batch's requests over every worker.
+    chunk_size = 50
+    slice_size = 10
+    max_attempts = 4
+    retry_backoff = 0.5
+    retry_backoff_max = 30.0
+
+    def validate_payload(self, payload):
+        """Check every field, and that the URL may be fetched now."""
+        super().validate_payload(payload)
+        errors: dict[str, str] = {}
+        unknown = sorted(set(payload) - set(FIELDS))
+        if unknown:
+            errors["payload"] = f"unknown field(s): {', '.join(unknown)}"
+        method = payload.get("method", "GET")
+        if not isinstance(method, str) or method.upper() not in METHODS:
+            errors["payload.method"] = f"must be one of {', '.join(METHODS)}"
+        url_error = self._url_error(payload.get("url"), "url" in payload)
+        if url_error:
+            errors["payload.url"] = url_error
+        errors.update(self._headers_errors(payload.get("headers", {})))
+        if "json" in payload and "body" in payload:
+            errors["payload.body"] = "cannot be combined with json"
+        elif "body" in payload and not isinstance(payload["body"], str):
+            errors["payload.body"] = "must be a string"
+        if "timeout" in payload:
+            timeout = payload["timeout"]
+            if not _is_number(timeout) or not 0 < timeout <= MAX_TIMEOUT:
+                errors["payload.timeout"] = (
+                    f"must be a number of seconds above 0, at most {MAX_TIMEOUT:g}"
+                )
+        if "expect_status" in payload:
+            expected = payload["expect_status"]
+            if isinstance(expected, list):
+                if not expected or not all(_is_status(status) for status in expected):
+                    errors["payload.expect_status"] = (
+                        "must be a non-empty list of HTTP statuses (100-599)"
+                    )
+            elif not _is_status(expected):
+                errors["payload.expect_status"] = "must be an HTTP status (100-599) or a list"
+        if errors:
+            raise PayloadError(errors)
+
+    @staticmethod
+    def _url_error(url: Any, given: bool) -> str:
+        if not given:
+            return "is required"
+        if not isinstance(url, str) or not url:
+            return "must be a non-empty string"
+        if len(url) > MAX_URL_LENGTH:
+            return f"must be at most {MAX_URL_LENGTH} characters"
+        try:
+            httpx.URL(url)
+        except (httpx.InvalidURL, ValueError) as exc:
+            return f"is not a valid URL: {exc}"
+        try:
+            outbound.check_url(url)
+        except outbound.OutboundRefused as exc:
+            return str(exc)
+        return ""
+
+    @staticmethod
+    def _headers_errors(headers: Any) -> dict[str, str]:
+        if not isinstance(headers, dict):
+            return {"payload.headers": "must be an object of header names to strings"}
+        errors = {}
+        for name, value in headers.items():
+            path = f"payload.headers.{name}"
+            if not HEADER_NAME.match(name):
+                errors[path] = "is not a valid header name"
+            elif name.lower() in FORBIDDEN_HEADERS:
+                errors[path] = "is set by the HTTP client and cannot be given"
+            elif not isinstance(value, str):
+                errors[path] = "must be a string"
+            elif not HEADER_VALUE.match(value):
+                errors[path] = "must be printable ASCII on one line"
+        return errors
+
+    def process(self, payload, file, context):
+        """Send the request through the outbound guard and describe the response."""
+        method = payload.get("method", "GET").upper()
+        url = payload["url"]
+        timeout = float(payload.get("timeout", DEFAULT_TIMEOUT))
+        headers = dict(payload.get("headers", {}))
+        content = None
+        if "json" in payload:
+            content = json.dumps(payload["json"], ensure_ascii=False).encode()
+            if not any(name.lower() == "content-type" for name in headers):
+                headers["Content-Type"] = "application/json"
+        elif "body" in payload:
+            content = payload["body"].encode()
+        expected = _expected_statuses(payload)
+        conns = connections()
+        parts = urlsplit(url)
+        slot = conns.host_slot(f"{parts.hostname}:{parts.port or ''}", _per_host_concurrency())
+        started = time.monotonic()
+        try:
+            with (
+                slot,
+                _request_timeout(timeout),
+                outbound.fetch(conns.client, method, url, headers=headers, content=content) as resp,
+            ):
+                data, truncated = _read_capped(resp, _max_body_bytes(), started + timeout)
+        except outbound.OutboundRefused as exc:
+            raise PermanentError(f"refused: {exc}", code="refused") from exc
+        except httpx.TimeoutException as exc:
+            raise TransientError(f"timed out after {timeout:g}s: {url}", code="timeout") from exc
+        except httpx.TransportError as exc:
+            raise TransientError(
+                f"cannot reach {parts.hostname}: {exc}", code="connect_error"
+            ) from exc
+        elapsed_ms = round((time.monotonic() - started) * 1000)
+        body = _body_fields(resp, data, truncated)
+        status = resp.status_code
+        succeeded = status in expected if expected is not None else 200 <= status < 300
+        if not succeeded:
+            snippet = body["body"] if body["body_encoding"] == "text" else ""
+            raise _status_error(resp, snippet, expected)
+        return {
+            "status": status,
+            "url": str(resp.url),
+            "headers": dict(resp.headers),
+            **body,
+            "truncated": truncated,
+            "elapsed_ms": elapsed_ms,
+        }

@@ -1,0 +1,242 @@
+"""The `image.derive` job type: DLCS-style derivatives (thumbnails, format conversion) with Pillow.
+
+Each item is one image file; the type writes one derivative per requested box, named
+`<stem>_<w>x<h>.<ext>`, so the batch package holds them all. Sizes are boxes: `fit`
+scales the image down to fit inside the box keeping its aspect ratio (never up), `fill`
+scales and centre-crops it to exactly the box.
+
+Hostile input is expected: only common raster formats are opened (never EPS or other
+formats that hand the file to an outside program), images with more pixels than
+BATCHSITE_IMAGE_MAX_PIXELS are refused before they are decoded (Pillow's decompression
+bomb guard, its warning made an error), and truncated or corrupt files fail their item
+permanently. EXIF orientation is applied, so derivatives look the way the source is
+shown, and is not copied to them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import PurePosixPath
+from typing import Any
+
+from django.conf import settings
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from jobs.base import JobType, PayloadError, PermanentError
+
+DEFAULT_MAX_PIXELS = 50_000_000
+# DLCS's default thumbnail boxes; used when a payload names no sizes (a ZIP member's
+# payload is always empty).
+DEFAULT_SIZES = [[100, 100], [200, 200], [400, 400], [1024, 1024]]
+MAX_SIZES = 10
+MAX_SIDE = 10_000
+# name in the payload -> (Pillow format, file extension)
+FORMATS = {"jpeg": ("JPEG", "jpg"), "png": ("PNG", "png"), "webp": ("WEBP", "webp")}
+MODES = ("fit", "fill")
+DEFAULT_FORMAT = "jpeg"
+DEFAULT_QUALITY = 85
+DEFAULT_MODE = "fit"
+# Formats Pillow may open: plain raster decoders only.
+SOURCE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP")
+FIELDS = ("sizes", "format", "quality", "mode")
+
+
+def max_pixels() -> int:
+    """Return the most pixels a source image may have."""
+    return getattr(settings, "BATCHSITE_IMAGE_MAX_PIXELS", DEFAULT_MAX_PIXELS)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class ImageDerive(JobType):
+    """Write resized and converted copies of an image, one per requested box."""
+
+    name = "image.derive"
+    description = (
+        "Derives images (DLCS style): one file per box in `sizes` ([[w, h], ...]; default "
+        "100, 200, 400 and 1024 square), in `format` (jpeg, png or webp) at `quality`; "
+        "`mode` fit (inside the box, aspect kept, never enlarged) or fill (cropped to "
+        "exactly the box). Files are named <stem>_<w>x<h>.<ext>."
+    )
+    payload_schema = {
+        "type": "object",
+        "properties": {
+            "sizes": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_SIZES,
+                "items": {
+                    "type": "array",
+                    "minItems": 2,
+                    "maxItems": 2,
+                    "items": {"type": "integer", "minimum": 1, "maximum": MAX_SIDE},
+                },
+                "default": DEFAULT_SIZES,
+                "description": "boxes as [width, height] pairs",
+            },
+            "format": {"enum": list(FORMATS), "default": DEFAULT_FORMAT},
+            "quality": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": 100,
+                "default": DEFAULT_QUALITY,
+            },
+            "mode": {"enum": list(MODES), "default": DEFAULT_MODE},
+        },
+        "additionalProperties": False,
+    }
+    accepts_file = True
+    chunk_size = 100
+    slice_size = 10
+    max_attempts = 2
+
+    def validate_payload(self, payload):
+        """Check sizes, format, quality and mode; refuse unknown fields."""
+        super().validate_payload(payload)
+        errors: dict[str, str] = {}
+        for name in sorted(set(payload) - set(FIELDS)):
+            errors[f"payload.{name}"] = "is not a field of image.derive"
+        if "sizes" in payload:
+            problem = self._sizes_problem(payload["sizes"], payload.get("mode", DEFAULT_MODE))
+            if problem:
+                errors["payload.sizes"] = problem
+        if "format" in payload and payload["format"] not in FORMATS:
+            errors["payload.format"] = f"must be one of {', '.join(FORMATS)}"
+        if "quality" in payload:
+            quality = payload["quality"]
+            if not _is_int(quality) or not 1 <= quality <= 100:
+                errors["payload.quality"] = "must be an integer from 1 to 100"
+        if "mode" in payload and payload["mode"] not in MODES:
+            errors["payload.mode"] = f"must be one of {', '.join(MODES)}"
+        if errors:
+            raise PayloadError(errors)
+
+    @staticmethod
+    def _sizes_problem(sizes: Any, mode: Any) -> str:
+        if not isinstance(sizes, list) or not 1 <= len(sizes) <= MAX_SIZES:
+            return f"must be a list of 1 to {MAX_SIZES} [width, height] pairs"
+        seen = set()
+        for position, pair in enumerate(sizes):
+            if not (
+                isinstance(pair, list)
+                and len(pair) == 2
+                and all(_is_int(side) and 1 <= side <= MAX_SIDE for side in pair)
+            ):
+                return (
+                    f"item {position} must be a [width, height] pair of integers "
+                    f"from 1 to {MAX_SIDE}"
+                )
+            if tuple(pair) in seen:
+                return f"item {position} repeats {pair[0]}x{pair[1]}"
+            seen.add(tuple(pair))
+            # fill enlarges a small source to the whole box; fit never enlarges.
+            if mode == "fill" and pair[0] * pair[1] > max_pixels():
+                return (
+                    f"item {position} ({pair[0]}x{pair[1]}) has more pixels than the limit "
+                    f"of {max_pixels()} for fill"
+                )
+        return ""
+
+    def process(self, payload, file, context):
+        """Decode the image safely, then write one derivative per box."""
+        if file is None:
+            raise PermanentError("image.derive needs an image file", code="no_file")
+        sizes = payload.get("sizes", DEFAULT_SIZES)
+        fmt = payload.get("format", DEFAULT_FORMAT)
+        quality = payload.get("quality", DEFAULT_QUALITY)
+        mode = payload.get("mode", DEFAULT_MODE)
+        image = self._open(file)
+        source = {"width": image.width, "height": image.height, "format": image.format.lower()}
+        icc_profile = image.info.get("icc_profile")
+        image = _prepared(image, fmt)
+        stem = PurePosixPath(context.input_name).stem or "image"
+        pil_format, extension = FORMATS[fmt]
+        derivatives = []
+        for width, height in sizes:
+            if mode == "fill":
+                derived = ImageOps.fit(image, (width, height), Image.Resampling.LANCZOS)
+            else:
+                derived = image.copy()
+                derived.thumbnail((width, height), Image.Resampling.LANCZOS)
+            name = f"{stem}_{width}x{height}.{extension}"
+            path = context.output_path(name)
+            derived.save(path, format=pil_format, **_save_options(fmt, quality, icc_profile))
+            derivatives.append(
+                {
+                    "name": name,
+                    "width": derived.width,
+                    "height": derived.height,
+                    "format": fmt,
+                    "bytes": path.stat().st_size,
+                }
+            )
+        return {"source": source, "derivatives": derivatives}
+
+    @staticmethod
+    def _open(file) -> Image.Image:
+        """Open and fully decode the image, oriented; refuse bombs and broken files."""
+        limit = max_pixels()
+        previous = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = limit
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                image = Image.open(file, formats=SOURCE_FORMATS)
+                image.load()
+                source_format = image.format
+                image = ImageOps.exif_transpose(image)
+                image.format = source_format
+                return image
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            raise PermanentError(
+                f"the image has more pixels than the limit of {limit}: {exc}",
+                code="decompression_bomb",
+            ) from None
+        except UnidentifiedImageError:
+            raise PermanentError(
+                f"not an image this type reads ({', '.join(SOURCE_FORMATS)})", code="bad_image"
+            ) from None
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            raise PermanentError(f"the image is damaged: {exc}", code="bad_image") from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA") or (
+        image.mode == "P" and "transparency" in image.info
+    )
+
+
+def _prepared(image: Image.Image, fmt: str) -> Image.Image:
+    """Return the image in a mode that resizes smoothly and that `fmt` can store.
+
+    Palette and bilevel images are expanded so resampling is not nearest-neighbour, and
+    JPEG, which has no alpha, gets transparent areas flattened onto white.
+    """
+    alpha = _has_alpha(image)
+    if image.mode not in ("RGB", "RGBA", "L", "LA"):
+        image = image.convert("RGBA" if alpha else "RGB")
+    if fmt == "jpeg" and alpha:
+        rgba = image.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, (255, 255, 255))
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        image = flat
+    elif fmt == "webp" and image.mode in ("L", "LA"):
+        image = image.convert("RGBA" if image.mode == "LA" else "RGB")
+    return image
+
+
+def _save_options(fmt: str, quality: int, icc_profile: bytes | None) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    if icc_profile:
+        options["icc_profile"] = icc_profile
+    if fmt == "jpeg":
+        options.update(quality=quality, optimize=True)
+    elif fmt == "webp":
+        options.update(quality=quality, method=4)
+    else:
+        options.update(optimize=True)
+    return options
