@@ -26,6 +26,8 @@ from django.conf import settings
 
 MANAGE = str(Path(__file__).resolve().parent.parent / "manage.py")
 SCENARIOS = ["raw-insert", "naive", "batchsite", "ingest-api", "ingest-jsonl"]
+# Not run unless asked for with --scenario: they measure job types, not the engine.
+EXTRA_SCENARIOS = ["image-derive", "document-sign"]
 API_REQUEST_ITEMS = 10_000
 
 
@@ -251,6 +253,88 @@ def scenario_batchsite(*, items: int, workers: int, clusters: int, **_):
     }
 
 
+def _file_batch(*, type_name: str, count: int, make_file, workers: int, clusters: int):
+    """Upload `count` files as one ZIP to a batch of `type_name`, commit, wait for the end."""
+    import io
+    import zipfile
+
+    from batches import services
+    from batches.models import Batch
+
+    package = Path(settings.BATCHSITE_DATA_DIR) / "bench-files.zip"
+    with zipfile.ZipFile(package, "w") as archive:
+        for n in range(count):
+            name, data = make_file(n)
+            archive.writestr(name, data)
+    with running_clusters(clusters, workers) as running:
+        batch, _ = services.batch_create(account=_account(), actor="bench", type=type_name)
+        with open(package, "rb") as body:
+            services.batch_upload(
+                batch=batch,
+                stream=io.BufferedReader(body),
+                content_type="application/zip",
+                content_length=package.stat().st_size,
+                actor="bench",
+            )
+        started = time.perf_counter()
+        services.batch_commit(batch=batch, actor="bench")
+        ended = Batch.objects.filter(pk=batch.pk, status__in=Batch.TERMINAL)
+        wait_until(ended.exists, timeout=3600, clusters=running)
+        elapsed = time.perf_counter() - started
+    batch.refresh_from_db()
+    if batch.status != Batch.Status.FINISHED or batch.succeeded_items != count:
+        raise RuntimeError(f"batch ended {batch.status} with counts {batch.counts()}")
+    return {"items": count, "seconds": elapsed, "items_per_s": count / elapsed,
+            "worker_peak_rss_mb": running.peak_mb}  # fmt: skip
+
+
+FILE_SCENARIO_LIMIT = 10_000
+
+
+def scenario_image_derive(*, items: int, workers: int, clusters: int, **_):
+    """Derive the default four sizes from 1024x768 JPEG photos-to-be (`image.derive`)."""
+    import io
+
+    from PIL import Image
+
+    def make_file(n: int):
+        image = Image.new("RGB", (1024, 768), ((n * 37) % 256, (n * 91) % 256, (n * 13) % 256))
+        for x in range(0, 1024, 64):
+            image.paste((x % 256, 255 - x % 256, n % 256), (x, 0, x + 32, 768))
+        out = io.BytesIO()
+        image.save(out, "JPEG", quality=85)
+        return f"image-{n}.jpg", out.getvalue()
+
+    count = min(items, FILE_SCENARIO_LIMIT)
+    return _file_batch(
+        type_name="image.derive", count=count, make_file=make_file, workers=workers,
+        clusters=clusters,
+    )  # fmt: skip
+
+
+def scenario_document_sign(*, items: int, workers: int, clusters: int, **_):
+    """Sign 100 KB documents with a detached CMS signature each (`document.sign`)."""
+    from django.core.management import call_command
+
+    call_command("createsigningkey", "--force", verbosity=0, stdout=io_sink(), stderr=io_sink())
+
+    def make_file(n: int):
+        return f"document-{n}.pdf", (f"document {n} ".encode() * 8000)[:100_000]
+
+    count = min(items, FILE_SCENARIO_LIMIT)
+    return _file_batch(
+        type_name="document.sign", count=count, make_file=make_file, workers=workers,
+        clusters=clusters,
+    )  # fmt: skip
+
+
+def io_sink():
+    """Return a throw-away text stream for a command's output."""
+    import io
+
+    return io.StringIO()
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -368,6 +452,8 @@ SCENARIO_FUNCTIONS = {
     "batchsite": scenario_batchsite,
     "ingest-api": scenario_ingest_api,
     "ingest-jsonl": scenario_ingest_jsonl,
+    "image-derive": scenario_image_derive,
+    "document-sign": scenario_document_sign,
 }
 
 
