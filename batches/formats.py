@@ -212,7 +212,12 @@ def _member_problems(info: zipfile.ZipInfo) -> list[str]:
 
 
 def zip_records(
-    path: Path, *, dest: Path, max_members: int, max_uncompressed: int
+    path: Path,
+    *,
+    dest: Path,
+    max_members: int,
+    max_uncompressed: int,
+    payload: dict[str, Any] | None = None,
 ) -> Iterator[Record]:
     """Check the whole package, then extract each member file into `dest` as it is read.
 
@@ -274,7 +279,7 @@ def zip_records(
                 problem = {"index": position, "external_id": info.filename}
                 problem["message"] = f"cannot be read: {exc}"
                 raise FileRejected("the ZIP package is damaged", [problem]) from None
-            record = {"external_id": info.filename, "key": info.filename, "payload": {}}
+            record = {"external_id": info.filename, "key": info.filename, "payload": payload or {}}
             yield position, {**record, "_file": target}
 
 

@@ -30,9 +30,10 @@ from batches.exceptions import (
     Conflict,
     InvalidInput,
     NotFound,
+    TooLarge,
     UnsupportedMediaType,
 )
-from batches.ingest import ItemSpec, items_parse
+from batches.ingest import ItemProblem, ItemSpec, item_parse, items_parse
 from batches.models import Account, ApiKey, Batch, BatchError, Chunk, Item, Sequence
 from jobs import get_job_type, outbound
 
@@ -247,6 +248,68 @@ def _items_bulk_create(*, batch: Batch, specs: list[ItemSpec]) -> range:
 INSERT_GROUP = 5000
 
 
+@transaction.atomic
+def item_add_file(
+    *,
+    batch: Batch,
+    upload: IO[bytes],
+    name: str,
+    size: int | None,
+    actor: str,
+    external_id: str = "",
+    key: str = "",
+    type: str | None = None,
+    payload: dict | None = None,
+) -> range:
+    """Add one file item (a multipart upload); external_id and key default to its name."""
+    batch = batch_lock(batch)
+    if batch.status not in Batch.ACCEPTS_ITEMS:
+        raise BatchNotOpen(f"batch is {batch.status}; items can be added only before commit")
+    limit = settings.BATCHSITE_MAX_UPLOAD_BYTES
+    if size is not None and size > limit:
+        raise TooLarge(f"the file is {size} bytes; the limit is {limit}")
+    record = {"external_id": external_id or name, "key": key or name, "payload": payload or {}}
+    if type:
+        record["type"] = type
+    parsed = item_parse(record, index=0, default_type=batch.type)
+    if isinstance(parsed, ItemProblem):
+        raise InvalidInput("the item is invalid", errors=[parsed.as_dict()])
+    job_type = get_job_type(parsed.type)
+    if not job_type.accepts_file:
+        raise InvalidInput(
+            f"job type {parsed.type!r} does not take files",
+            errors=[{"field": "file", "message": "this item's job type does not accept files"}],
+        )
+    if batch.total_items + 1 > settings.BATCHSITE_MAX_ITEMS_PER_BATCH:
+        raise InvalidInput(
+            f"a batch holds at most {settings.BATCHSITE_MAX_ITEMS_PER_BATCH} items",
+            errors=[{"field": "file", "message": "too many items for one batch"}],
+        )
+    target = batch_files_dir(batch.pk) / "in" / uuid.uuid4().hex
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(target, "wb") as out:
+            shutil.copyfileobj(upload, out)
+        index = batch.total_items
+        bulk.items_insert(
+            batch_id=batch.pk,
+            rows=[(index, parsed.external_id, parsed.key, parsed.type, parsed.payload_json,
+                   str(target.relative_to(settings.MEDIA_ROOT)))],
+        )  # fmt: skip
+        batch.total_items += 1
+        batch.pending_items += 1
+        updates = ["total_items", "pending_items"]
+        if batch.status == Batch.Status.CREATED:
+            batch.status = Batch.Status.OPEN
+            updates.append("status")
+        batch.save(update_fields=updates)
+        event_record(batch=batch, kind="items_added", actor=actor, detail={"count": 1})
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return range(index, index + 1)
+
+
 def batch_upload(
     *,
     batch: Batch,
@@ -257,6 +320,7 @@ def batch_upload(
     on_error: Literal["skip", "reject"] = "skip",
     dry_run: bool = False,
     csv_types: Literal["string", "infer"] = "string",
+    payload: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Add the items of an uploaded JSONL, CSV or ZIP file; return what was added and refused.
 
@@ -272,6 +336,11 @@ def batch_upload(
         )
     if batch.status not in Batch.ACCEPTS_ITEMS:
         raise BatchNotOpen(f"batch is {batch.status}; items can be added only before commit")
+    if payload is not None and fmt != "zip":
+        raise InvalidInput(
+            "a payload for every item goes with ZIP packages only; JSONL and CSV carry their own",
+            errors=[{"field": "payload", "message": "only with application/zip"}],
+        )
     path = uploads.receive(
         stream, content_length=content_length, limit=settings.BATCHSITE_MAX_UPLOAD_BYTES
     )
@@ -282,6 +351,7 @@ def batch_upload(
             default_type=batch.type,
             files_dir=batch_files_dir(batch.pk) / "in",
             csv_types=csv_types,
+            payload=payload,
         )
     except formats.FileRejected as exc:
         errors = exc.errors or [{"field": "file", "message": exc.message}]

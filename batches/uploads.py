@@ -108,9 +108,13 @@ def stage(
     default_type: str,
     files_dir: Path,
     csv_types: str = "string",
+    payload: dict[str, Any] | None = None,
 ) -> Staged:
     """Read and validate every record of the file at `path`; raise FileRejected on a
-    whole-file problem and InvalidInput when it holds no record at all."""
+    whole-file problem and InvalidInput when it holds no record at all.
+
+    `payload` is every ZIP member's payload (the other formats carry their own).
+    """
     upload_files = files_dir / f"upload-{uuid.uuid4().hex[:12]}"
     staged = Staged(
         path=_temp_path("staged-"),
@@ -125,7 +129,8 @@ def stage(
             _GroupWriter(staged.problems_path) as problems_out,
         ):
             seen = 0
-            for index, record in _records(source, path, fmt, default_type, upload_files, csv_types):
+            records = _records(source, path, fmt, default_type, upload_files, csv_types, payload)
+            for index, record in records:
                 seen += 1
                 parsed = record
                 input_file = ""
@@ -202,7 +207,7 @@ def _read_groups(path: Path) -> Iterator[Any]:
             yield from group
 
 
-def _records(source, path, fmt, default_type, dest, csv_types) -> Iterator[formats.Record]:
+def _records(source, path, fmt, default_type, dest, csv_types, payload) -> Iterator[formats.Record]:
     if fmt == "jsonl":
         # A line may hold a payload at its limit, plus the item's other fields.
         max_line = settings.BATCHSITE_MAX_PAYLOAD_BYTES * 2 + 4096
@@ -220,4 +225,5 @@ def _records(source, path, fmt, default_type, dest, csv_types) -> Iterator[forma
         dest=dest,
         max_members=settings.BATCHSITE_ZIP_MAX_MEMBERS,
         max_uncompressed=settings.BATCHSITE_ZIP_MAX_UNCOMPRESSED,
+        payload=payload,
     )

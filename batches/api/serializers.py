@@ -392,6 +392,33 @@ class UploadOptionsSerializer(StrictSerializer):
     on_error = serializers.ChoiceField(choices=["skip", "reject"], default="skip")
     dry_run = serializers.BooleanField(default=False)
     csv_types = serializers.ChoiceField(choices=["string", "infer"], default="string")
+    payload = serializers.JSONField(
+        required=False,
+        binary=True,
+        help_text="A JSON object given to every member of a ZIP package as its payload.",
+    )
+
+    def validate_payload(self, value):
+        """Require a JSON object."""
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("Must be a JSON object.")
+        return value
+
+
+class FileItemSerializer(StrictSerializer):
+    """A multipart POST items/: one file item."""
+
+    file = serializers.FileField()
+    external_id = StrictCharField(required=False, max_length=255)
+    key = StrictCharField(required=False, max_length=255)
+    type = StrictCharField(required=False, max_length=100)
+    payload = serializers.JSONField(required=False, binary=True)
+
+    def validate_payload(self, value):
+        """Require a JSON object."""
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("Must be a JSON object.")
+        return value
 
 
 class UploadErrorSerializer(serializers.Serializer):

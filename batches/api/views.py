@@ -22,6 +22,7 @@ from batches.api.serializers import (
     BatchErrorSerializer,
     BatchEventSerializer,
     BatchSerializer,
+    FileItemSerializer,
     ItemInputSerializer,
     ItemsAddedSerializer,
     ItemSerializer,
@@ -186,7 +187,10 @@ class BatchViewSet(viewsets.GenericViewSet):
     )
     @extend_schema(
         methods=["POST"],
-        request=ItemInputSerializer(many=True),
+        request={
+            "application/json": ItemInputSerializer(many=True),
+            "multipart/form-data": FileItemSerializer,
+        },
         responses={201: ItemsAddedSerializer},
         description="Add one item (an object) or up to 10,000 (a list); all or none.",
     )
@@ -205,6 +209,8 @@ class BatchViewSet(viewsets.GenericViewSet):
         return paginator.get_paginated_response(data)
 
     def _items_add(self, batch: Batch) -> Response:
+        if self.request.content_type.startswith("multipart/form-data"):
+            return self._file_item_add(batch)
         data = self.request.data
         if not isinstance(data, list | dict):
             message = "must be an item object or a list of them"
@@ -213,6 +219,24 @@ class BatchViewSet(viewsets.GenericViewSet):
             )
         items = data if isinstance(data, list) else [data]
         created = services.items_add(batch=batch, items=items, actor=request_actor(self.request))
+        return self._items_added(batch, created)
+
+    def _file_item_add(self, batch: Batch) -> Response:
+        fields = FileItemSerializer(data=self.request.data)
+        fields.is_valid(raise_exception=True)
+        values = dict(fields.validated_data)
+        upload = values.pop("file")
+        created = services.item_add_file(
+            batch=batch,
+            upload=upload,
+            name=upload.name,
+            size=upload.size,
+            actor=request_actor(self.request),
+            **values,
+        )
+        return self._items_added(batch, created)
+
+    def _items_added(self, batch: Batch, created: range) -> Response:
         batch.refresh_from_db()
         body = {
             "added": len(created),
@@ -232,6 +256,7 @@ class BatchViewSet(viewsets.GenericViewSet):
             OpenApiParameter("on_error", str, enum=["skip", "reject"]),
             OpenApiParameter("dry_run", bool),
             OpenApiParameter("csv_types", str, enum=["string", "infer"]),
+            OpenApiParameter("payload", str, description="JSON object for every ZIP member"),
         ],
         responses=UploadReportSerializer,
     )
