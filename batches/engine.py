@@ -14,6 +14,7 @@ import os
 import random
 import shutil
 import socket
+import threading
 import time
 import uuid
 from collections import Counter
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
@@ -409,6 +410,39 @@ def batch_outputs_dir(batch_id) -> Path:
     return Path(settings.MEDIA_ROOT) / "batches" / str(batch_id) / "out"
 
 
+class LeaseKeeper(threading.Thread):
+    """Renew a chunk's lease every third of its length while the worker is busy.
+
+    One item may run longer than a lease (a slow HTTP call, a large image); without this
+    another worker would take the chunk over and run the same item at the same time. The
+    keeper only extends: whether the lease is still ours is decided by the worker's own
+    transactions, which renew it too.
+    """
+
+    def __init__(self, *, chunk_id: int, owner: str):
+        super().__init__(name=f"lease-{chunk_id}", daemon=True)
+        self.chunk_id = chunk_id
+        self.owner = owner
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        """Extend the lease until stopped; never raise."""
+        try:
+            while not self.stopping.wait(lease_seconds() / 3):
+                Chunk.objects.filter(
+                    pk=self.chunk_id, lease_owner=self.owner, status=Chunk.Status.RUNNING
+                ).update(lease_expires_at=timezone.now() + timedelta(seconds=lease_seconds()))
+        except Exception:
+            logger.warning("lease keeper of chunk %s stopped", self.chunk_id, exc_info=True)
+        finally:
+            connections.close_all()
+
+    def stop(self) -> None:
+        """Stop renewing and wait for the thread to end."""
+        self.stopping.set()
+        self.join()
+
+
 class ChunkRunner:
     """Run one claimed chunk slice by slice, one transaction per slice."""
 
@@ -418,12 +452,19 @@ class ChunkRunner:
         self.batch_id = chunk.batch_id
         batch_type = get_job_type(chunk.batch.type)
         self.slice_size = batch_type.slice_size if batch_type else 100
-        self.renewed_at = time.monotonic()
         self.output_dir = batch_outputs_dir(self.batch_id)
         self.atomic = chunk.batch.atomic
 
     def run(self) -> str:
         """Process the chunk until its range is done, the batch stops, or the lease is lost."""
+        keeper = LeaseKeeper(chunk_id=self.chunk.pk, owner=self.owner)
+        keeper.start()
+        try:
+            return self._run()
+        finally:
+            keeper.stop()
+
+    def _run(self) -> str:
         cursor = self.chunk.start_index
         outcomes: list[Outcome] = []
         while True:
@@ -467,14 +508,7 @@ class ChunkRunner:
         return outcomes
 
     def _renew(self) -> bool:
-        renewed = lease_renew(chunk=self.chunk, owner=self.owner)
-        self.renewed_at = time.monotonic()
-        return renewed
-
-    def _renew_if_due(self) -> None:
-        if time.monotonic() - self.renewed_at > lease_seconds() / 3:
-            with transaction.atomic():
-                self._renew()
+        return lease_renew(chunk=self.chunk, owner=self.owner)
 
     def _start_batch(self) -> None:
         started = Batch.objects.filter(pk=self.batch_id, status=Batch.Status.COMMITTED).update(
@@ -529,7 +563,6 @@ class ChunkRunner:
                     message = f"gave up after {attempts} attempts: {exc.message}"
                     return self._failed(row, attempts, exc.code, message)
                 time.sleep(self._backoff(job_type, attempts))
-                self._renew_if_due()
                 continue
             except PermanentError as exc:
                 outputs_discard(context.outputs)
@@ -538,7 +571,6 @@ class ChunkRunner:
                 outputs_discard(context.outputs)
                 logger.warning("item %s crashed: %r", context.label, exc, exc_info=True)
                 return self._failed(row, attempts, "exception", f"{type(exc).__name__}: {exc}")
-            self._renew_if_due()
             try:
                 result_json = bulk.json_text(result)
             except (TypeError, ValueError) as exc:
