@@ -247,6 +247,23 @@ else:
         f"not {BATCHSITE_BROKER_URL!r}"
     )
 
+# A cache every process shares: django-q2 keeps its cluster stats there (with the ORM
+# broker), which the dashboard shows.
+if Q_CLUSTER.get("redis"):
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": BATCHSITE_BROKER_URL,
+        }
+    }
+else:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": str(BATCHSITE_DATA_DIR / "cache"),
+        }
+    }
+
 # --- batchsite --------------------------------------------------------------------------------
 
 # Extra job types, as dotted paths to JobType subclasses.

@@ -31,6 +31,25 @@ class KeyUser:
         return self.username
 
 
+def api_key_check(raw: str) -> ApiKey:
+    """Return the usable key for a raw key string; raise AuthenticationFailed otherwise.
+
+    Every way of presenting a key (this API's header, the dialects' parameters) ends here.
+    """
+    prefix = raw.partition(".")[0]
+    api_key = ApiKey.objects.select_related("account").filter(prefix=prefix, revoked=False).first()
+    if api_key is None or not api_key.is_valid(raw):
+        raise exceptions.AuthenticationFailed("Invalid API key.")
+    if api_key.has_expired:
+        raise exceptions.AuthenticationFailed("This API key has expired.")
+    if not api_key.account.is_active:
+        raise exceptions.AuthenticationFailed("This account is disabled.")
+    now = timezone.now()
+    if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_RESOLUTION:
+        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+    return api_key
+
+
 class ApiKeyAuthentication(authentication.BaseAuthentication):
     """Look up the hashed key named in the Authorization header."""
 
@@ -49,19 +68,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             raw = header[1].decode()
         except UnicodeDecodeError as exc:
             raise exceptions.AuthenticationFailed("Invalid API key.") from exc
-        prefix = raw.partition(".")[0]
-        api_key = (
-            ApiKey.objects.select_related("account").filter(prefix=prefix, revoked=False).first()
-        )
-        if api_key is None or not api_key.is_valid(raw):
-            raise exceptions.AuthenticationFailed("Invalid API key.")
-        if api_key.has_expired:
-            raise exceptions.AuthenticationFailed("This API key has expired.")
-        if not api_key.account.is_active:
-            raise exceptions.AuthenticationFailed("This account is disabled.")
-        now = timezone.now()
-        if api_key.last_used_at is None or now - api_key.last_used_at > LAST_USED_RESOLUTION:
-            ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        api_key = api_key_check(raw)
         return KeyUser(api_key), api_key
 
     def authenticate_header(self, request):
