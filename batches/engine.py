@@ -294,6 +294,7 @@ def deferred_send(batch: Batch) -> bool:
     for type_name in (
         Item.objects.filter(batch=batch, status=Item.Status.SUCCEEDED)
         .values_list("type", flat=True)
+        .order_by()
         .distinct()
     ):
         job_type = get_job_type(type_name)
