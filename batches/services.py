@@ -451,6 +451,21 @@ def batch_fail(*, batch: Batch, code: str, message: str, actor: str) -> Batch:
         return batch
     if batch.status in Batch.ACTIVE:
         raise BatchNotFinished("a running batch fails through its items, not as a whole")
+    BatchError.objects.create(batch=batch, code=code, message=message)
+    Batch.objects.filter(pk=batch.pk).update(error_count=F("error_count") + 1)
+    return _uncommitted_end(
+        batch=batch,
+        status=Batch.Status.FAILED,
+        actor=actor,
+        detail={"code": code, "message": message},
+    )
+
+
+UNCOMMITTED = (Batch.Status.CREATED, Batch.Status.OPEN, Batch.Status.INGESTING)
+
+
+def _uncommitted_end(*, batch: Batch, status: str, actor: str, detail: dict | None = None):
+    """End a locked batch that was never committed: its items are cancelled."""
     now = timezone.now()
     engine.items_move(
         batch_id=batch.pk,
@@ -458,13 +473,11 @@ def batch_fail(*, batch: Batch, code: str, message: str, actor: str) -> Batch:
         to_status=Item.Status.CANCELLED,
         finished_at=now,
     )
-    BatchError.objects.create(batch=batch, code=code, message=message)
-    Batch.objects.filter(pk=batch.pk).update(error_count=F("error_count") + 1)
     batch.refresh_from_db()
-    batch.status = Batch.Status.FAILED
+    batch.status = status
     batch.finished_at = now
     batch.save(update_fields=["status", "finished_at"])
-    event_record(batch=batch, kind="failed", actor=actor, detail={"code": code, "message": message})
+    event_record(batch=batch, kind=status, actor=actor, detail=detail)
     return batch
 
 
@@ -501,20 +514,8 @@ def batch_cancel(*, batch: Batch, actor: str) -> Batch:
         raise BatchFinished(f"batch is {batch.status}; there is nothing left to cancel")
     if batch.status == Batch.Status.CANCELLING:
         return batch
-    if batch.status in (Batch.Status.CREATED, Batch.Status.OPEN, Batch.Status.INGESTING):
-        now = timezone.now()
-        engine.items_move(
-            batch_id=batch.pk,
-            from_statuses=[Item.Status.PENDING],
-            to_status=Item.Status.CANCELLED,
-            finished_at=now,
-        )
-        batch.refresh_from_db()
-        batch.status = Batch.Status.CANCELLED
-        batch.finished_at = now
-        batch.save(update_fields=["status", "finished_at"])
-        event_record(batch=batch, kind="cancelled", actor=actor)
-        return batch
+    if batch.status in UNCOMMITTED:
+        return _uncommitted_end(batch=batch, status=Batch.Status.CANCELLED, actor=actor)
     engine.batch_wind_down(batch=batch, ending=Batch.Status.CANCELLED, actor=actor)
     batch.refresh_from_db()
     return batch
@@ -532,19 +533,10 @@ def batch_expire(*, batch: Batch, actor: str, reason: str) -> Batch:
         Batch.Status.FINALIZING,
     ):
         return batch
-    if batch.status in (Batch.Status.CREATED, Batch.Status.OPEN, Batch.Status.INGESTING):
-        now = timezone.now()
-        engine.items_move(
-            batch_id=batch.pk,
-            from_statuses=[Item.Status.PENDING],
-            to_status=Item.Status.CANCELLED,
-            finished_at=now,
+    if batch.status in UNCOMMITTED:
+        return _uncommitted_end(
+            batch=batch, status=Batch.Status.EXPIRED, actor=actor, detail={"reason": reason}
         )
-        batch.status = Batch.Status.EXPIRED
-        batch.finished_at = now
-        batch.save(update_fields=["status", "finished_at"])
-        event_record(batch=batch, kind="expired", actor=actor, detail={"reason": reason})
-        return batch
     engine.batch_wind_down(batch=batch, ending=Batch.Status.EXPIRED, actor=actor, reason=reason)
     batch.refresh_from_db()
     return batch
