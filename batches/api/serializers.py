@@ -55,6 +55,17 @@ class StrictUUIDField(serializers.UUIDField):
         return super().to_internal_value(data)
 
 
+class JSONObjectField(serializers.JSONField):
+    """Accept only a JSON object (with binary=True, also given as a JSON string)."""
+
+    def to_internal_value(self, data):
+        """Refuse anything but an object."""
+        value = super().to_internal_value(data)
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("Must be a JSON object.")
+        return value
+
+
 class StrictSerializer(serializers.Serializer):
     """A serializer that refuses fields it does not know."""
 
@@ -124,7 +135,7 @@ class BatchCreateSerializer(StrictSerializer):
     id = StrictUUIDField(required=False, help_text="Client-chosen id (idempotent create).")
     type = StrictCharField(required=False, max_length=100, help_text="Default job type.")
     label = StrictCharField(required=False, allow_blank=True, max_length=200)
-    metadata = serializers.JSONField(required=False, help_text="Any JSON object, kept as is.")
+    metadata = JSONObjectField(required=False, help_text="Any JSON object, kept as is.")
     options = BatchOptionsSerializer(required=False)
     items = serializers.JSONField(
         required=False, help_text="Items to add at once (see POST batches/{id}/items/)."
@@ -145,12 +156,6 @@ class BatchCreateSerializer(StrictSerializer):
     account = StrictIntegerField(
         required=False, help_text="Account number; staff users only, who have no key's account."
     )
-
-    def validate_metadata(self, value):
-        """Require a JSON object."""
-        if not isinstance(value, dict):
-            raise serializers.ValidationError("Must be a JSON object.")
-        return value
 
     def validate_items(self, value):
         """Require a list; each item is checked by the service against its job type."""
@@ -392,17 +397,11 @@ class UploadOptionsSerializer(StrictSerializer):
     on_error = serializers.ChoiceField(choices=["skip", "reject"], default="skip")
     dry_run = serializers.BooleanField(default=False)
     csv_types = serializers.ChoiceField(choices=["string", "infer"], default="string")
-    payload = serializers.JSONField(
+    payload = JSONObjectField(
         required=False,
         binary=True,
         help_text="A JSON object given to every member of a ZIP package as its payload.",
     )
-
-    def validate_payload(self, value):
-        """Require a JSON object."""
-        if not isinstance(value, dict):
-            raise serializers.ValidationError("Must be a JSON object.")
-        return value
 
 
 class FileItemSerializer(StrictSerializer):
@@ -412,13 +411,7 @@ class FileItemSerializer(StrictSerializer):
     external_id = StrictCharField(required=False, max_length=255)
     key = StrictCharField(required=False, max_length=255)
     type = StrictCharField(required=False, max_length=100)
-    payload = serializers.JSONField(required=False, binary=True)
-
-    def validate_payload(self, value):
-        """Require a JSON object."""
-        if not isinstance(value, dict):
-            raise serializers.ValidationError("Must be a JSON object.")
-        return value
+    payload = JSONObjectField(required=False, binary=True)
 
 
 class UploadErrorSerializer(serializers.Serializer):
