@@ -82,9 +82,8 @@ def item_parse(obj: Any, *, index: int, default_type: str) -> ItemSpec | ItemPro
     if not isinstance(obj, dict):
         return ItemProblem(index, {"item": "must be a JSON object"})
     errors: dict[str, str] = {}
-    unknown = sorted(set(obj) - ITEM_FIELDS)
-    if unknown:
-        errors["item"] = f"unknown field(s): {', '.join(unknown)}"
+    if not ITEM_FIELDS.issuperset(obj):
+        errors["item"] = f"unknown field(s): {', '.join(sorted(set(obj) - ITEM_FIELDS))}"
     external_id = _text(obj.get("external_id"), "external_id", errors)
     key = _text(obj.get("key"), "key", errors)
     type_name = obj.get("type")
@@ -107,16 +106,17 @@ def item_parse(obj: Any, *, index: int, default_type: str) -> ItemSpec | ItemPro
             errors["payload"] = f"is not JSON: {exc}"
         else:
             # NUL escapes and lone surrogates pass json but not PostgreSQL's jsonb.
-            problem = storable_problem(payload_json)
-            if not problem and "\\u0000" in payload_json:
-                problem = "contains a NUL character"
-            size = len(payload_json.encode("utf-8", "surrogatepass"))
-            if problem:
-                errors["payload"] = problem
-            elif size > settings.BATCHSITE_MAX_PAYLOAD_BYTES:
-                errors["payload"] = (
-                    f"is {size} bytes; the limit is {settings.BATCHSITE_MAX_PAYLOAD_BYTES}"
-                )
+            try:
+                size = len(payload_json.encode("utf-8"))
+            except UnicodeEncodeError:
+                errors["payload"] = "contains text that is not valid Unicode"
+            else:
+                if "\\u0000" in payload_json:
+                    errors["payload"] = "contains a NUL character"
+                elif size > settings.BATCHSITE_MAX_PAYLOAD_BYTES:
+                    errors["payload"] = (
+                        f"is {size} bytes; the limit is {settings.BATCHSITE_MAX_PAYLOAD_BYTES}"
+                    )
     if errors:
         return ItemProblem(index, errors, external_id)
     return ItemSpec(
