@@ -2,10 +2,12 @@
 
 from django.contrib import admin
 from django.urls import include, path
-from django.views.generic import RedirectView
 
 urlpatterns = [
-    path("", RedirectView.as_view(url="/api/v1/docs/", permanent=False), name="home"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("batches.api.urls")),
+    path("compat/brightlocal/", include("batches.compat.brightlocal.urls")),
+    path("compat/centrapay/", include("batches.compat.centrapay.urls")),
+    path("compat/signing/", include("batches.compat.signing.urls")),
+    path("compat/dlcs/", include("batches.compat.dlcs.urls")),
 ]

@@ -1,0 +1,1 @@
+"""BrightLocal's batch API (v4) as a dialect of batchsite."""

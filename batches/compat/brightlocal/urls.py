@@ -1,0 +1,14 @@
+"""Routes of the BrightLocal dialect under /compat/brightlocal/."""
+
+from django.urls import path, re_path
+
+from batches.compat.brightlocal.views import BatchView, JobAddView, NotFoundView
+
+app_name = "brightlocal"
+
+urlpatterns = [
+    path("seo-tools/api/v4/batch", BatchView.as_view(), name="batch"),
+    path("seo-tools/api/v4/batch/jobs", JobAddView.as_view(), name="jobs"),
+    # Anything else under the dialect answers in its shape too, not Django's HTML 404.
+    re_path(r"^.*$", NotFoundView.as_view(), name="not-found"),
+]

@@ -1,0 +1,1 @@
+"""Centrapay's batch API as a dialect of batchsite."""

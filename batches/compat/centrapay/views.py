@@ -1,0 +1,253 @@
+"""Centrapay's batch API, translated onto batchsite's services.
+
+A client written for Centrapay works unchanged against `/compat/centrapay/api/...`:
+
+- `POST /api/batches` `{"type", "url", "accountId"}` creates a batch from the file at
+  `url` (read by a worker, then committed and processed) and answers 200 with the batch:
+  `{"id", "status": "created", "type", "count": "0", "errorCount": "0", "errors": []}`.
+  `id` is the batch's UUID; BigNumbers (`count`, `errorCount`, an error's `index`) are
+  strings, as Centrapay documents them.
+- `GET /api/batches/{id}` returns the same shape as the batch goes through
+  created -> copied -> chunked -> complete, or error when its file cannot be read.
+  `count` is the number of items read from the file; `errors` lists the lines that could
+  not become items (`index`, and `externalId` when the line named one) and batch-level
+  failures (`message` only), at most the first 1000; `errorCount` counts all of them.
+- `GET /api/batch-types` lists the registered job types as `{"name", "description"}`.
+
+The key is the `X-Api-Key` header. `accountId` is the account's number as a string; naming
+any other account (or one that does not exist) is 403, as the key may not act for it.
+
+Centrapay documents no error schema, so every failure here is `{"message": "..."}` with
+the HTTP status: 400 bad body (each refused field as `field: reason`, joined by "; "),
+401 missing or invalid key, 403 another account, 404 unknown batch (another account's
+batch included), 405 wrong method, and the services' own statuses (e.g. 409) otherwise.
+Never a problem document.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.http import Http404
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication
+from rest_framework.parsers import JSONParser
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from batches import services
+from batches.api.authentication import KeyUser, api_key_check, request_actor
+from batches.api.problems import flatten_errors
+from batches.compat.centrapay.serializers import (
+    CentrapayBatchCreateSerializer,
+    CentrapayBatchSerializer,
+    CentrapayBatchTypeSerializer,
+    CentrapayErrorSerializer,
+)
+from batches.exceptions import DomainError, InvalidInput
+from batches.models import Batch
+from jobs import job_types
+
+TAG = "compat: centrapay"
+KEY_HEADER = "X-Api-Key"
+# batchsite's field names -> the names a Centrapay client sent.
+FIELD_NAMES = {"source_url": "url"}
+
+
+class CentrapayError(Exception):
+    """A refusal in Centrapay's words: an HTTP status and a message."""
+
+    def __init__(self, message: str, *, status_code: int = 400):
+        super().__init__(message)
+        self.message = message
+        self.status_code = status_code
+
+
+def _joined(errors: list[dict]) -> str:
+    return "; ".join(
+        f"{FIELD_NAMES.get(error['field'], error['field'])}: {error['message']}" for error in errors
+    )
+
+
+def _failure(exc: Exception) -> tuple[int, str] | None:
+    if isinstance(exc, CentrapayError):
+        return exc.status_code, exc.message
+    if isinstance(exc, Http404):
+        return 404, "Not found"
+    if isinstance(exc, InvalidInput):
+        fields = [error for error in exc.errors if "field" in error]
+        return 400, _joined(fields) if fields else exc.message
+    if isinstance(exc, DomainError):
+        return exc.status_code, exc.message
+    if isinstance(exc, exceptions.NotAuthenticated):
+        return 401, f"An API key is required in the {KEY_HEADER} header"
+    if isinstance(exc, exceptions.ValidationError):
+        return 400, _joined(flatten_errors(exc.detail))
+    if isinstance(exc, exceptions.APIException):
+        return exc.status_code, str(exc.detail)
+    return None
+
+
+def centrapay_exception_handler(exc: Exception, context: dict) -> Response | None:
+    """Answer every refusal as `{"message": ...}`; leave crashes to Django."""
+    failure = _failure(exc)
+    if failure is None:
+        return None
+    status_code, message = failure
+    headers = {}
+    if getattr(exc, "auth_header", None):
+        headers["WWW-Authenticate"] = exc.auth_header
+    if getattr(exc, "wait", None):
+        headers["Retry-After"] = str(int(exc.wait))
+    return Response({"message": message}, status=status_code, headers=headers)
+
+
+class CentrapayKeyAuthentication(BaseAuthentication):
+    """Take the key from the `X-Api-Key` header, as Centrapay does."""
+
+    def authenticate(self, request):
+        """Return (KeyUser, ApiKey) for a valid key, None without one, else fail."""
+        raw = request.headers.get(KEY_HEADER, "").strip()
+        if not raw:
+            return None
+        api_key = api_key_check(raw)
+        return KeyUser(api_key), api_key
+
+    def authenticate_header(self, request):
+        """Answer 401 (not 403) to requests without a key."""
+        return KEY_HEADER
+
+
+class CentrapayKeyScheme(OpenApiAuthenticationExtension):
+    """Describe the `X-Api-Key` header in the schema."""
+
+    target_class = "batches.compat.centrapay.views.CentrapayKeyAuthentication"
+    name = "CentrapayApiKey"
+
+    def get_security_definition(self, auto_schema):
+        """Return the API-key security scheme."""
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": KEY_HEADER,
+            "description": "A batchsite API key.",
+        }
+
+
+class CentrapayView(APIView):
+    """A Centrapay endpoint: its own key header, JSON only, its own error shape."""
+
+    authentication_classes = [CentrapayKeyAuthentication]
+    permission_classes = [IsAuthenticated]
+    renderer_classes = [JSONRenderer]
+    parser_classes = [JSONParser]
+
+    def get_exception_handler(self):
+        """Answer errors in Centrapay's shape, not as problem documents."""
+        return centrapay_exception_handler
+
+    def actor(self) -> str:
+        """Name the caller in the batch's timeline."""
+        return f"{request_actor(self.request)} (centrapay)"
+
+
+FAILURES = {
+    400: OpenApiResponse(CentrapayErrorSerializer, description="The body is refused."),
+    401: OpenApiResponse(CentrapayErrorSerializer, description="Missing or invalid API key."),
+}
+
+
+class BatchCreateView(CentrapayView):
+    """`/api/batches`: create a batch from a file URL."""
+
+    @extend_schema(
+        tags=[TAG],
+        operation_id="centrapay_batch_create",
+        request=CentrapayBatchCreateSerializer,
+        responses={
+            200: CentrapayBatchSerializer,
+            **FAILURES,
+            403: OpenApiResponse(
+                CentrapayErrorSerializer, description="accountId is another account."
+            ),
+        },
+    )
+    def post(self, request):
+        """Initialize loading of items from a batch file."""
+        body = CentrapayBatchCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        account = request.user.account
+        if body.validated_data["accountId"] != str(account.number):
+            raise CentrapayError(
+                "accountId names an account this API key cannot act for", status_code=403
+            )
+        batch, _ = services.batch_create(
+            account=account,
+            actor=self.actor(),
+            type=body.validated_data["type"],
+            source_url=body.validated_data["url"],
+            commit=True,
+        )
+        return Response(CentrapayBatchSerializer(batch).data)
+
+
+class BatchDetailView(CentrapayView):
+    """`/api/batches/{id}`: a batch's progress."""
+
+    @extend_schema(
+        tags=[TAG],
+        operation_id="centrapay_batch_retrieve",
+        responses={
+            200: CentrapayBatchSerializer,
+            401: FAILURES[401],
+            404: OpenApiResponse(CentrapayErrorSerializer, description="No such batch."),
+        },
+    )
+    def get(self, request, id: str):
+        """Return the batch's status, count and errors."""
+        try:
+            pk = uuid.UUID(id)
+        except ValueError:
+            pk = None
+        batches = Batch.objects.for_account(request.user.account)
+        batch = batches.filter(pk=pk).first() if pk is not None else None
+        if batch is None:
+            raise CentrapayError("Batch not found", status_code=404)
+        return Response(CentrapayBatchSerializer(batch).data)
+
+
+class BatchTypeListView(CentrapayView):
+    """`/api/batch-types`: the types a batch can have."""
+
+    @extend_schema(
+        tags=[TAG],
+        operation_id="centrapay_batch_types",
+        responses={200: CentrapayBatchTypeSerializer(many=True), 401: FAILURES[401]},
+    )
+    def get(self, request):
+        """List every registered batch type."""
+        types = sorted(job_types().values(), key=lambda job_type: job_type.name)
+        return Response(CentrapayBatchTypeSerializer(types, many=True).data)
+
+
+class NotFoundView(APIView):
+    """Answer any other path under the dialect in Centrapay's shape."""
+
+    authentication_classes = []
+    permission_classes = []
+    renderer_classes = [JSONRenderer]
+    schema = None
+
+    def get_exception_handler(self):
+        """Answer in Centrapay's shape."""
+        return centrapay_exception_handler
+
+    def get(self, request, *args, **kwargs):
+        """Refuse: nothing lives here."""
+        raise CentrapayError(f"No API resource at {request.path}", status_code=404)
+
+    post = put = patch = delete = head = options = get

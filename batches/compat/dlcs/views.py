@@ -1,0 +1,297 @@
+"""DLCS's queue and batch endpoints: thin views that scope by customer, call a service, translate.
+
+What differs from DLCS, and why:
+
+- Authentication: `Authorization: Api-Key <key>` (DLCS uses HTTP Basic with a key and
+  secret). `{customer}` is the key's account `number`; any other customer is 404.
+- A batch is named by its integer `number`. Submitting to the queue fetches every
+  origin during the request (through the outbound guard, so origin hosts must be in
+  BATCHSITE_OUTBOUND_ALLOWED_HOSTS), then adds the images and commits the batch: a
+  refused or unreadable origin answers 400 and no batch remains. DLCS fetches origins
+  later; an image that is fetched but cannot be processed counts in the batch's `errors`.
+- Every image is processed by `image.derive` with its default sizes; image fields other
+  than `id` and `origin` are ignored. `id` is the image's key, which is what makes
+  `superseded` work across batches.
+- An image's `@id` is its item in batchsite's own API (DLCS's image resources are not
+  served here); its `status` is the item's status.
+- POST /test recomputes `superseded` and answers `{"success": true}` once it has run;
+  read the batch for the value.
+- `@context` is Hydra's context everywhere; errors are Hydra `Error` objects.
+- Collections page with `page` and `pageSize` (default 100, at most 1000).
+"""
+
+from __future__ import annotations
+
+from django.http import Http404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import exceptions, status
+from rest_framework.negotiation import DefaultContentNegotiation
+from rest_framework.parsers import JSONParser
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from batches import services
+from batches.api.authentication import ApiKeyAuthentication, request_account, request_actor
+from batches.api.problems import flatten_errors
+from batches.compat.dlcs import ingest
+from batches.compat.dlcs.serializers import (
+    HYDRA_CONTEXT,
+    DlcsBatchCollectionSerializer,
+    DlcsBatchSerializer,
+    DlcsImageCollectionSerializer,
+    HydraErrorSerializer,
+    PagingSerializer,
+    QueueSubmissionSerializer,
+    hydra_error,
+)
+from batches.exceptions import DomainError, NotFound
+from batches.models import Account, Batch
+from batches.superseding import superseded_refresh
+
+JOB_TYPE = "image.derive"
+TAG = "compat: dlcs"
+# Every endpoint may answer these.
+ERRORS = {401: HydraErrorSerializer, 404: HydraErrorSerializer}
+# Numbers are 64-bit; a longer string of digits names nothing.
+MAX_ID_DIGITS = 18
+PATH_PARAMETERS = [
+    OpenApiParameter("customer", int, OpenApiParameter.PATH),
+    OpenApiParameter("batchId", int, OpenApiParameter.PATH),
+]
+PAGING_PARAMETERS = [
+    OpenApiParameter("page", int, description="1-based page number"),
+    OpenApiParameter("pageSize", int, description="members per page (default 100, at most 1000)"),
+]
+
+
+def error_description(exc: Exception) -> str:
+    """Say in one line what is wrong."""
+    if isinstance(exc, exceptions.ValidationError):
+        return "; ".join(
+            f"{error['field']}: {error['message']}" for error in flatten_errors(exc.detail)[:5]
+        )
+    if isinstance(exc, exceptions.APIException):
+        return str(exc.detail)
+    return exc.message
+
+
+def dlcs_exception_handler(exc: Exception, context: dict) -> Response | None:
+    """Answer every error with a Hydra Error, never a problem document."""
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    if not isinstance(exc, DomainError | exceptions.APIException):
+        return None
+    headers = {}
+    if getattr(exc, "auth_header", None):
+        headers["WWW-Authenticate"] = exc.auth_header
+    if getattr(exc, "wait", None):
+        headers["Retry-After"] = str(int(exc.wait))
+    body = hydra_error(exc.status_code, error_description(exc))
+    return Response(body, status=exc.status_code, headers=headers)
+
+
+class JsonLdRenderer(JSONRenderer):
+    """Render JSON for clients that ask for JSON-LD."""
+
+    media_type = "application/ld+json"
+
+
+class JsonLdParser(JSONParser):
+    """Read JSON sent as JSON-LD."""
+
+    media_type = "application/ld+json"
+
+
+class AnyAcceptNegotiation(DefaultContentNegotiation):
+    """Answer in JSON whatever the client says it accepts."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        """Pick as usual, falling back to the first renderer instead of 406."""
+        try:
+            return super().select_renderer(request, renderers, format_suffix)
+        except exceptions.NotAcceptable:
+            return renderers[0], renderers[0].media_type
+
+
+@extend_schema(tags=[TAG])
+class DlcsView(APIView):
+    """A DLCS-dialect endpoint: the customer's API keys only, errors as Hydra Errors."""
+
+    authentication_classes = [ApiKeyAuthentication]
+    permission_classes = [IsAuthenticated]
+    renderer_classes = [JSONRenderer, JsonLdRenderer]
+    parser_classes = [JSONParser, JsonLdParser]
+    content_negotiation_class = AnyAcceptNegotiation
+
+    def get_exception_handler(self):
+        """Use the dialect's error bodies."""
+        return dlcs_exception_handler
+
+    def get_account(self) -> Account:
+        """Return the customer in the path: the one place the dialect scopes by tenant.
+
+        A key sees only its own account; any other customer, real or not, is 404.
+        """
+        account = request_account(self.request)
+        if _number(self.kwargs["customer"]) != account.number:
+            raise NotFound(f"customer {self.kwargs['customer']} not found")
+        return account
+
+    def get_batches(self):
+        """Return the customer's batches."""
+        return Batch.objects.for_account(self.get_account())
+
+    def get_batch(self) -> Batch:
+        """Return the customer's batch named in the path."""
+        number = _number(self.kwargs["batchId"])
+        batch = self.get_batches().filter(number=number).first() if number is not None else None
+        if batch is None:
+            raise NotFound(f"batch {self.kwargs['batchId']} not found")
+        return batch
+
+    def get_serializer_context(self) -> dict:
+        """Give serializers what they need to build URLs."""
+        return {"request": self.request, "customer": request_account(self.request).number}
+
+    def paged(self, queryset, total: int, serializer_class, **context) -> Response:
+        """Answer one page of `queryset` (of `total` members) as a hydra:Collection."""
+        paging = PagingSerializer(data=self.request.query_params)
+        paging.is_valid(raise_exception=True)
+        page, size = paging.validated_data["page"], paging.validated_data["pageSize"]
+        members = list(queryset[(page - 1) * size : page * size])
+        base = self.request.build_absolute_uri(self.request.path)
+        collection = {
+            "@context": HYDRA_CONTEXT,
+            "@id": base,
+            "@type": "hydra:Collection",
+            "totalItems": total,
+            "pageSize": size,
+            "member": members,
+        }
+        if total > size:
+            pages = -(-total // size)
+            view = {
+                "@id": f"{base}?page={page}&pageSize={size}",
+                "@type": "hydra:PartialCollectionView",
+            }
+            if page > 1:
+                view["first"] = f"{base}?page=1&pageSize={size}"
+                view["previous"] = f"{base}?page={page - 1}&pageSize={size}"
+            if page < pages:
+                view["next"] = f"{base}?page={page + 1}&pageSize={size}"
+                view["last"] = f"{base}?page={pages}&pageSize={size}"
+            collection["view"] = {**view, "page": page, "pageSize": size, "totalPages": pages}
+        context = {**self.get_serializer_context(), **context}
+        return Response(serializer_class(collection, context=context).data)
+
+
+def _number(value: str) -> int | None:
+    if value.isascii() and value.isdigit() and len(value) <= MAX_ID_DIGITS:
+        return int(value)
+    return None
+
+
+class Queue(DlcsView):
+    """POST /customers/{customer}/queue."""
+
+    @extend_schema(
+        operation_id="dlcs_queue_submit",
+        parameters=PATH_PARAMETERS[:1],
+        request=QueueSubmissionSerializer,
+        responses={201: DlcsBatchSerializer, 400: HydraErrorSerializer, **ERRORS},
+    )
+    def post(self, request, customer):
+        """Submit a collection of images: fetch them, then create and commit their batch."""
+        account = self.get_account()
+        body = QueueSubmissionSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        members = body.validated_data["member"]
+        actor = request_actor(request)
+        batch, _ = services.batch_create(
+            account=account,
+            actor=actor,
+            type=JOB_TYPE,
+            label="dlcs queue",
+            metadata={"origins": {member["id"]: member["origin"] for member in members}},
+        )
+        batch = ingest.images_from_origins(batch=batch, members=members, actor=actor)
+        data = DlcsBatchSerializer(batch, context=self.get_serializer_context()).data
+        return Response(data, status=status.HTTP_201_CREATED)
+
+
+class BatchList(DlcsView):
+    """GET /customers/{customer}/queue/batches."""
+
+    @extend_schema(
+        operation_id="dlcs_batches_list",
+        parameters=[*PATH_PARAMETERS[:1], *PAGING_PARAMETERS],
+        responses={200: DlcsBatchCollectionSerializer, 400: HydraErrorSerializer, **ERRORS},
+    )
+    def get(self, request, customer):
+        """List the customer's batches, newest first."""
+        batches = self.get_batches()
+        return self.paged(batches, batches.count(), DlcsBatchCollectionSerializer)
+
+
+class BatchDetail(DlcsView):
+    """GET /customers/{customer}/queue/batches/{batchId}."""
+
+    @extend_schema(
+        operation_id="dlcs_batch_retrieve",
+        parameters=PATH_PARAMETERS,
+        responses={200: DlcsBatchSerializer, **ERRORS},
+    )
+    def get(self, request, customer, batchId):
+        """Return the batch."""
+        return Response(
+            DlcsBatchSerializer(self.get_batch(), context=self.get_serializer_context()).data
+        )
+
+
+class BatchImages(DlcsView):
+    """GET /customers/{customer}/queue/batches/{batchId}/images."""
+
+    @extend_schema(
+        operation_id="dlcs_batch_images",
+        parameters=[*PATH_PARAMETERS, *PAGING_PARAMETERS],
+        responses={200: DlcsImageCollectionSerializer, 400: HydraErrorSerializer, **ERRORS},
+    )
+    def get(self, request, customer, batchId):
+        """List every image of the batch, whatever its state, in submission order."""
+        batch = self.get_batch()
+        items = batch.items.order_by("index")
+        return self.paged(items, batch.total_items, DlcsImageCollectionSerializer, batch=batch)
+
+
+class BatchTest(DlcsView):
+    """POST /customers/{customer}/queue/batches/{batchId}/test."""
+
+    @extend_schema(
+        operation_id="dlcs_batch_test",
+        parameters=PATH_PARAMETERS,
+        request=None,
+        responses={
+            200: {"type": "object", "properties": {"success": {"type": "boolean"}}},
+            **ERRORS,
+        },
+    )
+    def post(self, request, customer, batchId):
+        """Recompute the batch's `superseded` flag."""
+        superseded_refresh(self.get_batch())
+        return Response({"success": True})
+
+
+class DlcsNotFound(DlcsView):
+    """Answer any other path under the dialect with a Hydra 404."""
+
+    authentication_classes = []
+    permission_classes = []
+    schema = None
+
+    def get(self, request, *args, **kwargs):
+        """Refuse: nothing lives here."""
+        raise NotFound(f"no resource at {request.path}")
+
+    post = put = patch = delete = head = options = get

@@ -1,0 +1,148 @@
+"""The signing dialect's shapes: its status ids and names, and its stringly-typed records.
+
+Field names are the source API's own (camelCase), and its booleans are the strings
+"true" and "false".
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from batches.models import Batch, Item
+
+# The source API's status table: the position is the status id.
+STATUSES = ["NEW", "UPLOADED", "ACCEPTED", "READY", "IN_PROGRESS", "FINISHING", "CLOSED", "DELETED"]
+DELETED = "DELETED"
+DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+# batchsite has one signer and no provider settings; the source API's example value.
+PROVIDER_SETTINGS_ID = "1"
+
+_STATUS_OF = {
+    Batch.Status.CREATED: "NEW",
+    Batch.Status.INGESTING: "NEW",
+    Batch.Status.OPEN: "UPLOADED",
+    Batch.Status.COMMITTED: "ACCEPTED",
+    Batch.Status.RUNNING: "IN_PROGRESS",
+    Batch.Status.CANCELLING: "FINISHING",
+    Batch.Status.FINALIZING: "FINISHING",
+}
+
+
+def status_name(batch: Batch) -> str:
+    """Return the source API's status name for a batch: every ended batch is CLOSED."""
+    return "CLOSED" if batch.is_terminal else _STATUS_OF[batch.status]
+
+
+def status_id(name: str) -> str:
+    """Return the numeric status id of a status name, as the string the API sends."""
+    return str(STATUSES.index(name))
+
+
+def flag(value: bool) -> str:
+    """Write a boolean the way the source API does: as the string "true" or "false"."""
+    return "true" if value else "false"
+
+
+class SigningProcessIdSerializer(serializers.Serializer):
+    """The path parameter of CreateBatch."""
+
+    processId = serializers.IntegerField(error_messages={"invalid": "processId must be an integer"})
+
+
+class SigningBatchIdSerializer(serializers.Serializer):
+    """The batchId of AcceptBatch, from the query string or the JSON body."""
+
+    batchId = serializers.IntegerField(
+        error_messages={
+            "invalid": "batchId must be an integer",
+            "required": "batchId is required",
+            "null": "batchId is required",
+        }
+    )
+
+
+class SigningBatchRecordSerializer(serializers.Serializer):
+    """The record CreateBatch answers: the id as a string, the status as its numeric id."""
+
+    id = serializers.CharField(source="number")
+    providerSettingsId = serializers.SerializerMethodField()
+    creationDate = serializers.DateTimeField(source="created_at", format=DATE_FORMAT)
+    status = serializers.SerializerMethodField()
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_providerSettingsId(self, batch: Batch) -> str:
+        """Return the one provider-settings id batchsite has."""
+        return PROVIDER_SETTINGS_ID
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_status(self, batch: Batch) -> str:
+        """Return the numeric status id, as a string ("0" is NEW)."""
+        return status_id(status_name(batch))
+
+
+class SigningAcceptedBatchSerializer(SigningBatchRecordSerializer):
+    """The record AcceptBatch answers: as CreateBatch's, with an integer id."""
+
+    id = serializers.IntegerField(source="number")
+
+
+class SigningPackageRecordSerializer(serializers.Serializer):
+    """The record of an uploaded package (a dict built by the upload view)."""
+
+    id = serializers.CharField(help_text="The upload's entry in the batch timeline.")
+    counterpartyId = serializers.CharField(allow_null=True)
+    name = serializers.CharField()
+    signed = serializers.CharField()
+    hash = serializers.CharField(help_text="SHA-256 of the package, in hex.")
+    signature = serializers.CharField(allow_null=True)
+    batchId = serializers.IntegerField()
+    creationDate = serializers.DateTimeField(format=DATE_FORMAT)
+    isZip = serializers.CharField()
+    tsaId = serializers.CharField(allow_null=True)
+
+
+class SigningDocumentSerializer(serializers.Serializer):
+    """One document of a batch: an item, named by its pk and its file name."""
+
+    id = serializers.CharField(source="pk")
+    signed = serializers.SerializerMethodField()
+    fileName = serializers.CharField(source="external_id")
+    signingResult_Success = serializers.SerializerMethodField()
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_signed(self, item: Item) -> str:
+        """Return "true" once the document is signed."""
+        return flag(item.status == Item.Status.SUCCEEDED)
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_signingResult_Success(self, item: Item) -> str:
+        """Return "true" when signing succeeded, "false" while pending or after a failure."""
+        return flag(item.status == Item.Status.SUCCEEDED)
+
+
+class SigningBatchStatusSerializer(serializers.Serializer):
+    """A batch's status with every document; the context may force the status (DELETED)."""
+
+    id = serializers.IntegerField(source="number")
+    status = serializers.SerializerMethodField()
+    creationDate = serializers.DateTimeField(source="created_at", format=DATE_FORMAT)
+    documents = serializers.SerializerMethodField()
+
+    @extend_schema_field(serializers.ChoiceField(choices=STATUSES))
+    def get_status(self, batch: Batch) -> str:
+        """Return the status name."""
+        return self.context.get("status") or status_name(batch)
+
+    @extend_schema_field(SigningDocumentSerializer(many=True))
+    def get_documents(self, batch: Batch) -> list[dict]:
+        """Return every document of the batch, in upload order, in one query."""
+        items = batch.items.order_by("index").only("pk", "external_id", "status")
+        return SigningDocumentSerializer(items, many=True).data
+
+
+class SigningErrorSerializer(serializers.Serializer):
+    """The dialect's error body."""
+
+    error = serializers.CharField()
