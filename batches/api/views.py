@@ -40,8 +40,11 @@ UUID_PATTERN = r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-
 RESULT_STATUSES = [Item.Status.SUCCEEDED, Item.Status.FAILED]
 
 
-class ApiNotFound(APIView):
-    """Answer any unknown path under the API with a 404 problem document."""
+class CatchAllNotFound:
+    """Answer every method with NotFound, in the error shape of the view it is mixed into.
+
+    For the last route of a URL conf, so unknown paths get the API's own 404 body.
+    """
 
     authentication_classes = []
     permission_classes = []
@@ -49,9 +52,13 @@ class ApiNotFound(APIView):
 
     def get(self, request, *args, **kwargs):
         """Refuse: nothing lives here."""
-        raise NotFound(f"no API resource at {request.path}")
+        raise NotFound(f"no resource at {request.path}")
 
     post = put = patch = delete = head = options = get
+
+
+class ApiNotFound(CatchAllNotFound, APIView):
+    """Answer any unknown path under the API with a 404 problem document."""
 
 
 class JobTypeList(APIView):

@@ -35,6 +35,7 @@ from rest_framework.views import APIView
 from batches import services
 from batches.api.authentication import ApiKeyAuthentication, request_account, request_actor
 from batches.api.problems import flatten_errors
+from batches.api.views import CatchAllNotFound
 from batches.compat.dlcs import ingest
 from batches.compat.dlcs.serializers import (
     HYDRA_CONTEXT,
@@ -283,15 +284,5 @@ class BatchTest(DlcsView):
         return Response({"success": True})
 
 
-class DlcsNotFound(DlcsView):
+class DlcsNotFound(CatchAllNotFound, DlcsView):
     """Answer any other path under the dialect with a Hydra 404."""
-
-    authentication_classes = []
-    permission_classes = []
-    schema = None
-
-    def get(self, request, *args, **kwargs):
-        """Refuse: nothing lives here."""
-        raise NotFound(f"no resource at {request.path}")
-
-    post = put = patch = delete = head = options = get

@@ -38,6 +38,7 @@ from batches import exports, services
 from batches.api.authentication import ApiKeyAuthentication, request_account, request_actor
 from batches.api.parsers import RawBodyParser
 from batches.api.problems import flatten_errors
+from batches.api.views import CatchAllNotFound
 from batches.compat.signing.serializers import (
     DELETED,
     SigningAcceptedBatchSerializer,
@@ -308,15 +309,5 @@ class BatchDeleteCache(SigningView):
         return Response(body)
 
 
-class SigningNotFound(SigningView):
+class SigningNotFound(CatchAllNotFound, SigningView):
     """Answer any other path under the dialect with its 404 body."""
-
-    authentication_classes = []
-    permission_classes = []
-    schema = None
-
-    def get(self, request, *args, **kwargs):
-        """Refuse: nothing lives here."""
-        raise NotFound(f"no resource at {request.path}")
-
-    post = put = patch = delete = head = options = get
