@@ -11,6 +11,7 @@ import itertools
 import logging
 import shutil
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -610,3 +611,30 @@ def batch_delete(*, batch: Batch, actor: str) -> None:
     batch.delete()
     logger.info("batch %s deleted by %s", batch_id, actor)
     transaction.on_commit(lambda: shutil.rmtree(batch_files_dir(batch_id), ignore_errors=True))
+
+
+def batches_purge_older(*, older_than: timedelta, dry_run: bool, actor: str) -> list[Batch]:
+    """Delete ended batches that finished more than `older_than` ago; return them.
+
+    Each batch is checked again under its lock before batch_delete, so one rerun since
+    the listing is kept. A dry run only returns what would be deleted.
+    """
+    cutoff = timezone.now() - older_than
+    due = list(
+        Batch.objects.filter(status__in=Batch.TERMINAL, finished_at__lt=cutoff)
+        .select_related("account")
+        .order_by("finished_at", "number")
+    )
+    if dry_run:
+        return due
+    purged = []
+    for batch in due:
+        with transaction.atomic():
+            locked = Batch.objects.select_for_update().filter(pk=batch.pk).first()
+            if locked is None or not locked.is_terminal or not locked.finished_at:
+                continue
+            if locked.finished_at >= cutoff:
+                continue
+            batch_delete(batch=locked, actor=actor)
+        purged.append(batch)
+    return purged
