@@ -291,6 +291,8 @@ BATCHSITE_RETENTION_DAYS = env_int("BATCHSITE_RETENTION_DAYS", 30)
 BATCHSITE_SWEEP_MINUTES = env_int("BATCHSITE_SWEEP_MINUTES", 1)
 # The item rate behind `throughput` and `estimated_completion` covers about this many seconds.
 BATCHSITE_RATE_WINDOW_SECONDS = env_int("BATCHSITE_RATE_WINDOW_SECONDS", 60)
+# The dashboard flags a running batch that made no progress for this many minutes.
+BATCHSITE_STUCK_MINUTES = env_int("BATCHSITE_STUCK_MINUTES", 10)
 # A worker writes its outcomes at least this often (seconds), so progress stays live.
 BATCHSITE_SLICE_SECONDS = float(os.environ.get("BATCHSITE_SLICE_SECONDS", "1.0"))
 BATCHSITE_OUTBOUND_ALLOWED_HOSTS = env_list("BATCHSITE_OUTBOUND_ALLOWED_HOSTS")

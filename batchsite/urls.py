@@ -10,4 +10,5 @@ urlpatterns = [
     path("compat/centrapay/", include("batches.compat.centrapay.urls")),
     path("compat/signing/", include("batches.compat.signing.urls")),
     path("compat/dlcs/", include("batches.compat.dlcs.urls")),
+    path("", include("batches.dashboard.urls")),
 ]

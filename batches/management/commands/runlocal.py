@@ -1,11 +1,13 @@
 """Run batchsite on one machine: migrate, print a demo key, serve web + one worker cluster."""
 
+import secrets
 import signal
 import subprocess
 import sys
 import time
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
@@ -13,12 +15,14 @@ from batches import services
 from batches.models import Account
 
 DEMO_ACCOUNT = "demo"
+DEMO_STAFF_USER = "admin"
 
 
 class Command(BaseCommand):
     help = (
-        "Migrate, create the demo account and a fresh API key for it, then run the web "
-        "server and one django-q2 cluster in the foreground until Ctrl-C."
+        "Migrate, create the demo account and a fresh API key for it, give the staff user "
+        "'admin' a fresh password, then run the web server and one django-q2 cluster in the "
+        "foreground until Ctrl-C."
     )
 
     def add_arguments(self, parser):
@@ -33,11 +37,17 @@ class Command(BaseCommand):
         if account is None:
             account = services.account_create(name=DEMO_ACCOUNT)
         _, raw = services.api_key_create(account=account, name="make run")
+        password = self._staff_login()
         base = f"http://{addr}"
         self.stdout.write(
             f"""
 batchsite is starting on {base}/  (API docs: {base}/api/v1/docs/)
 Database: {settings.DATABASES["default"]["NAME"]}
+
+Dashboard login (a new password each run): {base}/
+
+    user: {DEMO_STAFF_USER}
+    password: {password}
 
 API key of the '{DEMO_ACCOUNT}' account (shown once; each run makes a new one):
 
@@ -83,3 +93,14 @@ Press Ctrl-C to stop.
         self.stdout.write("batchsite stopped.")
         if not stopping:
             sys.exit(1)
+
+    def _staff_login(self) -> str:
+        """Create the demo staff user, or reset its password; return the new password."""
+        user, _ = get_user_model().objects.get_or_create(username=DEMO_STAFF_USER)
+        password = secrets.token_urlsafe(12)
+        user.set_password(password)
+        user.is_staff = True
+        user.is_superuser = True
+        user.is_active = True
+        user.save()
+        return password

@@ -1,0 +1,1 @@
+"""The operators' dashboard: server-rendered pages for staff over the same services as the API."""
