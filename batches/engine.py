@@ -250,7 +250,12 @@ def batch_finalize(*, batch: Batch) -> Batch:
         finished_at=now,
     )
     if leftover:
-        logger.warning("batch %s finalized with %d unfinished items", batch.pk, leftover)
+        logger.warning(
+            "batch %s finalized with %d unfinished items",
+            batch.pk,
+            leftover,
+            extra={"batch": str(batch.pk)},
+        )
     batch.refresh_from_db()
     ending = batch.ending or (
         Batch.Status.FAILED if batch.atomic and batch.failed_items else Batch.Status.FINISHED
@@ -327,7 +332,13 @@ def counters_verify(*, batch: Batch) -> bool:
     stored = Batch.objects.filter(pk=batch.pk).values(*expected).get()
     if stored == expected:
         return True
-    logger.error("batch %s counters %s disagree with recount %s", batch.pk, stored, expected)
+    logger.error(
+        "batch %s counters %s disagree with recount %s",
+        batch.pk,
+        stored,
+        expected,
+        extra={"batch": str(batch.pk)},
+    )
     Batch.objects.filter(pk=batch.pk).update(**expected)
     event_record(batch=batch, kind="counters_repaired", detail={"was": stored, "now": expected})
     return False
@@ -434,7 +445,12 @@ class LeaseKeeper(threading.Thread):
                     pk=self.chunk_id, lease_owner=self.owner, status=Chunk.Status.RUNNING
                 ).update(lease_expires_at=timezone.now() + timedelta(seconds=lease_seconds()))
         except Exception:
-            logger.warning("lease keeper of chunk %s stopped", self.chunk_id, exc_info=True)
+            logger.warning(
+                "lease keeper of chunk %s stopped",
+                self.chunk_id,
+                exc_info=True,
+                extra={"chunk": self.chunk_id},
+            )
         finally:
             connections.close_all()
 
@@ -570,7 +586,13 @@ class ChunkRunner:
                 return self._failed(row, attempts, exc.code, exc.message)
             except Exception as exc:  # a crashing job type fails its item, never the worker
                 outputs_discard(context.outputs)
-                logger.warning("item %s crashed: %r", context.label, exc, exc_info=True)
+                logger.warning(
+                    "item %s crashed: %r",
+                    context.label,
+                    exc,
+                    exc_info=True,
+                    extra={"batch": str(self.batch_id), "item": row["index"]},
+                )
                 return self._failed(row, attempts, "exception", f"{type(exc).__name__}: {exc}")
             try:
                 result_json = bulk.json_text(result)

@@ -156,17 +156,30 @@ MEDIA_ROOT = BATCHSITE_DATA_DIR / "files"
 
 LOGIN_URL = "admin:login"
 
+# `plain` text lines, or `json`: one JSON object per line with batch/item fields, for shippers.
+BATCHSITE_LOG_FORMAT = os.environ.get("BATCHSITE_LOG_FORMAT", "").strip().lower() or "plain"
+if BATCHSITE_LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(
+        f"BATCHSITE_LOG_FORMAT must be 'plain' or 'json', not {BATCHSITE_LOG_FORMAT!r}"
+    )
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "batches.logging.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": BATCHSITE_LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
         "batches": {"level": os.environ.get("BATCHSITE_LOG_LEVEL", "INFO")},
         "django-q": {"level": os.environ.get("BATCHSITE_Q_LOG_LEVEL", "WARNING")},
     },
 }
+
+# `Authorization: Bearer <token>` reads /metrics; empty: only staff sessions may.
+BATCHSITE_METRICS_TOKEN = os.environ.get("BATCHSITE_METRICS_TOKEN", "").strip()
 
 # --- REST framework and its schema --------------------------------------------------------
 

@@ -3,8 +3,13 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from batches import observability
+
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("healthz/", observability.healthz, name="healthz"),
+    path("readyz/", observability.readyz, name="readyz"),
+    path("metrics/", observability.metrics, name="metrics"),
     path("api/v1/", include("batches.api.urls")),
     path("compat/brightlocal/", include("batches.compat.brightlocal.urls")),
     path("compat/centrapay/", include("batches.compat.centrapay.urls")),
