@@ -349,7 +349,8 @@ def counters_verify(*, batch: Batch) -> bool:
 
 def worker_name() -> str:
     """Name this worker process uniquely, for leases."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    # Host names may be long; lease_owner and Lock.owner hold 100 characters.
+    return f"{socket.gethostname()[:64]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
 def lease_seconds() -> int:

@@ -23,7 +23,7 @@ class Sequence(models.Model):
 class Lock(models.Model):
     """A named lock held until `expires_at`, for work that must run once at a time."""
 
-    name = models.CharField(primary_key=True, max_length=40)
+    name = models.CharField(primary_key=True, max_length=100)
     owner = models.CharField(max_length=100, blank=True)
     expires_at = models.DateTimeField(default=timezone.now)
 
