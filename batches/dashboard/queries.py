@@ -363,6 +363,9 @@ def throughput_series(
     end = max(end, begin)
     seconds = 1 if (end - begin).total_seconds() < buckets else 60
     last = _floor(end, seconds)
+    if not batch.is_terminal and last > _floor(begin, seconds):
+        # The bucket still being filled would show as a drop; chart only complete ones.
+        last -= timedelta(seconds=seconds)
     first = max(_floor(begin, seconds), last - timedelta(seconds=seconds * (buckets - 1)))
     truncate = TruncSecond if seconds == 1 else TruncMinute
     rows = (

@@ -95,3 +95,19 @@ def test_throughput_series__keeps_the_last_buckets_of_a_long_run_in_minutes():
 @pytest.mark.django_db
 def test_throughput_series__none_before_the_batch_was_committed():
     assert queries.throughput_series(BatchFactory(status=Batch.Status.OPEN)) is None
+
+
+@pytest.mark.django_db
+def test_throughput_series__a_running_batch_leaves_out_the_bucket_still_filling():
+    batch = BatchFactory(status=Batch.Status.RUNNING, started_at=T0, committed_at=T0)
+    for index, offset in enumerate([0.5, 1.5, 2.5, 3.2]):
+        ItemFactory(
+            batch=batch, index=index, status=Item.Status.SUCCEEDED,
+            finished_at=T0 + timedelta(seconds=offset),
+        )  # fmt: skip
+
+    series = queries.throughput_series(batch, now=T0 + timedelta(seconds=3, milliseconds=400))
+
+    # Second 3 has barely begun: its one item so far would read as a drop in the rate.
+    assert series.starts[-1] == T0 + timedelta(seconds=2)
+    assert series.counts == [1, 1, 1]
