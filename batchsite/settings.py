@@ -64,6 +64,33 @@ def _secret_key() -> str:
 SECRET_KEY = _secret_key()
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 
+# --- HTTPS and browser security ---------------------------------------------------------------
+# Whatever forces HTTPS is off unless the environment turns it on, so `make run` works over
+# plain http; with DEBUG on nothing forces it. `manage.py check --deploy` is clean once
+# BATCHSITE_HSTS_SECONDS, BATCHSITE_HSTS_INCLUDE_SUBDOMAINS, BATCHSITE_HSTS_PRELOAD,
+# BATCHSITE_SECURE_COOKIES and BATCHSITE_SSL_REDIRECT are set.
+
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto and appends to X-Forwarded-For.
+BATCHSITE_BEHIND_PROXY = env_bool("BATCHSITE_BEHIND_PROXY")
+if BATCHSITE_BEHIND_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS")
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+# Checks an operator accepts, e.g. security.W008 when the proxy itself redirects to HTTPS.
+SILENCED_SYSTEM_CHECKS = env_list("BATCHSITE_SILENCED_CHECKS")
+if not DEBUG:
+    SECURE_HSTS_SECONDS = env_int("BATCHSITE_HSTS_SECONDS", 0)
+    if SECURE_HSTS_SECONDS > 0:
+        SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("BATCHSITE_HSTS_INCLUDE_SUBDOMAINS")
+        SECURE_HSTS_PRELOAD = env_bool("BATCHSITE_HSTS_PRELOAD")
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("BATCHSITE_SECURE_COOKIES")
+    SECURE_SSL_REDIRECT = env_bool("BATCHSITE_SSL_REDIRECT")
+    # Load balancers and probes call these over plain http from inside the network.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz/$", r"^readyz/$"]
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -183,6 +210,20 @@ BATCHSITE_METRICS_TOKEN = os.environ.get("BATCHSITE_METRICS_TOKEN", "").strip()
 
 # --- REST framework and its schema --------------------------------------------------------
 
+# Requests each API key (else staff user, else client address) may make: "N/s", "N/min",
+# "N/hour" or "N/day"; "0" or "" turns throttling off.
+BATCHSITE_THROTTLE_RATE = os.environ.get("BATCHSITE_THROTTLE_RATE", "6000/min").strip()
+_count, _, _period = BATCHSITE_THROTTLE_RATE.partition("/")
+if BATCHSITE_THROTTLE_RATE not in ("", "0") and not (
+    _count.isdigit()
+    and int(_count) > 0
+    and _period in ("s", "sec", "second", "m", "min", "minute", "h", "hour", "d", "day")
+):
+    raise ImproperlyConfigured(
+        f"BATCHSITE_THROTTLE_RATE must be like 6000/min (or per s, hour, day), "
+        f"or 0 to turn throttling off, not {BATCHSITE_THROTTLE_RATE!r}"
+    )
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "batches.api.authentication.ApiKeyAuthentication",
@@ -202,6 +243,8 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "batches.api.problems.problem_exception_handler",
+    # The rate is BATCHSITE_THROTTLE_RATE, read on every request.
+    "DEFAULT_THROTTLE_CLASSES": ["batches.api.throttling.ApiKeyRateThrottle"],
     # `?format=` names export formats (jsonl, csv), not renderers.
     "URL_FORMAT_OVERRIDE": None,
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",

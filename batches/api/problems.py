@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import (
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.http import Http404
 from rest_framework import exceptions
 from rest_framework.response import Response
+from rest_framework.views import set_rollback
 
-from batches.exceptions import DomainError
+from batches.exceptions import DomainError, InvalidInput, TooLarge
+
+logger = logging.getLogger(__name__)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 
@@ -65,12 +76,41 @@ def flatten_errors(detail: Any, prefix: str = "") -> list[dict[str, str]]:
     return [{"field": prefix or "body", "message": str(detail)}]
 
 
+def request_refusal(exc: SuspiciousOperation) -> DomainError:
+    """Translate Django's refusal of a request body (too big, too many fields) for the API."""
+    if isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return TooLarge(f"the request body is over the limit of {limit} bytes")
+    if isinstance(exc, TooManyFieldsSent | TooManyFilesSent):
+        return TooLarge("the request has too many fields or files")
+    message = "the request was refused as malformed"
+    return InvalidInput(message, errors=[{"field": "body", "message": message}])
+
+
+def server_error_problem() -> dict:
+    """Build the problem document for a crash: nothing of the exception reaches the client."""
+    return problem_body(
+        status_code=500,
+        code="server_error",
+        title="Server error",
+        detail="The server failed to handle this request.",
+    )
+
+
 def problem_exception_handler(exc: Exception, context: dict) -> Response | None:
-    """Answer DomainErrors and DRF errors with problem documents; leave the rest to Django."""
+    """Answer every error with a problem document; with DEBUG on, leave crashes to Django.
+
+    A crash answers a bare 500 problem document and logs the traceback, so no message,
+    stack trace or SQL of the exception reaches the client.
+    """
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
+    elif isinstance(exc, SuspiciousOperation):
+        # Left to Django they would be an HTML 400; a client of the API reads problems.
+        logger.warning("Refused request: %s", exc)
+        exc = request_refusal(exc)
 
     headers: dict[str, str] = {}
     if isinstance(exc, DomainError):
@@ -101,9 +141,15 @@ def problem_exception_handler(exc: Exception, context: dict) -> Response | None:
             headers["WWW-Authenticate"] = exc.auth_header
         if getattr(exc, "wait", None):
             headers["Retry-After"] = str(int(exc.wait))
-    else:
+    elif settings.DEBUG:
         return None
+    else:
+        view = context.get("view")
+        name = type(view).__name__ if view is not None else "an API view"
+        logger.exception("Unhandled error in %s", name, exc_info=exc)
+        body = server_error_problem()
 
+    set_rollback()
     response = Response(body, status=body["status"], headers=headers)
     request = context.get("request")
     renderer = getattr(request, "accepted_renderer", None)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import SuspiciousOperation
 from django.db import transaction
 from django.http import Http404
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
@@ -42,7 +43,7 @@ from rest_framework.views import APIView
 
 from batches import services
 from batches.api.authentication import KeyUser, api_key_check, request_actor
-from batches.api.problems import flatten_errors
+from batches.api.problems import flatten_errors, request_refusal
 from batches.compat.brightlocal.serializers import (
     BATCH_STATUSES,
     BrightLocalBatchCreatedSerializer,
@@ -140,6 +141,9 @@ def _failure(exc: Exception) -> tuple[int, dict[str, Any]] | None:
 
 def brightlocal_exception_handler(exc: Exception, context: dict) -> Response | None:
     """Answer every refusal as `{"success": false, "errors": {...}}`; leave crashes to Django."""
+    if isinstance(exc, SuspiciousOperation):
+        # A body Django refused (too big, too many fields): answered in this dialect's shape.
+        exc = request_refusal(exc)
     failure = _failure(exc)
     if failure is None:
         return None

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.core.exceptions import SuspiciousOperation
 from django.http import Http404
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -41,7 +42,7 @@ from rest_framework.views import APIView
 
 from batches import services
 from batches.api.authentication import KeyUser, api_key_check, request_actor
-from batches.api.problems import flatten_errors
+from batches.api.problems import flatten_errors, request_refusal
 from batches.compat.centrapay.serializers import (
     CentrapayBatchCreateSerializer,
     CentrapayBatchSerializer,
@@ -94,6 +95,9 @@ def _failure(exc: Exception) -> tuple[int, str] | None:
 
 def centrapay_exception_handler(exc: Exception, context: dict) -> Response | None:
     """Answer every refusal as `{"message": ...}`; leave crashes to Django."""
+    if isinstance(exc, SuspiciousOperation):
+        # A body Django refused (too big, too many fields): answered in this dialect's shape.
+        exc = request_refusal(exc)
     failure = _failure(exc)
     if failure is None:
         return None

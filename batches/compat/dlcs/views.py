@@ -22,6 +22,7 @@ What differs from DLCS, and why:
 
 from __future__ import annotations
 
+from django.core.exceptions import SuspiciousOperation
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
@@ -34,7 +35,7 @@ from rest_framework.views import APIView
 
 from batches import services
 from batches.api.authentication import ApiKeyAuthentication, request_account, request_actor
-from batches.api.problems import flatten_errors
+from batches.api.problems import flatten_errors, request_refusal
 from batches.api.views import CatchAllNotFound
 from batches.compat.dlcs import ingest
 from batches.compat.dlcs.serializers import (
@@ -80,6 +81,9 @@ def error_description(exc: Exception) -> str:
 
 def dlcs_exception_handler(exc: Exception, context: dict) -> Response | None:
     """Answer every error with a Hydra Error, never a problem document."""
+    if isinstance(exc, SuspiciousOperation):
+        # A body Django refused (too big, too many fields): answered in this dialect's shape.
+        exc = request_refusal(exc)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     if not isinstance(exc, DomainError | exceptions.APIException):

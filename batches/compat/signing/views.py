@@ -22,6 +22,7 @@ import hashlib
 from pathlib import PurePosixPath
 from typing import IO
 
+from django.core.exceptions import SuspiciousOperation
 from django.http import Http404, StreamingHttpResponse
 from django.utils.http import parse_header_parameters
 from drf_spectacular.types import OpenApiTypes
@@ -37,7 +38,7 @@ from rest_framework.views import APIView
 from batches import exports, services
 from batches.api.authentication import ApiKeyAuthentication, request_account, request_actor
 from batches.api.parsers import RawBodyParser
-from batches.api.problems import flatten_errors
+from batches.api.problems import flatten_errors, request_refusal
 from batches.api.views import CatchAllNotFound
 from batches.compat.signing.serializers import (
     DELETED,
@@ -82,6 +83,9 @@ def error_message(exc: Exception) -> str:
 
 def signing_exception_handler(exc: Exception, context: dict) -> Response | None:
     """Answer every error with `{"error": "..."}`, never a problem document."""
+    if isinstance(exc, SuspiciousOperation):
+        # A body Django refused (too big, too many fields): answered in this dialect's shape.
+        exc = request_refusal(exc)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     if not isinstance(exc, DomainError | exceptions.APIException):
