@@ -6,7 +6,6 @@ from datetime import datetime, timedelta
 
 import pytest
 from django.db import connection
-from django.db.models import Count
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_q.models import Schedule
@@ -15,6 +14,7 @@ from batches import engine, locks, services, sweep, tasks
 from batches.exceptions import BatchFinished, BatchNotOpen
 from batches.models import Batch, BatchError, BatchEvent, Chunk, Item, Lock
 from tests.factories import open_batch
+from tests.helpers import assert_counters_exact, kinds, statuses
 from tests.jobtypes import Flaky
 
 S = Batch.Status
@@ -30,42 +30,8 @@ def touched(report: dict[str, int]) -> dict[str, int]:
     return {step: count for step, count in report.items() if count}
 
 
-def recount(batch: Batch) -> dict[str, int]:
-    """Count the batch's items by status, in the shape of Batch.counts()."""
-    rows = (
-        Item.objects.filter(batch_id=batch.pk)
-        .order_by()
-        .values_list("status")
-        .annotate(n=Count("id"))
-    )
-    counted = dict.fromkeys(Item.Status.values, 0)
-    counted.update(dict(rows))
-    counted["total"] = sum(counted.values())
-    return counted
-
-
-def assert_counters_exact(batch: Batch) -> Batch:
-    """Assert the stored counters equal a recount of the items; return the fresh batch."""
-    batch = Batch.objects.get(pk=batch.pk)
-    assert batch.counts() == recount(batch)
-    return batch
-
-
-def kinds(batch: Batch) -> list[str]:
-    """Return the kinds of the batch's events, oldest first."""
-    return list(
-        BatchEvent.objects.filter(batch_id=batch.pk)
-        .order_by("created_at", "id")
-        .values_list("kind", flat=True)
-    )
-
-
 def terminal_kinds(batch: Batch) -> list[str]:
     return [kind for kind in kinds(batch) if kind in Batch.TERMINAL]
-
-
-def statuses(batch: Batch) -> list[str]:
-    return list(Item.objects.filter(batch=batch).order_by("index").values_list("status", flat=True))
 
 
 def echo_items(count: int, **special: dict) -> list[dict]:
