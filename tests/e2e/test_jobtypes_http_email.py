@@ -14,27 +14,9 @@ import pytest
 from werkzeug import Response
 
 from batches.models import Batch, Item
-from tests.conftest import wait_for
+from tests.e2e.test_cluster import create, wait_terminal
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
-
-
-def create(client, **body) -> dict:
-    response = client.post("/api/v1/batches/", body, format="json")
-    assert response.status_code == 201, response.json()
-    return response.json()
-
-
-def wait_terminal(batch_id, cluster, timeout: float = 120) -> Batch:
-    def ended():
-        batch = Batch.objects.get(pk=batch_id)
-        return batch if batch.is_terminal else None
-
-    try:
-        return wait_for(ended, timeout=timeout)
-    except AssertionError:
-        print(cluster.output()[-5000:])
-        raise
 
 
 def test_cluster_http_request__20_requests_all_succeed(
