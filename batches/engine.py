@@ -126,13 +126,56 @@ def ingest_enqueue(batch_id) -> None:
 
 
 def chunks_enqueue_on_commit(batch: Batch, chunk_ids: list[int]) -> None:
-    """Queue the batch's chunks once the transaction commits, unless it must wait.
+    """Queue the batch's chunks once the transaction commits, unless they must wait.
 
-    A batch whose not_before lies ahead keeps its chunks unqueued; the sweep queues them.
+    A batch whose not_before lies ahead, or that is paused, keeps its chunks held (queued,
+    with no task out); the sweep or a resume releases them. A batch with max_concurrency
+    gets that many tasks; each chunk that ends releases the next.
     """
-    if not chunk_ids or (batch.not_before and batch.not_before > timezone.now()):
+    if not chunk_ids or batch.paused_at or (batch.not_before and batch.not_before > timezone.now()):
         return
+    if batch.max_concurrency:
+        chunk_ids = chunk_ids[: batch.max_concurrency]
     transaction.on_commit(lambda: chunks_enqueue(chunk_ids))
+
+
+def chunks_release(batch_id) -> int:
+    """Hand held chunks of a startable, unpaused batch to the broker, up to its free slots.
+
+    Held chunks are queued with no task out (enqueued_at is null). A batch without
+    max_concurrency has them all released; one with it only as many as would bring its
+    running and already-sent chunks up to the limit. Returns how many were released.
+    """
+    with transaction.atomic():
+        batch = Batch.objects.select_for_update().filter(pk=batch_id).first()
+        if (
+            batch is None
+            or batch.status not in (Batch.Status.COMMITTED, Batch.Status.RUNNING)
+            or batch.paused_at
+            or (batch.not_before and batch.not_before > timezone.now())
+        ):
+            return 0
+        chunks = Chunk.objects.filter(batch_id=batch_id)
+        held = chunks.filter(status=Chunk.Status.QUEUED, enqueued_at__isnull=True)
+        if batch.max_concurrency:
+            busy = chunks.filter(
+                Q(status=Chunk.Status.RUNNING)
+                | Q(status=Chunk.Status.QUEUED, enqueued_at__isnull=False)
+            ).count()
+            free = batch.max_concurrency - busy
+            if free <= 0:
+                return 0
+            held = held.order_by("start_index")[:free]
+        chunk_ids = list(held.values_list("pk", flat=True))
+    # The held chunks were committed long ago, so their tasks may go out right away.
+    if chunk_ids:
+        chunks_enqueue(chunk_ids)
+    return len(chunk_ids)
+
+
+def chunk_hold(chunk_id: int) -> None:
+    """Take a queued chunk's task back: it waits, held, for a resume or a free slot."""
+    Chunk.objects.filter(pk=chunk_id, status=Chunk.Status.QUEUED).update(enqueued_at=None)
 
 
 def chunk_abandon(*, chunk_id: int, reason: str) -> int:
@@ -280,7 +323,8 @@ def batch_finalize(*, batch: Batch) -> Batch:
     batch.status = ending
     batch.ending = ""
     batch.finished_at = now
-    batch.save(update_fields=["status", "ending", "finished_at"])
+    batch.paused_at = None
+    batch.save(update_fields=["status", "ending", "finished_at", "paused_at"])
     event_record(batch=batch, kind=ending, actor="engine", detail=batch.counts())
     if ending == Batch.Status.FINISHED:
         superseding.supersede_after_finish(batch)
@@ -359,6 +403,88 @@ def lease_seconds() -> int:
 
 
 def chunk_claim(*, chunk_id: int, owner: str) -> Chunk | None:
+    """Take the chunk (or a better one) if the batch's pause and limits allow; else None.
+
+    A queued chunk of a paused batch, or of one at its max_concurrency, is held instead;
+    if a batch of higher priority has a chunk waiting, the worker takes that one and
+    sends this chunk's task again. A chunk whose worker died (expired lease) is taken over
+    whatever the batch's state: it is work in flight, not new work.
+    """
+    gate = (
+        Chunk.objects.filter(pk=chunk_id)
+        .values(
+            "status", "batch_id", "batch__priority", "batch__paused_at", "batch__max_concurrency"
+        )
+        .first()
+    )
+    if gate is None:
+        return None
+    if gate["status"] == Chunk.Status.QUEUED:
+        if gate["batch__paused_at"] or gate["batch__max_concurrency"]:
+            return _chunk_claim_limited(chunk_id=chunk_id, batch_id=gate["batch_id"], owner=owner)
+        better = _chunk_claim_better(priority=gate["batch__priority"], owner=owner)
+        if better is not None:
+            chunks_enqueue([chunk_id])
+            return better
+    return _chunk_claim(chunk_id=chunk_id, owner=owner)
+
+
+def _chunk_claim_limited(*, chunk_id: int, batch_id, owner: str) -> Chunk | None:
+    """Claim a queued chunk of a paused or limited batch under the batch's row lock.
+
+    The lock orders this against pause, resume and other claims, so the count of running
+    chunks is exact and a chunk held here is seen by the release that follows a resume.
+    """
+    with transaction.atomic():
+        batch = Batch.objects.select_for_update().filter(pk=batch_id).first()
+        if batch is None:
+            return None
+        if batch.status in (Batch.Status.COMMITTED, Batch.Status.RUNNING):
+            if batch.paused_at:
+                chunk_hold(chunk_id)
+                return None
+            if batch.max_concurrency:
+                running = Chunk.objects.filter(
+                    batch_id=batch_id, status=Chunk.Status.RUNNING
+                ).count()
+                if running >= batch.max_concurrency:
+                    chunk_hold(chunk_id)
+                    return None
+        return _chunk_claim(chunk_id=chunk_id, owner=owner)
+
+
+def _chunk_claim_better(*, priority: int, owner: str) -> Chunk | None:
+    """Claim a waiting chunk of a higher-priority batch, if there is one a worker may take."""
+    now = timezone.now()
+    if not Batch.objects.filter(
+        status__in=(Batch.Status.COMMITTED, Batch.Status.RUNNING),
+        priority__gt=priority,
+        paused_at__isnull=True,
+    ).exists():
+        return None
+    candidates = (
+        Chunk.objects.filter(
+            status=Chunk.Status.QUEUED,
+            enqueued_at__isnull=False,
+            batch__status__in=(Batch.Status.COMMITTED, Batch.Status.RUNNING),
+            batch__priority__gt=priority,
+            batch__paused_at__isnull=True,
+        )
+        .filter(Q(batch__not_before__isnull=True) | Q(batch__not_before__lte=now))
+        .order_by("-batch__priority", "batch__committed_at", "start_index")
+        .values_list("pk", "batch__max_concurrency", "batch_id")[:5]
+    )
+    for candidate_id, limit, batch_id in candidates:
+        if limit:
+            chunk = _chunk_claim_limited(chunk_id=candidate_id, batch_id=batch_id, owner=owner)
+        else:
+            chunk = _chunk_claim(chunk_id=candidate_id, owner=owner)
+        if chunk is not None:
+            return chunk
+    return None
+
+
+def _chunk_claim(*, chunk_id: int, owner: str) -> Chunk | None:
     """Take the chunk if it is queued or its lease expired; None if someone else has it."""
     now = timezone.now()
     claimed = (
@@ -472,6 +598,8 @@ class ChunkRunner:
         self.slice_size = batch_type.slice_size if batch_type else 100
         self.output_dir = batch_outputs_dir(self.batch_id)
         self.atomic = chunk.batch.atomic
+        # A batch with max_concurrency sends its next held chunk when one of ours ends.
+        self.limited = bool(chunk.batch.max_concurrency)
 
     def run(self) -> str:
         """Process the chunk until its range is done, the batch stops, or the lease is lost."""
@@ -508,6 +636,8 @@ class ChunkRunner:
                     break
             outcomes = self._run_slice(rows)
             cursor = rows[len(outcomes) - 1]["index"] + 1
+        if self.limited:
+            chunks_release(self.batch_id)
         batch_finalize_if_done(self.batch_id)
         return "done"
 

@@ -59,6 +59,11 @@ class BatchNotOpen(Conflict):
     title = "Batch does not accept items"
 
 
+class BatchNotCommitted(Conflict):
+    default_code = "batch_not_committed"
+    title = "Batch has not been committed"
+
+
 class BatchFinished(Conflict):
     default_code = "batch_finished"
     title = "Batch has already ended"

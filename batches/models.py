@@ -38,6 +38,11 @@ class Account(models.Model):
     number = models.BigIntegerField(unique=True, editable=False)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
+    # Signs webhook deliveries (HMAC-SHA256). Shown once when set; kept because signing
+    # needs it. The previous secret also signs for a while after a rotation.
+    webhook_secret = models.CharField(max_length=100, blank=True, editable=False)
+    webhook_secret_previous = models.CharField(max_length=100, blank=True, editable=False)
+    webhook_secret_rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["number"]
@@ -117,6 +122,18 @@ class Batch(models.Model):
     )
     commit_on_ingest = models.BooleanField(
         default=False, help_text="Commit as soon as the source has been read."
+    )
+    callback_url = models.URLField(
+        max_length=2000, blank=True, help_text="Receives a signed POST when the batch ends."
+    )
+    priority = models.SmallIntegerField(
+        default=0, help_text="Workers take chunks of higher-priority batches first."
+    )
+    max_concurrency = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Most chunks of this batch in flight at once."
+    )
+    paused_at = models.DateTimeField(
+        null=True, blank=True, help_text="While set, workers claim no new chunk of the batch."
     )
 
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.CREATED)
@@ -335,3 +352,61 @@ class BatchEvent(models.Model):
 
     def __str__(self):
         return f"{self.kind} by {self.actor or 'system'}"
+
+
+class WebhookDelivery(models.Model):
+    """One event posted to a batch's callback_url, retried until it lands or the window ends."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="deliveries")
+    event = models.CharField(max_length=40)
+    url = models.URLField(max_length=2000)
+    # The exact bytes sent (as text), so every attempt and redelivery carries the same body.
+    body = models.TextField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    # When the next attempt is due; while an attempt runs it is pushed ahead like a lease.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # Retries stop after this; a redelivery opens a new window.
+    give_up_at = models.DateTimeField()
+    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["batch", "-created_at"]
+        verbose_name_plural = "webhook deliveries"
+        indexes = [
+            models.Index(fields=["status", "next_attempt_at"], name="delivery_status_due"),
+            models.Index(fields=["batch", "-created_at"], name="delivery_batch_created"),
+        ]
+
+    def __str__(self):
+        return f"{self.event} to {self.url} ({self.status})"
+
+
+class WebhookAttempt(models.Model):
+    """One try at posting a delivery, with what the receiver answered."""
+
+    delivery = models.ForeignKey(
+        WebhookDelivery, on_delete=models.CASCADE, related_name="attempt_log"
+    )
+    number = models.PositiveIntegerField()
+    started_at = models.DateTimeField(default=timezone.now)
+    duration_ms = models.PositiveIntegerField(default=0)
+    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    # The start of the receiver's answer, for operators to see why it refused.
+    response_excerpt = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["delivery", "number"]
+
+    def __str__(self):
+        return f"attempt {self.number}: {self.status_code or self.error[:40]}"

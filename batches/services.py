@@ -26,6 +26,7 @@ from batches.exceptions import (
     BatchEmpty,
     BatchExists,
     BatchFinished,
+    BatchNotCommitted,
     BatchNotFinished,
     BatchNotOpen,
     Conflict,
@@ -99,7 +100,20 @@ BATCH_OPTIONS = (
     "not_before",
     "deadline",
     "retention_days",
+    "callback_url",
+    "priority",
+    "max_concurrency",
 )
+
+
+def _outbound_check(field: str, url: str) -> None:
+    """Refuse, as invalid input on `field`, a URL the outbound guard would not fetch."""
+    try:
+        outbound.check_url(url)
+    except outbound.OutboundRefused as exc:
+        raise InvalidInput(
+            f"{field} refused: {exc}", errors=[{"field": field, "message": str(exc)}]
+        ) from exc
 
 
 def _job_type_name(name: str | None) -> str:
@@ -146,13 +160,9 @@ def batch_create(
                 "give items or a source_url, not both",
                 errors=[{"field": "source_url", "message": "cannot be combined with items"}],
             )
-        try:
-            outbound.check_url(source_url)
-        except outbound.OutboundRefused as exc:
-            raise InvalidInput(
-                f"source_url refused: {exc}",
-                errors=[{"field": "source_url", "message": str(exc)}],
-            ) from exc
+        _outbound_check("source_url", source_url)
+    if options.get("callback_url"):
+        _outbound_check("callback_url", options["callback_url"])
     try:
         with transaction.atomic():
             batch = Batch.objects.create(
@@ -540,6 +550,42 @@ def batch_expire(*, batch: Batch, actor: str, reason: str) -> Batch:
         )
     engine.batch_wind_down(batch=batch, ending=Batch.Status.EXPIRED, actor=actor, reason=reason)
     batch.refresh_from_db()
+    return batch
+
+
+@transaction.atomic
+def batch_pause(*, batch: Batch, actor: str) -> Batch:
+    """Stop workers from claiming new chunks of the batch; chunks in flight finish.
+
+    Pausing a paused batch changes nothing. Deadlines still apply while paused.
+    """
+    batch = batch_lock(batch)
+    if batch.status in UNCOMMITTED:
+        raise BatchNotCommitted(f"batch is {batch.status}; commit it before pausing it")
+    if batch.status not in (Batch.Status.COMMITTED, Batch.Status.RUNNING):
+        raise BatchFinished(f"batch is {batch.status}; there is nothing left to pause")
+    if batch.paused_at is None:
+        batch.paused_at = timezone.now()
+        batch.save(update_fields=["paused_at"])
+        event_record(batch=batch, kind="paused", actor=actor)
+    return batch
+
+
+@transaction.atomic
+def batch_resume(*, batch: Batch, actor: str) -> Batch:
+    """Let workers claim the paused batch's chunks again; resuming a running batch is a no-op."""
+    batch = batch_lock(batch)
+    if batch.status in UNCOMMITTED:
+        raise BatchNotCommitted(f"batch is {batch.status}; only a committed batch can resume")
+    if batch.paused_at is None:
+        if batch.status in Batch.TERMINAL:
+            raise BatchFinished(f"batch is {batch.status}; there is nothing left to resume")
+        return batch
+    batch.paused_at = None
+    batch.save(update_fields=["paused_at"])
+    event_record(batch=batch, kind="resumed", actor=actor)
+    batch_id = batch.pk
+    transaction.on_commit(lambda: engine.chunks_release(batch_id))
     return batch
 
 

@@ -56,23 +56,32 @@ def _startable(now) -> Q:
 def chunks_requeue(now) -> int:
     """Queue chunks whose worker died (lease expired) or whose task never arrived.
 
+    Held chunks are released within their batch's max_concurrency.
+
     A task can be lost (the Redis broker drops a task whose worker was killed) or still
     waiting; a second copy is harmless, as a chunk runs only under its lease.
     """
     stale = now - timedelta(seconds=settings.BATCHSITE_REQUEUE_AFTER)
     never_sent_or_stale = Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=stale)
-    waiting = Q(status=Chunk.Status.QUEUED) & never_sent_or_stale
+    # A task sent long ago may be lost; one of a paused batch would only be held again.
+    lost = Q(status=Chunk.Status.QUEUED, enqueued_at__lt=stale, batch__paused_at__isnull=True)
     orphaned = Q(status=Chunk.Status.RUNNING, lease_expires_at__lt=now) & (
         never_sent_or_stale | Q(enqueued_at__lt=F("lease_expires_at"))
     )
-    chunk_ids = list(
-        Chunk.objects.filter(_startable(now))
-        .filter(waiting | orphaned)
-        .values_list("pk", flat=True)[:1000]
-    )
+    startable = Chunk.objects.filter(_startable(now))
+    chunk_ids = list(startable.filter(lost | orphaned).values_list("pk", flat=True)[:1000])
     if chunk_ids:
         engine.chunks_enqueue(chunk_ids)
-    return len(chunk_ids)
+    # Held chunks (no task out): waiting for not_before, a resume, or a free slot.
+    held = startable.filter(status=Chunk.Status.QUEUED, enqueued_at__isnull=True)
+    released = sum(
+        engine.chunks_release(batch_id)
+        for batch_id in held.filter(batch__paused_at__isnull=True)
+        .values_list("batch_id", flat=True)
+        .distinct()
+        .order_by()[:100]
+    )
+    return len(chunk_ids) + released
 
 
 def ingests_requeue(now) -> int:

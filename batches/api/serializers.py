@@ -114,6 +114,28 @@ class BatchOptionsSerializer(StrictSerializer):
         min_value=0,
         help_text="Days to keep the batch after it ends (default: the server's setting).",
     )
+    callback_url = StrictCharField(
+        required=False,
+        allow_blank=True,
+        max_length=2000,
+        help_text=(
+            "Receives a signed POST when the batch ends (see the README's Webhooks); its "
+            "host must be in BATCHSITE_OUTBOUND_ALLOWED_HOSTS."
+        ),
+    )
+    priority = StrictIntegerField(
+        required=False,
+        min_value=-100,
+        max_value=100,
+        help_text="Workers take chunks of higher-priority batches first (default 0).",
+    )
+    max_concurrency = StrictIntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=10_000,
+        help_text="Most chunks of this batch processed at once (default: no limit).",
+    )
 
     def validate_deadline(self, value):
         """Refuse a deadline that has already passed."""
@@ -210,6 +232,7 @@ class BatchSerializer(serializers.ModelSerializer):
     account = serializers.IntegerField(source="account.number", read_only=True)
     options = serializers.SerializerMethodField()
     counts = serializers.SerializerMethodField()
+    paused = serializers.SerializerMethodField()
     progress = serializers.FloatField(read_only=True)
     throughput = serializers.FloatField(
         read_only=True, allow_null=True, help_text="Items per second over the last minute or so."
@@ -229,6 +252,7 @@ class BatchSerializer(serializers.ModelSerializer):
             "options",
             "source_url",
             "status",
+            "paused",
             "counts",
             "progress",
             "error_count",
@@ -253,7 +277,14 @@ class BatchSerializer(serializers.ModelSerializer):
             "not_before": batch.not_before,
             "deadline": batch.deadline,
             "retention_days": batch.retention_days,
+            "callback_url": batch.callback_url,
+            "priority": batch.priority,
+            "max_concurrency": batch.max_concurrency,
         }
+
+    def get_paused(self, batch: Batch) -> bool:
+        """Return True while workers claim no new chunk of the batch."""
+        return batch.paused_at is not None
 
     @extend_schema_field(CountsSerializer)
     def get_counts(self, batch: Batch) -> dict:
@@ -285,6 +316,8 @@ BATCH_LINKS = {
     "commit": "api:batch-commit",
     "cancel": "api:batch-cancel",
     "rerun": "api:batch-rerun",
+    "pause": "api:batch-pause",
+    "resume": "api:batch-resume",
     "upload": "api:batch-upload",
     "export": "api:batch-export",
     "package": "api:batch-package",

@@ -94,7 +94,7 @@ class BatchViewSet(viewsets.GenericViewSet):
 
     def get_serializer_class(self):
         """Use the detail shape for single batches."""
-        if self.action in ("retrieve", "create", "commit", "cancel", "rerun"):
+        if self.action in ("retrieve", "create", "commit", "cancel", "rerun", "pause", "resume"):
             return BatchDetailSerializer
         return BatchSerializer
 
@@ -168,6 +168,20 @@ class BatchViewSet(viewsets.GenericViewSet):
     def cancel(self, request, pk=None):
         """Cancel the batch: unstarted items are cancelled, ended ones keep their results."""
         batch = services.batch_cancel(batch=self.get_object(), actor=request_actor(request))
+        return self._respond(batch)
+
+    @extend_schema(request=None, responses=BatchDetailSerializer)
+    @action(detail=True, methods=["post"])
+    def pause(self, request, pk=None):
+        """Stop workers from taking new chunks of the batch; chunks in flight finish."""
+        batch = services.batch_pause(batch=self.get_object(), actor=request_actor(request))
+        return self._respond(batch)
+
+    @extend_schema(request=None, responses=BatchDetailSerializer)
+    @action(detail=True, methods=["post"])
+    def resume(self, request, pk=None):
+        """Let workers take the paused batch's chunks again."""
+        batch = services.batch_resume(batch=self.get_object(), actor=request_actor(request))
         return self._respond(batch)
 
     @extend_schema(request=RerunSerializer, responses=BatchDetailSerializer)

@@ -66,6 +66,9 @@ def test_batch_create__empty_body_creates_an_empty_batch(client_a, account):
         "not_before": None,
         "deadline": None,
         "retention_days": None,
+        "callback_url": "",
+        "priority": 0,
+        "max_concurrency": None,
     }
     assert body["counts"] == {
         "total": 0,
@@ -89,7 +92,13 @@ def test_batch_create__keeps_label_metadata_options_and_items(client_a):
             "type": "echo",
             "label": "March invoices",
             "metadata": {"customer": "c-1", "tags": ["a"]},
-            "options": {"stop_on_error": True, "max_failures": 5, "atomic": True},
+            "options": {
+                "stop_on_error": True,
+                "max_failures": 5,
+                "atomic": True,
+                "priority": 7,
+                "max_concurrency": 2,
+            },
             "items": items(3),
         },
         format="json",
@@ -107,6 +116,9 @@ def test_batch_create__keeps_label_metadata_options_and_items(client_a):
         "not_before": None,
         "deadline": None,
         "retention_days": None,
+        "callback_url": "",
+        "priority": 7,
+        "max_concurrency": 2,
     }
     assert body["counts"]["total"] == body["counts"]["pending"] == 3
     payloads = Item.objects.filter(batch_id=body["id"]).order_by("index")
