@@ -257,7 +257,7 @@ class BatchAdmin(admin.ModelAdmin):
     ordering = ["-number"]
     show_full_result_count = False
     # What a person may change; everything else is the engine's or fixed at creation.
-    editable_fields = ["label", "metadata", "retention_days"]
+    editable_fields = ["label", "metadata", "retention_days", "priority"]
     fieldsets = [
         (None, {"fields": ["id", "number", "account", "type", "label", "metadata"]}),
         (
@@ -266,6 +266,7 @@ class BatchAdmin(admin.ModelAdmin):
                 "fields": [
                     "status",
                     "ending",
+                    "paused_at",
                     "superseded",
                     "progress_percent",
                     "items_link",
@@ -299,6 +300,9 @@ class BatchAdmin(admin.ModelAdmin):
                     "not_before",
                     "deadline",
                     "retention_days",
+                    "priority",
+                    "max_concurrency",
+                    "callback_url",
                     "source_url",
                     "commit_on_ingest",
                 ]
@@ -307,7 +311,13 @@ class BatchAdmin(admin.ModelAdmin):
         ("Times", {"fields": ["created_at", "committed_at", "started_at", "finished_at"]}),
     ]
     inlines = [BatchErrorInline, BatchEventInline]
-    actions = ["cancel_batches", "rerun_failed_items", "purge_batches"]
+    actions = [
+        "cancel_batches",
+        "pause_batches",
+        "resume_batches",
+        "rerun_failed_items",
+        "purge_batches",
+    ]
 
     def get_readonly_fields(self, request, obj=None):
         editable = set(self.editable_fields)
@@ -411,6 +421,26 @@ class BatchAdmin(admin.ModelAdmin):
             queryset,
             lambda batch: services.batch_cancel(batch=batch, actor=actor),
             "Cancelled",
+        )
+
+    @admin.action(description="Pause selected batches", permissions=["change"])
+    def pause_batches(self, request, queryset):
+        actor = admin_actor(request)
+        self._apply(
+            request,
+            queryset,
+            lambda batch: services.batch_pause(batch=batch, actor=actor),
+            "Paused",
+        )
+
+    @admin.action(description="Resume selected batches", permissions=["change"])
+    def resume_batches(self, request, queryset):
+        actor = admin_actor(request)
+        self._apply(
+            request,
+            queryset,
+            lambda batch: services.batch_resume(batch=batch, actor=actor),
+            "Resumed",
         )
 
     @admin.action(description="Rerun the failed items of selected batches", permissions=["change"])

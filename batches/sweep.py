@@ -20,9 +20,24 @@ from batches.models import Batch, Chunk
 logger = logging.getLogger(__name__)
 
 SWEEP_LOCK = "sweep"
+# Held, never given back, by the run that had this interval's turn.
+INTERVAL_LOCK = "sweep-interval"
 ACTOR = "sweep"
 # Purging deletes rows and files; a few batches per run keeps each run short.
 PURGE_PER_RUN = 20
+
+
+def sweep_scheduled() -> dict[str, int]:
+    """Run the sweep for the schedule: once per interval, however many clusters fire it.
+
+    Every cluster's scheduler may turn the schedule into a task; the first run in an
+    interval takes a lock that simply expires shortly before the next interval, so the
+    others skip.
+    """
+    seconds = max(settings.BATCHSITE_SWEEP_MINUTES * 60 - 5, 1)
+    if not lock_acquire(name=INTERVAL_LOCK, owner=engine.worker_name(), seconds=seconds):
+        return {"skipped": 1}
+    return sweep_run()
 
 
 def sweep_run() -> dict[str, int]:

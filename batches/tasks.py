@@ -22,10 +22,10 @@ def chunk_run(chunk_id: int) -> str:
 
 def sweep() -> dict:
     """Run the periodic sweep; never raises, so the schedule keeps its rhythm."""
-    from batches.sweep import sweep_run
+    from batches.sweep import sweep_scheduled
 
     try:
-        return sweep_run()
+        return sweep_scheduled()
     except Exception:
         logger.exception("sweep stopped on an unexpected error; the next run will retry")
         return {"error": 1}

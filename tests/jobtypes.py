@@ -64,3 +64,12 @@ class Stamp(JobType):
         digest = hashlib.sha256(file.read()).hexdigest()
         context.output_path(f"{context.input_name}.stamp").write_text(digest)
         return {"sha256": digest}
+
+
+class Paced(Record):
+    """test.record in chunks of 5 items, so a small batch spreads over many chunks."""
+
+    name = "test.paced"
+    description = "Logs each execution to a file, five items a chunk (tests only)."
+    chunk_size = 5
+    slice_size = 5

@@ -22,7 +22,12 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 Q_CLUSTER["sync"] = os.environ.get("BATCHSITE_TEST_CLUSTER") != "1"
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-BATCHSITE_JOB_TYPES = ["tests.jobtypes.Flaky", "tests.jobtypes.Record", "tests.jobtypes.Stamp"]
+BATCHSITE_JOB_TYPES = [
+    "tests.jobtypes.Flaky",
+    "tests.jobtypes.Record",
+    "tests.jobtypes.Stamp",
+    "tests.jobtypes.Paced",
+]
 
 # Cluster tests that send mail ask for the file backend, to count what was sent.
 if os.environ.get("BATCHSITE_TEST_EMAIL_DIR"):

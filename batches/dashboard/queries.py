@@ -416,6 +416,10 @@ def batch_actions(batch: Batch) -> list[BatchAction]:
     Only a convenience: the services decide, and refuse with their own message.
     """
     actions = []
+    if batch.paused_at is not None and not batch.is_terminal:
+        actions.append(BatchAction("resume", "Resume"))
+    elif batch.status in (Batch.Status.COMMITTED, Batch.Status.RUNNING):
+        actions.append(BatchAction("pause", "Pause"))
     if batch.status not in Batch.TERMINAL and batch.status not in (
         Batch.Status.CANCELLING,
         Batch.Status.FINALIZING,

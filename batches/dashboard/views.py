@@ -199,6 +199,20 @@ BATCH_ACTIONS: dict[str, ActionSpec] = {
         danger=True,
         run=lambda batch, actor: services.batch_cancel(batch=batch, actor=actor),
     ),
+    "pause": ActionSpec(
+        title="Pause batch",
+        question="Workers take no new chunk of this batch; chunks in flight finish.",
+        button="Yes, pause the batch",
+        danger=False,
+        run=lambda batch, actor: services.batch_pause(batch=batch, actor=actor),
+    ),
+    "resume": ActionSpec(
+        title="Resume batch",
+        question="Workers take the batch's remaining chunks again.",
+        button="Yes, resume the batch",
+        danger=False,
+        run=lambda batch, actor: services.batch_resume(batch=batch, actor=actor),
+    ),
     "rerun-failed": ActionSpec(
         title="Rerun failed items",
         question="The failed items are queued again; items that succeeded keep their results.",

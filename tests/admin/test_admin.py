@@ -190,6 +190,7 @@ def batch_form(batch: Batch, **fields) -> dict:
         "label": batch.label,
         "metadata": "{}",
         "retention_days": "",
+        "priority": str(batch.priority),
         "errors-TOTAL_FORMS": "0",
         "errors-INITIAL_FORMS": "0",
         "events-TOTAL_FORMS": "0",
@@ -223,6 +224,17 @@ def test_batch_change__posting_cannot_change_status_or_counters(admin_client, da
     assert BatchEvent.objects.filter(batch=batch, kind="edited").exists()
 
 
+def test_batch_change__an_operator_can_raise_a_batchs_priority(admin_client, data):
+    batch = Batch.objects.get(pk=data["other"].pk)
+
+    response = admin_client.post(change(Batch, batch.pk), batch_form(batch, priority="9"))
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert Batch.objects.get(pk=batch.pk).priority == 9
+    event = BatchEvent.objects.get(batch=batch, kind="edited")
+    assert "priority" in event.detail["fields"]
+
+
 def test_batch_change__saving_keeps_counters_written_meanwhile(admin_client, data, monkeypatch):
     batch = data["other"]
     load = BatchAdmin.get_object
@@ -247,7 +259,7 @@ def test_batch_change__status_and_counters_are_not_form_fields(admin_client, dat
     response = admin_client.get(change(Batch, data["other"].pk))
 
     form = response.context["adminform"].form
-    assert set(form.fields) == {"label", "metadata", "retention_days"}
+    assert set(form.fields) == {"label", "metadata", "retention_days", "priority"}
 
 
 @pytest.mark.parametrize("model", [Item, BatchError, BatchEvent, Chunk, Lock, Sequence])
@@ -266,7 +278,13 @@ def test_batch_admin__has_no_add_page_and_no_bulk_delete(admin_client, data):
     response = admin_client.get(changelist(Batch))
     actions = [name for name, _ in response.context["action_form"].fields["action"].choices]
     assert "delete_selected" not in actions
-    assert {"cancel_batches", "rerun_failed_items", "purge_batches"} <= set(actions)
+    assert {
+        "cancel_batches",
+        "pause_batches",
+        "resume_batches",
+        "rerun_failed_items",
+        "purge_batches",
+    } <= set(actions)
 
 
 # --- actions ------------------------------------------------------------------------------------
@@ -309,6 +327,26 @@ def test_batch_action_cancel__reports_each_refusal_and_the_successes(admin_clien
     levels = sorted(level for level, _ in flashed(response))
     assert levels == [messages.SUCCESS, messages.WARNING]
     assert Batch.objects.get(pk=data["other"].pk).status == S.CANCELLED
+
+
+def test_batch_action_pause_and_resume__go_through_the_services(admin_client, data):
+    batch = services.batch_commit(batch=data["other"], actor="test")
+
+    paused = run_action(admin_client, "pause_batches", [batch, data["finished"]])
+    batch.refresh_from_db()
+    assert batch.paused_at is not None
+    assert (messages.SUCCESS, "Paused 1 batch.") in flashed(paused)
+    assert any(level == messages.WARNING for level, _ in flashed(paused))
+
+    resumed = run_action(admin_client, "resume_batches", [batch])
+    batch.refresh_from_db()
+    assert batch.paused_at is None
+    assert (messages.SUCCESS, "Resumed 1 batch.") in flashed(resumed)
+    events = BatchEvent.objects.filter(batch=batch, kind__in=["paused", "resumed"])
+    assert [(e.kind, e.actor) for e in events] == [
+        ("paused", "admin:admin"),
+        ("resumed", "admin:admin"),
+    ]
 
 
 def test_batch_action_rerun_failed__runs_only_the_failed_items_again(

@@ -225,6 +225,28 @@ def test_sweep_run__lock_is_released_when_a_step_raises(_lock_released, monkeypa
     assert locks.lock_acquire(name=sweep.SWEEP_LOCK, owner="next-sweep", seconds=300) is True
 
 
+def test_sweep_scheduled__runs_once_per_interval_however_many_clusters_fire_it(
+    _lock_released, settings
+):
+    settings.BATCHSITE_SWEEP_MINUTES = 1
+
+    first = sweep.sweep_scheduled()
+    second = sweep.sweep_scheduled()
+
+    assert "skipped" not in first
+    assert second == {"skipped": 1}
+    gate = Lock.objects.get(name=sweep.INTERVAL_LOCK)
+    assert timezone.now() + timedelta(seconds=50) < gate.expires_at
+    assert gate.expires_at <= timezone.now() + timedelta(seconds=60)
+
+
+def test_sweep_scheduled__runs_again_once_the_interval_has_passed(_lock_released):
+    assert "skipped" not in sweep.sweep_scheduled()
+    Lock.objects.filter(name=sweep.INTERVAL_LOCK).update(expires_at=ago(seconds=1))
+
+    assert "skipped" not in sweep.sweep_scheduled()
+
+
 # --- chunks_requeue -----------------------------------------------------------------------------
 
 

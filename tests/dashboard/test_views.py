@@ -714,6 +714,52 @@ def test_batch_action__cancel_stops_a_committed_batch(csrf_staff, committed_batc
     assert any("cancelled" in message for message in messages_of(page))
 
 
+def test_batch_action__pause_then_resume_a_committed_batch(csrf_staff, committed_batch):
+    page = csrf_staff.get(detail_url(committed_batch))
+    assert 'data-testid="pause"' in html(page)
+    assert 'data-testid="resume"' not in html(page)
+
+    response = confirm(csrf_staff, action_url(committed_batch, "pause"))
+
+    assert response.status_code == 302
+    committed_batch.refresh_from_db()
+    assert committed_batch.paused_at is not None
+    page = csrf_staff.get(response["Location"])
+    assert 'data-testid="paused"' in html(page)
+    assert 'data-testid="resume"' in html(page)
+    assert 'data-testid="pause"' not in html(page)
+    rows = csrf_staff.get(reverse("dashboard:home"))
+    assert 'data-testid="paused"' in html(rows)
+
+    confirm(csrf_staff, action_url(committed_batch, "resume"))
+
+    committed_batch.refresh_from_db()
+    assert committed_batch.paused_at is None
+    assert [e.kind for e in committed_batch.events.filter(kind__in=["paused", "resumed"])] == [
+        "paused",
+        "resumed",
+    ]
+
+
+def test_batch_detail__shows_priority_and_max_concurrency(staff, account):
+    batch = open_batch(account=account, items=2, priority=7, max_concurrency=3)
+
+    page = html(staff.get(detail_url(batch)))
+
+    assert '<dd data-testid="priority">7</dd>' in page
+    assert '<dd data-testid="max-concurrency">3</dd>' in page
+
+
+def test_batch_action__pause_of_an_ended_batch_shows_the_apis_refusal(csrf_staff, finished_batch):
+    response = confirm(csrf_staff, action_url(finished_batch, "pause"))
+
+    assert response.status_code == 302
+    finished_batch.refresh_from_db()
+    assert finished_batch.paused_at is None
+    page = csrf_staff.get(response["Location"])
+    assert any("nothing left to pause" in message for message in messages_of(page))
+
+
 def test_batch_action__rerun_failed_runs_the_failed_items_again(
     csrf_staff, finished_batch, run_inline
 ):

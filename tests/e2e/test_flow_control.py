@@ -1,0 +1,120 @@
+"""Pause/resume, max_concurrency and priority with real qcluster subprocesses."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from batches.models import Batch, BatchEvent, Chunk, Item
+from tests.conftest import wait_for
+from tests.e2e.test_cluster import recount, wait_terminal
+from tests.e2e.test_crash import read_log
+
+pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
+
+BATCHES = "/api/v1/batches/"
+
+
+def create_paced(client, count: int, *, sleep_ms: int, **options) -> dict:
+    """Create and commit a test.paced batch (five items a chunk) through the API."""
+    items = [{"payload": {"n": n, "sleep_ms": sleep_ms}} for n in range(count)]
+    response = client.post(
+        BATCHES,
+        {"type": "test.paced", "items": items, "options": options, "commit": True},
+        format="json",
+    )
+    assert response.status_code == 201, response.json()
+    return response.json()
+
+
+def most_at_once(runs: dict[int, list[tuple[float, float, int]]]) -> int:
+    """Return the largest number of item executions that overlapped in time."""
+    edges = []
+    for executions in runs.values():
+        for start, end, _pid in executions:
+            edges += [(start, 1), (end, -1)]
+    level = peak = 0
+    # At equal times an end comes before a start: back-to-back items do not overlap.
+    for _, change in sorted(edges, key=lambda edge: (edge[0], edge[1])):
+        level += change
+        peak = max(peak, level)
+    return peak
+
+
+@pytest.fixture
+def exec_log(tmp_path) -> Path:
+    return tmp_path / "executions.log"
+
+
+def test_cluster__max_concurrency_caps_chunks_in_flight(client_a, cluster_factory, exec_log):
+    cluster = cluster_factory(workers=4, env={"BATCHSITE_TEST_EXEC_LOG": str(exec_log)})
+    body = create_paced(client_a, 40, sleep_ms=40, max_concurrency=2)
+
+    batch = wait_terminal(body["id"], cluster)
+
+    assert batch.status == Batch.Status.FINISHED
+    assert batch.counts() == recount(batch)
+    runs = read_log(exec_log)
+    assert sorted(runs) == list(range(40))
+    assert all(len(executions) == 1 for executions in runs.values())
+    # Items of a chunk run one after another, so two chunks in flight is two items at once.
+    assert most_at_once(runs) <= 2
+
+
+def test_cluster__pause_stops_new_chunks_and_resume_finishes_the_batch(
+    client_a, cluster_factory, exec_log
+):
+    cluster = cluster_factory(workers=2, env={"BATCHSITE_TEST_EXEC_LOG": str(exec_log)})
+    body = create_paced(client_a, 100, sleep_ms=30)
+    batch_id = body["id"]
+    wait_for(lambda: Batch.objects.get(pk=batch_id).succeeded_items >= 10, timeout=60)
+
+    paused = client_a.post(f"{BATCHES}{batch_id}/pause/")
+    assert paused.status_code == 200
+    assert paused.json()["paused"] is True
+    # Chunks in flight finish; then nothing moves.
+    wait_for(
+        lambda: not Chunk.objects.filter(batch_id=batch_id, status="running").exists(),
+        timeout=60,
+    )
+    settled = Batch.objects.get(pk=batch_id)
+    time.sleep(1.5)
+    still = Batch.objects.get(pk=batch_id)
+    assert still.status == Batch.Status.RUNNING
+    assert still.counts() == settled.counts()
+    assert still.running_items == 0
+    assert 0 < still.queued_items < 100
+    assert len(read_log(exec_log)) == still.succeeded_items
+
+    resumed = client_a.post(f"{BATCHES}{batch_id}/resume/")
+    assert resumed.status_code == 200
+    batch = wait_terminal(batch_id, cluster)
+
+    assert batch.status == Batch.Status.FINISHED
+    assert batch.counts() == recount(batch)
+    assert batch.succeeded_items == 100
+    runs = read_log(exec_log)
+    assert sorted(runs) == list(range(100))
+    assert all(len(executions) == 1 for executions in runs.values())
+    kinds = list(BatchEvent.objects.filter(batch_id=batch_id).values_list("kind", flat=True))
+    assert kinds.index("paused") < kinds.index("resumed") < kinds.index("finished")
+
+
+def test_cluster__a_higher_priority_batch_overtakes_one_committed_before_it(
+    client_a, cluster_factory, exec_log
+):
+    cluster = cluster_factory(workers=1, env={"BATCHSITE_TEST_EXEC_LOG": str(exec_log)})
+    low = create_paced(client_a, 60, sleep_ms=20)
+    high = create_paced(client_a, 10, sleep_ms=20, priority=10)
+
+    high_batch = wait_terminal(high["id"], cluster)
+    low_batch = wait_terminal(low["id"], cluster)
+
+    assert high_batch.status == low_batch.status == Batch.Status.FINISHED
+    assert high_batch.finished_at < low_batch.finished_at
+    assert high_batch.counts() == recount(high_batch)
+    assert low_batch.counts() == recount(low_batch)
+    # Every item ran once, in either batch.
+    assert Item.objects.filter(batch_id__in=[low["id"], high["id"]], attempts=1).count() == 70
