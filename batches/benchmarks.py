@@ -26,8 +26,9 @@ from django.conf import settings
 
 MANAGE = str(Path(__file__).resolve().parent.parent / "manage.py")
 SCENARIOS = ["raw-insert", "naive", "batchsite", "ingest-api", "ingest-jsonl"]
-# Not run unless asked for with --scenario: they measure job types, not the engine.
-EXTRA_SCENARIOS = ["image-derive", "document-sign"]
+# Not run unless asked for with --scenario: they measure job types, not the engine, or (scale-out)
+# process the same batch several times over.
+EXTRA_SCENARIOS = ["image-derive", "document-sign", "scale-out"]
 API_REQUEST_ITEMS = 10_000
 
 
@@ -253,13 +254,28 @@ def scenario_batchsite(*, items: int, workers: int, clusters: int, **_):
     }
 
 
+def _commit_and_wait(batch, running, *, expected: int) -> float:
+    """Commit the batch, wait until it ends, check every item succeeded; return the seconds."""
+    from batches import services
+    from batches.models import Batch
+
+    started = time.perf_counter()
+    services.batch_commit(batch=batch, actor="bench")
+    ended = Batch.objects.filter(pk=batch.pk, status__in=Batch.TERMINAL)
+    wait_until(ended.exists, timeout=3600, clusters=running)
+    elapsed = time.perf_counter() - started
+    batch.refresh_from_db()
+    if batch.status != Batch.Status.FINISHED or batch.succeeded_items != expected:
+        raise RuntimeError(f"batch ended {batch.status} with counts {batch.counts()}")
+    return elapsed
+
+
 def _file_batch(*, type_name: str, count: int, make_file, workers: int, clusters: int):
     """Upload `count` files as one ZIP to a batch of `type_name`, commit, wait for the end."""
     import io
     import zipfile
 
     from batches import services
-    from batches.models import Batch
 
     package = Path(settings.BATCHSITE_DATA_DIR) / "bench-files.zip"
     with zipfile.ZipFile(package, "w") as archive:
@@ -276,14 +292,7 @@ def _file_batch(*, type_name: str, count: int, make_file, workers: int, clusters
                 content_length=package.stat().st_size,
                 actor="bench",
             )
-        started = time.perf_counter()
-        services.batch_commit(batch=batch, actor="bench")
-        ended = Batch.objects.filter(pk=batch.pk, status__in=Batch.TERMINAL)
-        wait_until(ended.exists, timeout=3600, clusters=running)
-        elapsed = time.perf_counter() - started
-    batch.refresh_from_db()
-    if batch.status != Batch.Status.FINISHED or batch.succeeded_items != count:
-        raise RuntimeError(f"batch ended {batch.status} with counts {batch.counts()}")
+        elapsed = _commit_and_wait(batch, running, expected=count)
     return {"items": count, "seconds": elapsed, "items_per_s": count / elapsed,
             "worker_peak_rss_mb": running.peak_mb}  # fmt: skip
 
@@ -437,6 +446,53 @@ def scenario_ingest_jsonl(*, items: int, **_):
     }
 
 
+def clusters_wait_ready(count: int, *, timeout: float = 60) -> None:
+    """Wait until `count` clusters report their workers up (django-q2's stats, a few s old)."""
+    from django_q.conf import Conf
+    from django_q.status import Stat
+
+    def ready() -> bool:
+        up = [stat for stat in Stat.get_all() if stat.status in (Conf.IDLE, Conf.WORKING)]
+        return len(up) >= count
+
+    wait_until(ready, timeout=timeout)
+
+
+def scenario_scale_out(*, items: int, workers: int, max_clusters: int, sleep_ms: int = 0, **_):
+    """Process one batch of `items` with 1, 2, ... max_clusters qcluster processes.
+
+    Each round fills a fresh batch (not timed), starts that many clusters, waits until they
+    are up, commits, and times commit to `finished`. With `sleep_ms` each item takes that
+    long, as an item of a job type that waits on another service would.
+    """
+    from batches import services
+
+    rounds = {}
+    for count in range(1, max_clusters + 1):
+        batch, _ = services.batch_create(account=_account(), actor="bench")
+        for start in range(0, items, 10_000):
+            payloads = _payloads(start, min(items, start + 10_000))
+            if sleep_ms:
+                for item in payloads:
+                    item["payload"]["sleep_ms"] = sleep_ms
+            services.items_add(batch=batch, items=payloads, actor="bench")
+        with running_clusters(count, workers) as running:
+            clusters_wait_ready(count)
+            elapsed = _commit_and_wait(batch, running, expected=items)
+        rounds[str(count)] = {
+            "seconds": elapsed,
+            "items_per_s": items / elapsed,
+            "worker_peak_rss_mb": running.peak_mb,
+        }
+        # Stopped clusters' stats linger a few seconds; the next round counts only its own.
+        time.sleep(4)
+    one = rounds["1"]["items_per_s"]
+    for figures in rounds.values():
+        figures["vs_1_cluster"] = figures["items_per_s"] / one
+    return {"items": items, "seconds": rounds["1"]["seconds"], "items_per_s": one,
+            "sleep_ms": sleep_ms, "clusters": rounds}  # fmt: skip
+
+
 def _answers(client, url: str) -> bool:
     import httpx
 
@@ -454,6 +510,7 @@ SCENARIO_FUNCTIONS = {
     "ingest-jsonl": scenario_ingest_jsonl,
     "image-derive": scenario_image_derive,
     "document-sign": scenario_document_sign,
+    "scale-out": scenario_scale_out,
 }
 
 
@@ -538,6 +595,9 @@ def ratios(results: dict[str, dict]) -> dict[str, float]:
     if "batchsite" in results and "raw-insert" in rate:
         ingest = results["batchsite"]["ingest_items_per_s"]
         found["service ingest / raw-insert (items/s)"] = ingest / rate["raw-insert"]
+    for count, figures in results.get("scale-out", {}).get("clusters", {}).items():
+        if count != "1":
+            found[f"scale-out {count} clusters / 1 cluster (items/s)"] = figures["vs_1_cluster"]
     return found
 
 
@@ -558,6 +618,10 @@ def format_table(report: dict) -> str:
             notes.append(f"worker peak RSS {result['worker_peak_rss_mb']:.0f} MB")
         if result.get("web_peak_rss_mb"):
             notes.append(f"web peak RSS {result['web_peak_rss_mb']:.0f} MB")
+        if result.get("sleep_ms"):
+            notes.append(f"{result['sleep_ms']} ms per item")
+        for count, figures in result.get("clusters", {}).items():
+            notes.append(f"{count} cluster(s) {figures['items_per_s']:,.0f}/s")
         if "export_seconds" in result:
             notes.append(
                 f"export {result['export_items_per_s']:,.0f}/s, web peak RSS after export "

@@ -21,13 +21,25 @@ class Command(BaseCommand):
             choices=[*benchmarks.SCENARIOS, *benchmarks.EXTRA_SCENARIOS],
             help=(
                 "scenario to run (repeatable; default: all but the job-type scenarios "
-                "image-derive and document-sign)"
+                "image-derive and document-sign, and scale-out)"
             ),
         )
         parser.add_argument("--database", choices=["sqlite", "postgres"], default="sqlite")
         parser.add_argument("--broker", choices=["orm", "redis"], default="orm")
         parser.add_argument("--workers", type=int, default=2, help="workers per cluster")
         parser.add_argument("--clusters", type=int, default=1, help="qcluster processes")
+        parser.add_argument(
+            "--max-clusters",
+            type=int,
+            default=3,
+            help="scale-out: process the batch with 1, 2, ... this many qcluster processes",
+        )
+        parser.add_argument(
+            "--sleep-ms",
+            type=int,
+            default=0,
+            help="scale-out: each echo item takes this many ms (work that waits, not computes)",
+        )
         parser.add_argument(
             "--naive-items",
             type=int,
@@ -49,14 +61,20 @@ class Command(BaseCommand):
             result = benchmarks.run_in_child(options["child"], json.loads(options["child_options"]))
             self.stdout.write(json.dumps(result))
             return
-        if options["items"] < 1 or options["workers"] < 1 or options["clusters"] < 1:
-            raise CommandError("--items, --workers and --clusters must be at least 1")
+        if min(options[name] for name in ("items", "workers", "clusters", "max_clusters")) < 1:
+            raise CommandError(
+                "--items, --workers, --clusters and --max-clusters must be at least 1"
+            )
+        if options["sleep_ms"] < 0:
+            raise CommandError("--sleep-ms must be 0 or more")
         scenarios = options["scenario"] or benchmarks.SCENARIOS
         shared = {
             "items": options["items"],
             "naive_items": options["naive_items"],
             "workers": options["workers"],
             "clusters": options["clusters"],
+            "max_clusters": options["max_clusters"],
+            "sleep_ms": options["sleep_ms"],
         }
         results = {}
         for name in scenarios:
