@@ -29,7 +29,7 @@ from django.db import connections, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
-from batches import bulk, superseding
+from batches import bulk, superseding, webhooks
 from batches.models import Batch, BatchError, BatchEvent, Chunk, Item, counter_field
 from jobs import JobContext, PermanentError, TransientError, get_job_type
 from jobs.base import JobError
@@ -328,6 +328,7 @@ def batch_finalize(*, batch: Batch) -> Batch:
     event_record(batch=batch, kind=ending, actor="engine", detail=batch.counts())
     if ending == Batch.Status.FINISHED:
         superseding.supersede_after_finish(batch)
+    webhooks.batch_ended(batch)
     return batch
 
 

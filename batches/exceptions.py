@@ -84,3 +84,11 @@ class UnsupportedMediaType(DomainError):
     status_code = 415
     default_code = "unsupported_media_type"
     title = "Unsupported media type"
+
+
+class AccountRequired(DomainError):
+    """The request acts for an account (an API key's), and this caller has none."""
+
+    status_code = 403
+    default_code = "account_required"
+    title = "Only for an account's API key"

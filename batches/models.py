@@ -96,6 +96,8 @@ class Batch(models.Model):
     )
     ACCEPTS_ITEMS = frozenset({Status.CREATED, Status.OPEN})
     ACTIVE = frozenset({Status.COMMITTED, Status.RUNNING, Status.CANCELLING, Status.FINALIZING})
+    # Longest retention the API takes: a century, a date Python can still compute back to.
+    MAX_RETENTION_DAYS = 36_500
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     number = models.BigIntegerField(unique=True, editable=False)

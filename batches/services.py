@@ -20,7 +20,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from batches import bulk, engine, formats, uploads
+from batches import bulk, engine, formats, uploads, webhooks
 from batches.exceptions import (
     BatchAlreadyCommitted,
     BatchEmpty,
@@ -489,6 +489,7 @@ def _uncommitted_end(*, batch: Batch, status: str, actor: str, detail: dict | No
     batch.finished_at = now
     batch.save(update_fields=["status", "finished_at"])
     event_record(batch=batch, kind=status, actor=actor, detail=detail)
+    webhooks.batch_ended(batch)
     return batch
 
 

@@ -1,5 +1,7 @@
 """The periodic sweep: recover lost chunks, start waiting batches, enforce time limits.
 
+It also hands out the webhook deliveries whose next try is due.
+
 It runs from a django-q2 schedule on every cluster, but a lock row makes one run at a
 time; each step is idempotent and costs a few indexed queries when there is nothing to do.
 """
@@ -13,7 +15,7 @@ from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
-from batches import engine, services
+from batches import engine, services, webhooks
 from batches.locks import lock_acquire, lock_held, lock_release
 from batches.models import Batch, Chunk
 
@@ -54,6 +56,7 @@ def sweep_run() -> dict[str, int]:
             "expired": batches_expire(now),
             "finalized": batches_finalize_stuck(),
             "purged": batches_purge(now),
+            "webhooks": webhooks.deliveries_retry_due(now),
         }
     finally:
         lock_release(name=SWEEP_LOCK, owner=owner)
@@ -164,9 +167,11 @@ def batches_purge(now) -> int:
         retention_days__isnull=True,
         finished_at__lt=now - timedelta(days=settings.BATCHSITE_RETENTION_DAYS),
     )
-    # One condition per retention in use: few distinct values, each an indexed range.
+    # One condition per retention in use: few distinct values, each an indexed range. A
+    # longer retention than the API takes (set in the admin) keeps the batch for good,
+    # rather than reaching back before year 1.
     for days in (
-        ended.filter(retention_days__isnull=False)
+        ended.filter(retention_days__isnull=False, retention_days__lte=Batch.MAX_RETENTION_DAYS)
         .values_list("retention_days", flat=True)
         .distinct()
         .order_by()

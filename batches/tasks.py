@@ -40,3 +40,18 @@ def source_ingest(batch_id: str) -> str:
     except Exception:
         logger.exception("reading the source of batch %s failed; the sweep will retry", batch_id)
         return "error"
+
+
+def webhook_deliver(delivery_id: str) -> str:
+    """Make one try at a webhook delivery; never raises.
+
+    A try that crashes keeps its lease until it expires; the sweep then hands the
+    delivery out again.
+    """
+    from batches.webhooks import deliver
+
+    try:
+        return deliver(delivery_id)
+    except Exception:
+        logger.exception("webhook delivery %s stopped on an unexpected error", delivery_id)
+        return "error"

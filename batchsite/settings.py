@@ -241,7 +241,7 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.MultiPartParser",
     ],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "batches.api.schema.ProblemAutoSchema",
     "EXCEPTION_HANDLER": "batches.api.problems.problem_exception_handler",
     # The rate is BATCHSITE_THROTTLE_RATE, read on every request.
     "DEFAULT_THROTTLE_CLASSES": ["batches.api.throttling.ApiKeyRateThrottle"],
@@ -266,6 +266,10 @@ SPECTACULAR_SETTINGS = {
         "BatchStatusEnum": "batches.models.Batch.Status",
         "ItemStatusEnum": "batches.models.Item.Status",
     },
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "batches.api.schema.add_links",
+    ],
 }
 
 # --- Workers (django-q2) ----------------------------------------------------------------------
@@ -352,6 +356,14 @@ BATCHSITE_STUCK_MINUTES = env_int("BATCHSITE_STUCK_MINUTES", 10)
 # A worker writes its outcomes at least this often (seconds), so progress stays live.
 BATCHSITE_SLICE_SECONDS = float(os.environ.get("BATCHSITE_SLICE_SECONDS", "1.0"))
 BATCHSITE_OUTBOUND_ALLOWED_HOSTS = env_list("BATCHSITE_OUTBOUND_ALLOWED_HOSTS")
+# Webhooks: seconds per attempt; the first retry's delay (doubling, at most an hour); how
+# long a delivery is retried; how long the previous secret still signs after a rotation.
+BATCHSITE_WEBHOOK_TIMEOUT = env_int("BATCHSITE_WEBHOOK_TIMEOUT", 10)
+BATCHSITE_WEBHOOK_BACKOFF_SECONDS = env_int("BATCHSITE_WEBHOOK_BACKOFF_SECONDS", 30)
+BATCHSITE_WEBHOOK_RETRY_SECONDS = env_int("BATCHSITE_WEBHOOK_RETRY_SECONDS", 24 * 3600)
+BATCHSITE_WEBHOOK_SECRET_OVERLAP_SECONDS = env_int(
+    "BATCHSITE_WEBHOOK_SECRET_OVERLAP_SECONDS", 24 * 3600
+)
 # http.request: response bytes kept in a result, and requests in flight per host and process.
 BATCHSITE_HTTP_MAX_BODY_BYTES = env_int("BATCHSITE_HTTP_MAX_BODY_BYTES", 1024 * 1024)
 BATCHSITE_HTTP_PER_HOST_CONCURRENCY = env_int("BATCHSITE_HTTP_PER_HOST_CONCURRENCY", 4)

@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.test import Client
 from rest_framework.test import APIClient
 
 from batches import services
@@ -55,6 +56,28 @@ def staff_client(db) -> APIClient:
     user = get_user_model().objects.create_user("staff", password="pw", is_staff=True)
     client = APIClient()
     client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def staff_user(db):
+    """A staff user, as operators of the dashboard are."""
+    return get_user_model().objects.create_user("operator", password="pw", is_staff=True)
+
+
+@pytest.fixture
+def staff(staff_user) -> Client:
+    """A logged-in staff session (Django's test client, CSRF checks off)."""
+    client = Client()
+    client.force_login(staff_user)
+    return client
+
+
+@pytest.fixture
+def csrf_staff(staff_user) -> Client:
+    """A staff session whose POSTs must carry a CSRF token, as a browser's do."""
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(staff_user)
     return client
 
 

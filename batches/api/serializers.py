@@ -10,9 +10,13 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from batches.ingest import storable_problem
 from batches.models import Batch, BatchError, BatchEvent, Item
 
 # --- strict input --------------------------------------------------------------------------------
+
+# The largest value of an integer column on every database we run on.
+MAX_INT32 = 2**31 - 1
 
 
 class StrictBooleanField(serializers.BooleanField):
@@ -55,15 +59,34 @@ class StrictUUIDField(serializers.UUIDField):
         return super().to_internal_value(data)
 
 
+@extend_schema_field({"type": "object", "additionalProperties": True})
 class JSONObjectField(serializers.JSONField):
     """Accept only a JSON object (with binary=True, also given as a JSON string)."""
 
     def to_internal_value(self, data):
-        """Refuse anything but an object."""
+        """Refuse anything but an object, and text no database can store."""
         value = super().to_internal_value(data)
         if not isinstance(value, dict):
             raise serializers.ValidationError("Must be a JSON object.")
+        problem = _json_storable_problem(value)
+        if problem:
+            raise serializers.ValidationError(f"A string in it {problem}.")
         return value
+
+
+def _json_storable_problem(value) -> str:
+    """Say why a database could not store some text in this JSON value (NUL...), or ""."""
+    if isinstance(value, str):
+        return storable_problem(value)
+    if isinstance(value, dict):
+        value = [*value.keys(), *value.values()]
+    if isinstance(value, list):
+        return next((problem for part in value if (problem := _json_storable_problem(part))), "")
+    return ""
+
+
+class JobTypeNameField(StrictCharField):
+    """The name of a registered job type; the schema lists the names (batches.api.schema)."""
 
 
 class StrictSerializer(serializers.Serializer):
@@ -94,6 +117,7 @@ class BatchOptionsSerializer(StrictSerializer):
         required=False,
         allow_null=True,
         min_value=0,
+        max_value=MAX_INT32,
         help_text="Stop the batch once more than this many items failed.",
     )
     atomic = StrictBooleanField(
@@ -112,6 +136,7 @@ class BatchOptionsSerializer(StrictSerializer):
         required=False,
         allow_null=True,
         min_value=0,
+        max_value=Batch.MAX_RETENTION_DAYS,
         help_text="Days to keep the batch after it ends (default: the server's setting).",
     )
     callback_url = StrictCharField(
@@ -151,15 +176,30 @@ class BatchOptionsSerializer(StrictSerializer):
         return attrs
 
 
+class ItemInputSerializer(StrictSerializer):
+    """One item, as added through POST batches/{id}/items/."""
+
+    # Documentation only: the service checks items against their job type's own schema.
+    external_id = StrictCharField(required=False, max_length=255)
+    type = JobTypeNameField(required=False, max_length=100)
+    key = StrictCharField(required=False, max_length=255)
+    payload = JSONObjectField()
+
+
+@extend_schema_field(ItemInputSerializer(many=True))
+class ItemListField(serializers.JSONField):
+    """Items as JSON, each checked by the service against its job type."""
+
+
 class BatchCreateSerializer(StrictSerializer):
     """The body of POST batches/."""
 
     id = StrictUUIDField(required=False, help_text="Client-chosen id (idempotent create).")
-    type = StrictCharField(required=False, max_length=100, help_text="Default job type.")
+    type = JobTypeNameField(required=False, max_length=100, help_text="Default job type.")
     label = StrictCharField(required=False, allow_blank=True, max_length=200)
     metadata = JSONObjectField(required=False, help_text="Any JSON object, kept as is.")
     options = BatchOptionsSerializer(required=False)
-    items = serializers.JSONField(
+    items = ItemListField(
         required=False, help_text="Items to add at once (see POST batches/{id}/items/)."
     )
     source_url = StrictCharField(
@@ -184,15 +224,6 @@ class BatchCreateSerializer(StrictSerializer):
         if not isinstance(value, list):
             raise serializers.ValidationError("Must be a list of item objects.")
         return value
-
-
-class ItemInputSerializer(StrictSerializer):
-    """One item, as added through POST batches/{id}/items/ (documentation only)."""
-
-    external_id = StrictCharField(required=False, max_length=255)
-    type = StrictCharField(required=False, max_length=100)
-    key = StrictCharField(required=False, max_length=255)
-    payload = serializers.JSONField()
 
 
 class RerunSerializer(StrictSerializer):
@@ -230,6 +261,10 @@ class BatchSerializer(serializers.ModelSerializer):
     """A batch as listed."""
 
     account = serializers.IntegerField(source="account.number", read_only=True)
+    # A plain string: empty unless the batch was created from a file URL.
+    source_url = serializers.CharField(
+        read_only=True, help_text="The file of items a worker downloads and reads, or empty."
+    )
     options = serializers.SerializerMethodField()
     counts = serializers.SerializerMethodField()
     paused = serializers.SerializerMethodField()
@@ -291,7 +326,7 @@ class BatchSerializer(serializers.ModelSerializer):
         """Return the item counters."""
         return batch.counts()
 
-    @extend_schema_field(OpenApiTypes.DATETIME)
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
     def get_estimated_completion(self, batch: Batch):
         """Return when the batch should end at its rate so far, or null."""
         return batch.estimated_completion()
@@ -321,6 +356,7 @@ BATCH_LINKS = {
     "upload": "api:batch-upload",
     "export": "api:batch-export",
     "package": "api:batch-package",
+    "deliveries": "api:batch-deliveries",
 }
 
 
@@ -443,7 +479,7 @@ class FileItemSerializer(StrictSerializer):
     file = serializers.FileField()
     external_id = StrictCharField(required=False, max_length=255)
     key = StrictCharField(required=False, max_length=255)
-    type = StrictCharField(required=False, max_length=100)
+    type = JobTypeNameField(required=False, max_length=100)
     payload = JSONObjectField(required=False, binary=True)
 
 

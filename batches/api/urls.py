@@ -5,7 +5,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import SimpleRouter
 
 from batches.api.renderers import SchemaNegotiation
-from batches.api.views import ApiNotFound, BatchViewSet, JobTypeList
+from batches.api.views import UUID_PATTERN, ApiNotFound, BatchViewSet, JobTypeList
+from batches.api.webhooks import AccountView, DeliveryViewSet, WebhookSecretView
 
 app_name = "api"
 
@@ -26,7 +27,20 @@ urlpatterns = [
         SpectacularSwaggerView.as_view(url_name="api:schema", permission_classes=[]),
         name="docs",
     ),
+    re_path(
+        rf"^batches/(?P<pk>{UUID_PATTERN})/deliveries/$",
+        DeliveryViewSet.as_view({"get": "list"}),
+        name="batch-deliveries",
+    ),
+    re_path(
+        rf"^batches/(?P<pk>{UUID_PATTERN})/deliveries/(?P<delivery_id>{UUID_PATTERN})/redeliver/$",
+        DeliveryViewSet.as_view({"post": "redeliver"}),
+        name="batch-delivery-redeliver",
+    ),
+    path("account/", AccountView.as_view(), name="account"),
+    path("account/webhook-secret/", WebhookSecretView.as_view(), name="account-webhook-secret"),
     *router.urls,
-    # Anything else under /api/v1/ is a problem document too, not Django's HTML 404.
-    re_path(r"^.*$", ApiNotFound.as_view(), name="not-found"),
+    # Anything else under /api/v1/ is a problem document too, not Django's HTML 404
+    # (`[\s\S]`, not `.`, so that a path with an encoded newline in it is caught too).
+    re_path(r"^[\s\S]*$", ApiNotFound.as_view(), name="not-found"),
 ]

@@ -16,6 +16,7 @@ from batches.api.authentication import request_account, request_actor
 from batches.api.filters import BatchFilter, ItemFilter
 from batches.api.pagination import BatchPagination, IdCursorPagination, IndexCursorPagination
 from batches.api.parsers import RawBodyParser
+from batches.api.schema import problem_response
 from batches.api.serializers import (
     BatchCreateSerializer,
     BatchDetailSerializer,
@@ -113,7 +114,7 @@ class BatchViewSet(viewsets.GenericViewSet):
         return Response(self.get_serializer(self.get_object()).data)
 
     @extend_schema(
-        request=BatchCreateSerializer,
+        request={"application/json": BatchCreateSerializer},
         responses={201: BatchDetailSerializer, 200: BatchDetailSerializer},
     )
     def create(self, request):
@@ -184,7 +185,7 @@ class BatchViewSet(viewsets.GenericViewSet):
         batch = services.batch_resume(batch=self.get_object(), actor=request_actor(request))
         return self._respond(batch)
 
-    @extend_schema(request=RerunSerializer, responses=BatchDetailSerializer)
+    @extend_schema(request={"application/json": RerunSerializer}, responses=BatchDetailSerializer)
     @action(detail=True, methods=["post"])
     def rerun(self, request, pk=None):
         """Run an ended batch's failed items (or all its items) again."""
@@ -215,7 +216,13 @@ class BatchViewSet(viewsets.GenericViewSet):
         responses={201: ItemsAddedSerializer},
         description="Add one item (an object) or up to 10,000 (a list); all or none.",
     )
-    @action(detail=True, methods=["get", "post"], url_path="items", filterset_class=None)
+    @action(
+        detail=True,
+        methods=["get", "post"],
+        url_path="items",
+        filterset_class=None,
+        pagination_class=IndexCursorPagination,
+    )
     def items(self, request, pk=None):
         """List the batch's items, or add items to it."""
         batch = self.get_object()
@@ -224,10 +231,9 @@ class BatchViewSet(viewsets.GenericViewSet):
         items = ItemFilter(request.query_params, queryset=batch.items.all(), request=request)
         if not items.is_valid():
             raise InvalidInput("invalid filter", errors=_form_errors(items.errors))
-        paginator = IndexCursorPagination()
-        page = paginator.paginate_queryset(items.qs, request, view=self)
+        page = self.paginate_queryset(items.qs)
         data = ItemSerializer(page, many=True, context={"batch": batch}).data
-        return paginator.get_paginated_response(data)
+        return self.get_paginated_response(data)
 
     def _items_add(self, batch: Batch) -> Response:
         if self.request.content_type.startswith("multipart/form-data"):
@@ -379,7 +385,12 @@ class BatchViewSet(viewsets.GenericViewSet):
             return _download(exports.as_csv(rows, exports.ITEM_FIELDS), batch, "items.csv")
         return _download(exports.as_jsonl(rows), batch, "items.jsonl")
 
-    @extend_schema(responses={(200, "application/zip"): OpenApiTypes.BINARY})
+    @extend_schema(
+        responses={
+            (200, "application/zip"): OpenApiTypes.BINARY,
+            **problem_response(409, "`batch_not_finished`: the package is ready once it ends."),
+        }
+    )
     @action(detail=True, methods=["get"], filterset_class=None)
     def package(self, request, pk=None):
         """Stream a ZIP of every output file of an ended batch, with a manifest.json."""
@@ -390,27 +401,28 @@ class BatchViewSet(viewsets.GenericViewSet):
 
     @extend_schema(
         parameters=[OpenApiParameter("format", str, enum=["json", "csv"])],
-        responses=BatchErrorSerializer(many=True),
+        responses={
+            (200, "application/json"): BatchErrorSerializer(many=True),
+            (200, "text/csv"): OpenApiTypes.BINARY,
+        },
     )
-    @action(detail=True, methods=["get"], filterset_class=None)
+    @action(detail=True, methods=["get"], filterset_class=None, pagination_class=IdCursorPagination)
     def errors(self, request, pk=None):
         """List every error of the batch (or stream them all as CSV with ?format=csv)."""
         batch = self.get_object()
         if _choice_param(request, "format", ["json", "csv"], default="json") == "csv":
             rows = exports.as_csv(exports.error_rows(batch), exports.ERROR_FIELDS)
             return _download(rows, batch, "errors.csv")
-        paginator = IdCursorPagination()
-        page = paginator.paginate_queryset(batch.errors.all(), request, view=self)
-        return paginator.get_paginated_response(BatchErrorSerializer(page, many=True).data)
+        page = self.paginate_queryset(batch.errors.all())
+        return self.get_paginated_response(BatchErrorSerializer(page, many=True).data)
 
     @extend_schema(responses=BatchEventSerializer(many=True))
-    @action(detail=True, methods=["get"], filterset_class=None)
+    @action(detail=True, methods=["get"], filterset_class=None, pagination_class=IdCursorPagination)
     def events(self, request, pk=None):
         """Return the batch's timeline."""
         batch = self.get_object()
-        paginator = IdCursorPagination()
-        page = paginator.paginate_queryset(batch.events.all(), request, view=self)
-        return paginator.get_paginated_response(BatchEventSerializer(page, many=True).data)
+        page = self.paginate_queryset(batch.events.all())
+        return self.get_paginated_response(BatchEventSerializer(page, many=True).data)
 
 
 DOWNLOAD_TYPES = {

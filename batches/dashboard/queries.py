@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from batches import exports
 from batches.dashboard import charts
-from batches.models import Account, ApiKey, Batch, BatchError, BatchEvent, Item
+from batches.models import Account, ApiKey, Batch, BatchError, BatchEvent, Item, WebhookDelivery
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,7 @@ BATCHES_PER_PAGE = 25
 ITEMS_PER_PAGE = 50
 EVENTS_SHOWN = 100
 ERRORS_SHOWN = 20
+DELIVERIES_SHOWN = 20
 CHART_BUCKETS = 60
 STUCK_SHOWN = 20
 
@@ -506,6 +507,11 @@ def batch_events(batch: Batch) -> tuple[list[EventRow], int]:
 def batch_errors(batch: Batch) -> list[BatchError]:
     """Return the batch's first recorded errors (refused lines, batch-level failures)."""
     return list(batch.errors.order_by("id")[:ERRORS_SHOWN])
+
+
+def batch_deliveries(batch: Batch) -> list[WebhookDelivery]:
+    """Return the batch's latest webhook deliveries, newest first."""
+    return list(batch.deliveries.order_by("-created_at", "-id")[:DELIVERIES_SHOWN])
 
 
 def failed_items(batch: Batch) -> list[Item]:

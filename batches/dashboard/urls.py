@@ -2,7 +2,7 @@
 
 from django.urls import path, re_path
 
-from batches.dashboard import views
+from batches.dashboard import views, webhooks
 
 app_name = "dashboard"
 
@@ -27,8 +27,18 @@ urlpatterns = [
         views.batch_download,
         name="batch-download",
     ),
+    path(
+        "batches/<uuid:pk>/deliveries/<uuid:delivery_id>/redeliver/",
+        webhooks.delivery_redeliver,
+        name="delivery-redeliver",
+    ),
     path("accounts/", views.accounts, name="accounts"),
     path("accounts/new/", views.account_create, name="account-create"),
     path("accounts/<int:number>/keys/new/", views.api_key_create, name="api-key-create"),
     path("keys/<str:prefix>/revoke/", views.api_key_revoke, name="api-key-revoke"),
+    path(
+        "accounts/<int:number>/webhook-secret/",
+        webhooks.webhook_secret_rotate,
+        name="webhook-secret-rotate",
+    ),
 ]

@@ -140,6 +140,7 @@ def batch_detail(request: HttpRequest, pk) -> HttpResponse:
         "events": events,
         "event_total": event_total,
         "errors": queries.batch_errors(batch),
+        "deliveries": queries.batch_deliveries(batch),
         "failed_items": queries.failed_items(batch),
         "options": _options(batch),
         "metadata": queries.pretty_json(batch.metadata) if batch.metadata else "",

@@ -712,6 +712,16 @@ def test_batches_purge__longer_retention_days_keeps_an_old_batch(make, run_sweep
     assert Batch.objects.get(pk=batch.pk).status == S.FINISHED
 
 
+def test_batches_purge__retention_past_what_a_date_can_hold_keeps_the_batch(make, run_sweep):
+    batch = make(echo_items(1), run=True)
+    # As the admin can set it: a cutoff this far back would be before year 1.
+    Batch.objects.filter(pk=batch.pk).update(retention_days=1_000_000)
+
+    assert touched(run_sweep()) == {}
+
+    assert_kept(batch)
+
+
 def test_batches_purge__shorter_retention_days_purges_before_the_default(make, run_sweep, settings):
     assert settings.BATCHSITE_RETENTION_DAYS > 6
     short = make(echo_items(1), run=True, retention_days=5)

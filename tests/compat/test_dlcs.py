@@ -477,6 +477,8 @@ def test_dlcs_images__pages_in_submission_order(client_a, account, origins):
         ("pageSize=1001", "pageSize: Ensure this value is less than or equal to 1000."),
         ("page=0", "page: Ensure this value is greater than or equal to 1."),
         ("page=first", "page: A valid integer is required."),
+        # Its offset would not fit the database's integers: refused, never a crash.
+        (f"page={10**30}", "page: Ensure this value is less than or equal to 1000000000."),
     ],
 )
 def test_dlcs_batches__bad_paging_is_refused(client_a, account, query, description):
@@ -508,6 +510,19 @@ def test_dlcs__requests_without_a_usable_key_are_refused(account):
     forged = APIClient()
     forged.credentials(HTTP_AUTHORIZATION="Api-Key abc.def")
     assert_error(forged.get(batches_url(account)), 401, "Unauthorized", "Invalid API key.")
+
+
+def test_dlcs_images__a_batch_made_through_the_api_has_images_without_an_origin(client_a, account):
+    body = {"type": "echo", "items": [{"external_id": "x", "payload": {}}]}
+    created = client_a.post("/api/v1/batches/", body, format="json").json()
+
+    images = get(client_a, f"{batches_url(account)}/{created['number']}/images")
+    schema = APIClient().get("/api/v1/schema/?format=json").json()
+
+    origin = schema["components"]["schemas"]["DlcsImage"]["properties"]["origin"]
+
+    assert [image["origin"] for image in images["member"]] == [""]
+    assert (origin["type"], origin.get("format")) == ("string", None)
 
 
 def test_dlcs__another_customer_is_not_found(client_a, client_b, account, other_account, origins):

@@ -424,6 +424,15 @@ def test_signing__unknown_path_and_wrong_method_answer_in_the_dialect(client_a):
 # --- schema --------------------------------------------------------------------------------------
 
 
+def test_signing__schema_describes_dates_as_the_dialect_writes_them(db):
+    schemas = APIClient().get("/api/v1/schema/?format=json").json()["components"]["schemas"]
+
+    for name in ("SigningBatchRecord", "SigningBatchStatus", "SigningPackageRecord"):
+        creation_date = schemas[name]["properties"]["creationDate"]
+        assert "format" not in creation_date, name
+        assert re.compile(creation_date["pattern"]).match("2024-06-11 14:30:00"), name
+
+
 def test_signing__schema_lists_every_endpoint_under_its_tag(db):
     response = APIClient().get("/api/v1/schema/?format=json")
 

@@ -32,26 +32,6 @@ POLLING = 'hx-trigger="every 2s"'
 
 
 @pytest.fixture
-def staff_user(db):
-    return get_user_model().objects.create_user("operator", password="pw", is_staff=True)
-
-
-@pytest.fixture
-def staff(staff_user) -> Client:
-    client = Client()
-    client.force_login(staff_user)
-    return client
-
-
-@pytest.fixture
-def csrf_staff(staff_user) -> Client:
-    """A staff session whose POSTs must carry a CSRF token, as a browser's do."""
-    client = Client(enforce_csrf_checks=True)
-    client.force_login(staff_user)
-    return client
-
-
-@pytest.fixture
 def run_inline(django_capture_on_commit_callbacks):
     """Run what a block queues on commit (chunk tasks, in sync mode) when the block exits."""
     return lambda: django_capture_on_commit_callbacks(execute=True)

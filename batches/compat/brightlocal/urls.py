@@ -10,5 +10,5 @@ urlpatterns = [
     path("seo-tools/api/v4/batch", BatchView.as_view(), name="batch"),
     path("seo-tools/api/v4/batch/jobs", JobAddView.as_view(), name="jobs"),
     # Anything else under the dialect answers in its shape too, not Django's HTML 404.
-    re_path(r"^.*$", NotFoundView.as_view(), name="not-found"),
+    re_path(r"^[\s\S]*$", NotFoundView.as_view(), name="not-found"),
 ]

@@ -16,5 +16,5 @@ urlpatterns = [
     path("api/batches/<str:id>", BatchDetailView.as_view(), name="batch"),
     path("api/batch-types", BatchTypeListView.as_view(), name="batch-types"),
     # Anything else under the dialect answers in its shape too, not Django's HTML 404.
-    re_path(r"^.*$", NotFoundView.as_view(), name="not-found"),
+    re_path(r"^[\s\S]*$", NotFoundView.as_view(), name="not-found"),
 ]

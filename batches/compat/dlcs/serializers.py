@@ -138,9 +138,10 @@ class DlcsImageSerializer(JsonLdSerializer):
         path = reverse("api:batch-item", kwargs={"pk": batch.pk, "index": item.index})
         return self.context["request"].build_absolute_uri(path)
 
-    @extend_schema_field(OpenApiTypes.URI)
+    # A string, not a URI: empty for an item of a batch made through another interface.
+    @extend_schema_field(OpenApiTypes.STR)
     def get_origin(self, item: Item) -> str:
-        """Return the URL the image was fetched from."""
+        """Return the URL the image was fetched from, or an empty string."""
         return self.context["batch"].metadata.get("origins", {}).get(item.external_id, "")
 
     @extend_schema_field(OpenApiTypes.BOOL)
@@ -213,11 +214,16 @@ class DlcsImageCollectionSerializer(HydraCollectionSerializer):
     member_serializer = DlcsImageSerializer
 
 
+MAX_PAGE = 1_000_000_000
+MAX_PAGE_SIZE = 1000
+
+
 class PagingSerializer(serializers.Serializer):
     """DLCS's paging parameters."""
 
-    page = serializers.IntegerField(min_value=1, default=1)
-    pageSize = serializers.IntegerField(min_value=1, max_value=1000, default=100)
+    # Capped so that the offset it makes always fits the database's 64-bit integers.
+    page = serializers.IntegerField(min_value=1, max_value=MAX_PAGE, default=1)
+    pageSize = serializers.IntegerField(min_value=1, max_value=MAX_PAGE_SIZE, default=100)
 
 
 class QueuedImageSerializer(serializers.Serializer):

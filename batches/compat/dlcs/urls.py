@@ -14,5 +14,5 @@ urlpatterns = [
     path(BATCH, views.BatchDetail.as_view(), name="batch"),
     path(f"{BATCH}/images", views.BatchImages.as_view(), name="batch-images"),
     path(f"{BATCH}/test", views.BatchTest.as_view(), name="batch-test"),
-    re_path(r"^.*$", views.DlcsNotFound.as_view(), name="not-found"),
+    re_path(r"^[\s\S]*$", views.DlcsNotFound.as_view(), name="not-found"),
 ]

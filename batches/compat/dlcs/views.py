@@ -40,6 +40,8 @@ from batches.api.views import CatchAllNotFound
 from batches.compat.dlcs import ingest
 from batches.compat.dlcs.serializers import (
     HYDRA_CONTEXT,
+    MAX_PAGE,
+    MAX_PAGE_SIZE,
     DlcsBatchCollectionSerializer,
     DlcsBatchSerializer,
     DlcsImageCollectionSerializer,
@@ -63,8 +65,16 @@ PATH_PARAMETERS = [
     OpenApiParameter("batchId", int, OpenApiParameter.PATH),
 ]
 PAGING_PARAMETERS = [
-    OpenApiParameter("page", int, description="1-based page number"),
-    OpenApiParameter("pageSize", int, description="members per page (default 100, at most 1000)"),
+    OpenApiParameter(
+        "page",
+        {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
+        description="1-based page number",
+    ),
+    OpenApiParameter(
+        "pageSize",
+        {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
+        description="members per page (default 100)",
+    ),
 ]
 
 

@@ -30,6 +30,21 @@ _STATUS_OF = {
 }
 
 
+@extend_schema_field(
+    {
+        "type": "string",
+        "pattern": r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$",
+        "example": "2024-06-11 14:30:00",
+        "description": "UTC, as `yyyy-MM-dd HH:mm:ss`.",
+    }
+)
+class SigningDateTimeField(serializers.DateTimeField):
+    """A time the way the source API writes it: `yyyy-MM-dd HH:mm:ss`, not ISO 8601."""
+
+    def __init__(self, **kwargs):
+        super().__init__(format=DATE_FORMAT, **kwargs)
+
+
 def status_name(batch: Batch) -> str:
     """Return the source API's status name for a batch: every ended batch is CLOSED."""
     return "CLOSED" if batch.is_terminal else _STATUS_OF[batch.status]
@@ -68,7 +83,7 @@ class SigningBatchRecordSerializer(serializers.Serializer):
 
     id = serializers.CharField(source="number")
     providerSettingsId = serializers.SerializerMethodField()
-    creationDate = serializers.DateTimeField(source="created_at", format=DATE_FORMAT)
+    creationDate = SigningDateTimeField(source="created_at")
     status = serializers.SerializerMethodField()
 
     @extend_schema_field(OpenApiTypes.STR)
@@ -98,7 +113,7 @@ class SigningPackageRecordSerializer(serializers.Serializer):
     hash = serializers.CharField(help_text="SHA-256 of the package, in hex.")
     signature = serializers.CharField(allow_null=True)
     batchId = serializers.IntegerField()
-    creationDate = serializers.DateTimeField(format=DATE_FORMAT)
+    creationDate = SigningDateTimeField()
     isZip = serializers.CharField()
     tsaId = serializers.CharField(allow_null=True)
 
@@ -127,7 +142,7 @@ class SigningBatchStatusSerializer(serializers.Serializer):
 
     id = serializers.IntegerField(source="number")
     status = serializers.SerializerMethodField()
-    creationDate = serializers.DateTimeField(source="created_at", format=DATE_FORMAT)
+    creationDate = SigningDateTimeField(source="created_at")
     documents = serializers.SerializerMethodField()
 
     @extend_schema_field(serializers.ChoiceField(choices=STATUSES))

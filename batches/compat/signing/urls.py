@@ -17,5 +17,5 @@ urlpatterns = [
         views.BatchDeleteCache.as_view(),
         name="batch-delete-cache",
     ),
-    re_path(r"^.*$", views.SigningNotFound.as_view(), name="not-found"),
+    re_path(r"^[\s\S]*$", views.SigningNotFound.as_view(), name="not-found"),
 ]

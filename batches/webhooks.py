@@ -1,0 +1,418 @@
+"""Webhooks: tell a batch's callback_url that the batch ended, signed, retried and logged.
+
+When a batch reaches a terminal state, `batch_ended` (called in the transaction that moved
+it) stores a delivery: the exact body to send and a retry window. A django-q2 task posts it
+through the one outbound guard; the sweep sends the retries that fell due. Each try is a
+WebhookAttempt row, so operators and clients see what the receiver answered.
+
+A delivery is claimed by a conditional UPDATE that pushes `next_attempt_at` past the
+longest a try can take (a lease), so two workers never post the same delivery at once; a
+worker that dies mid-try leaves the lease to expire, and the sweep tries again. Receivers
+must still expect a delivery more than once (a try whose answer was lost is tried again):
+the body's `id` is the same every time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import random
+import secrets
+import time
+import uuid
+from datetime import datetime, timedelta
+
+import httpx
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+from rest_framework.fields import DateTimeField
+
+from batches.exceptions import NotFound
+from batches.models import Account, Batch, WebhookAttempt, WebhookDelivery
+from jobs import outbound
+
+logger = logging.getLogger(__name__)
+
+DELIVER_TASK = "batches.tasks.webhook_deliver"
+USER_AGENT = "batchsite-webhooks"
+SECRET_PREFIX = "whsec_"
+# Retries wait at most this long, however many tries failed before.
+MAX_BACKOFF_SECONDS = 3600
+# The start of the receiver's answer kept with each attempt, and the most read to get it.
+EXCERPT_CHARS = 500
+EXCERPT_READ_BYTES = 4 * EXCERPT_CHARS
+# The sweep hands at most this many due retries to the workers per run.
+RETRIES_PER_RUN = 100
+LOST_ATTEMPT = "no answer was recorded: the worker stopped during this attempt"
+GET_REDIRECT = (
+    "a 301, 302 or 303 redirect turned the POST into a GET without the body; point "
+    "callback_url at the final URL, or redirect with 307 or 308"
+)
+
+Status = WebhookDelivery.Status
+
+
+# --- creating a delivery ------------------------------------------------------------------------
+
+
+def _datetime(value: datetime | None) -> str | None:
+    # The API's own rendering, so a receiver can compare these with what GET batches/ says.
+    return DateTimeField().to_representation(value) if value else None
+
+
+def batch_summary(batch: Batch) -> dict:
+    """Return what a webhook body says about the batch: its identity, outcome and times."""
+    return {
+        "id": str(batch.pk),
+        "number": batch.number,
+        "account": batch.account.number,
+        "type": batch.type,
+        "label": batch.label,
+        "metadata": batch.metadata,
+        "status": batch.status,
+        "counts": batch.counts(),
+        "progress": batch.progress,
+        "error_count": batch.error_count,
+        "created_at": _datetime(batch.created_at),
+        "committed_at": _datetime(batch.committed_at),
+        "started_at": _datetime(batch.started_at),
+        "finished_at": _datetime(batch.finished_at),
+    }
+
+
+def batch_ended(batch: Batch) -> WebhookDelivery | None:
+    """Store the `batch.<status>` delivery of a batch that just ended, and send it on commit.
+
+    Call it in the transaction that moved the batch (locked, saved) to its terminal state.
+    Nothing happens without a callback_url. Every end is its own delivery, so a rerun that
+    ends again notifies again.
+    """
+    if not batch.callback_url:
+        return None
+    now = timezone.now()
+    delivery_id = uuid.uuid4()
+    event = f"batch.{batch.status}"
+    body = {
+        "id": str(delivery_id),
+        "event": event,
+        "created_at": _datetime(now),
+        "batch": batch_summary(batch),
+    }
+    delivery = WebhookDelivery.objects.create(
+        id=delivery_id,
+        batch=batch,
+        event=event,
+        url=batch.callback_url,
+        body=json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+        next_attempt_at=now,
+        give_up_at=now + timedelta(seconds=settings.BATCHSITE_WEBHOOK_RETRY_SECONDS),
+        created_at=now,
+    )
+    transaction.on_commit(lambda: delivery_enqueue(delivery_id))
+    return delivery
+
+
+def delivery_enqueue(delivery_id) -> None:
+    """Hand a delivery to django-q2; call outside the transaction that made it due."""
+    from django_q.tasks import async_task
+
+    async_task(DELIVER_TASK, str(delivery_id), task_name=f"webhook-{delivery_id}")
+
+
+# --- signing ------------------------------------------------------------------------------------
+
+
+def signature(secret: str, timestamp: int, body: str) -> str:
+    """Return the hex HMAC-SHA256 of `"<timestamp>.<body>"` under `secret`."""
+    signed = f"{timestamp}.{body}".encode()
+    return hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+
+
+def signature_header(account: Account, body: str, now: datetime) -> str | None:
+    """Return the Batchsite-Signature value for `body`, or None if the account has no secret.
+
+    For BATCHSITE_WEBHOOK_SECRET_OVERLAP_SECONDS after a rotation the previous secret
+    signs too (a second `v1=`), so receivers can switch secrets without missing a delivery.
+    """
+    if not account.webhook_secret:
+        return None
+    timestamp = int(now.timestamp())
+    parts = [f"t={timestamp}", f"v1={signature(account.webhook_secret, timestamp, body)}"]
+    overlap = timedelta(seconds=settings.BATCHSITE_WEBHOOK_SECRET_OVERLAP_SECONDS)
+    rotated_at = account.webhook_secret_rotated_at
+    if account.webhook_secret_previous and rotated_at and now < rotated_at + overlap:
+        parts.append(f"v1={signature(account.webhook_secret_previous, timestamp, body)}")
+    return ",".join(parts)
+
+
+def delivery_headers(delivery: WebhookDelivery, account: Account, now: datetime) -> dict:
+    """Return the headers of a try at `delivery`, signed with the account's secrets now."""
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": USER_AGENT,
+        "Batchsite-Delivery": str(delivery.pk),
+        "Batchsite-Event": delivery.event,
+    }
+    signed = signature_header(account, delivery.body, now)
+    if signed is not None:
+        headers["Batchsite-Signature"] = signed
+    return headers
+
+
+# --- delivering ---------------------------------------------------------------------------------
+
+
+def lease_seconds() -> float:
+    """Return how long a claimed try may take before another worker may try again.
+
+    Each hop of a redirect chain may spend a connect, a write and a read timeout.
+    """
+    return settings.BATCHSITE_WEBHOOK_TIMEOUT * 3 * (outbound.MAX_REDIRECTS + 1) + 30
+
+
+def backoff_seconds(attempts: int) -> float:
+    """Return the wait after `attempts` failed tries: doubling from the base, capped, jittered.
+
+    Half the delay is fixed and half random, so receivers that failed together are not all
+    retried at the same moment.
+    """
+    base = settings.BATCHSITE_WEBHOOK_BACKOFF_SECONDS
+    delay = min(MAX_BACKOFF_SECONDS, base * 2 ** min(max(attempts - 1, 0), 20))
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
+def _claim(delivery_id, now: datetime) -> tuple[WebhookDelivery, WebhookAttempt] | None:
+    """Take a due delivery under a lease and open its attempt row; None if not ours to send."""
+    with transaction.atomic():
+        claimed = WebhookDelivery.objects.filter(
+            pk=delivery_id, status=Status.PENDING, next_attempt_at__lte=now
+        ).update(
+            next_attempt_at=now + timedelta(seconds=lease_seconds()),
+            attempts=F("attempts") + 1,
+        )
+        if not claimed:
+            return None
+        delivery = WebhookDelivery.objects.select_related("batch__account").get(pk=delivery_id)
+        # A try that never recorded an answer belonged to a worker that died.
+        _unfinished(delivery).update(error=LOST_ATTEMPT)
+        attempt = WebhookAttempt.objects.create(
+            delivery=delivery, number=delivery.attempts, started_at=now
+        )
+    return delivery, attempt
+
+
+def _unfinished(delivery: WebhookDelivery):
+    return WebhookAttempt.objects.filter(delivery=delivery, status_code__isnull=True, error="")
+
+
+def _post(delivery: WebhookDelivery, headers: dict) -> tuple[int | None, str, str, bool]:
+    """Post the body once; return (status code, error, start of the answer, final).
+
+    `final` says the failure would repeat on every try, so the delivery fails at once.
+    """
+    timeout = settings.BATCHSITE_WEBHOOK_TIMEOUT
+    deadline = time.monotonic() + lease_seconds() - 30
+    try:
+        with (
+            httpx.Client(timeout=timeout, follow_redirects=False) as client,
+            outbound.fetch(
+                client, "POST", delivery.url, content=delivery.body.encode(), headers=headers
+            ) as response,
+        ):
+            received = bytearray()
+            for block in response.iter_bytes():
+                received += block
+                if len(received) >= EXCERPT_READ_BYTES or time.monotonic() > deadline:
+                    break
+            status_code = response.status_code
+            excerpt = bytes(received).decode("utf-8", errors="replace")[:EXCERPT_CHARS]
+            method = response.request.method
+    except outbound.OutboundRefused as exc:
+        return None, f"refused: {exc}", "", True
+    except httpx.TimeoutException:
+        return None, f"timed out after {timeout:g}s", "", False
+    except httpx.HTTPError as exc:
+        return None, f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, "", False
+    if method != "POST":
+        # A 301/302/303 on the way made it a GET without the body: not delivered, and
+        # trying again would end the same way.
+        return status_code, GET_REDIRECT, excerpt, True
+    if 200 <= status_code < 300:
+        return status_code, "", excerpt, False
+    reason = httpx.codes.get_reason_phrase(status_code)
+    return status_code, f"the receiver answered {status_code} {reason}".rstrip(), excerpt, False
+
+
+def deliver(delivery_id) -> str:
+    """Make one try at a due delivery; return what happened.
+
+    A 2xx answer to the POST delivers it. Anything else (another status, a timeout, a
+    connection error) is retried after a backoff while the retry window lasts, then the
+    delivery fails. A URL the outbound guard refuses (the allow-list changed, a redirect to
+    a host it does not allow) and a redirect that turned the POST into a GET fail at once:
+    retrying would not change the answer. A delivery that is not due (another
+    worker holds it, it was delivered, it waits for its next try) is left alone.
+    """
+    now = timezone.now()
+    claimed = _claim(delivery_id, now)
+    if claimed is None:
+        return "not_due"
+    delivery, attempt = claimed
+    headers = delivery_headers(delivery, delivery.batch.account, now)
+    started = time.monotonic()
+    status_code, error, excerpt, final = _post(delivery, headers)
+    duration_ms = round((time.monotonic() - started) * 1000)
+    with transaction.atomic():
+        WebhookAttempt.objects.filter(pk=attempt.pk).update(
+            duration_ms=duration_ms,
+            status_code=status_code,
+            error=error,
+            response_excerpt=excerpt,
+        )
+        return _outcome_record(
+            delivery_id, attempt.number, status_code=status_code, error=error, final=final
+        )
+
+
+def _outcome_record(
+    delivery_id, number: int, *, status_code: int | None, error: str, final: bool
+) -> str:
+    """Write the outcome of try `number` onto the delivery, unless another try took over."""
+    from batches.engine import event_record
+
+    # Only the delivery's row is locked; the batch is read, for its timeline, if it ends.
+    delivery = WebhookDelivery.objects.select_for_update().filter(pk=delivery_id).first()
+    # Gone with its batch, or the lease ran out and another worker's try now owns it.
+    if delivery is None or delivery.status != Status.PENDING or delivery.attempts != number:
+        return "superseded"
+    now = timezone.now()
+    extra = {"batch": str(delivery.batch_id)}
+    delivery.last_status_code = status_code
+    delivery.last_error = error
+    fields = ["status", "next_attempt_at", "last_status_code", "last_error", "delivered_at"]
+    if not error:
+        delivery.status = Status.SUCCEEDED
+        delivery.next_attempt_at = None
+        delivery.delivered_at = now
+        delivery.save(update_fields=fields)
+        event_record(
+            batch=delivery.batch,
+            kind="webhook_delivered",
+            actor="webhooks",
+            detail={"delivery": str(delivery.pk), "event": delivery.event, "attempts": number},
+        )
+        logger.info(
+            "webhook %s %s delivered to %s (attempt %d, %s)",
+            delivery.pk, delivery.event, delivery.url, number, status_code, extra=extra,
+        )  # fmt: skip
+        return "delivered"
+    wait = backoff_seconds(number)
+    if not final and now + timedelta(seconds=wait) < delivery.give_up_at:
+        delivery.next_attempt_at = now + timedelta(seconds=wait)
+        delivery.save(update_fields=fields)
+        logger.warning(
+            "webhook %s %s to %s failed (attempt %d: %s); next try in %ds",
+            delivery.pk, delivery.event, delivery.url, number, error, wait, extra=extra,
+        )  # fmt: skip
+        return "retrying"
+    if not final:
+        delivery.last_error = f"gave up after {number} attempt(s) in the retry window: {error}"
+    delivery.status = Status.FAILED
+    delivery.next_attempt_at = None
+    delivery.save(update_fields=fields)
+    event_record(
+        batch=delivery.batch,
+        kind="webhook_failed",
+        actor="webhooks",
+        detail={
+            "delivery": str(delivery.pk),
+            "event": delivery.event,
+            "error": delivery.last_error,
+        },
+    )
+    logger.warning(
+        "webhook %s %s to %s failed for good: %s",
+        delivery.pk, delivery.event, delivery.url, delivery.last_error, extra=extra,
+    )  # fmt: skip
+    return "failed"
+
+
+def deliveries_retry_due(now: datetime) -> int:
+    """Hand the deliveries whose next try is due to the workers; return how many.
+
+    The sweep calls this, so retries happen at its rhythm (BATCHSITE_SWEEP_MINUTES) even
+    when the backoff is shorter. A delivery handed twice is tried once: the claim decides.
+    """
+    due = list(
+        WebhookDelivery.objects.filter(status=Status.PENDING, next_attempt_at__lte=now)
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)[:RETRIES_PER_RUN]
+    )
+    for delivery_id in due:
+        delivery_enqueue(delivery_id)
+    return len(due)
+
+
+# --- operator and client actions ----------------------------------------------------------------
+
+
+@transaction.atomic
+def delivery_redeliver(*, delivery: WebhookDelivery, actor: str) -> WebhookDelivery:
+    """Send a delivery again, whatever its status: same id and body, a new retry window.
+
+    Locks the delivery row (the batch's state does not change). A try in flight right now
+    is not doubled: the next try waits for its lease, and if that try succeeds, it was the
+    redelivery.
+    """
+    from batches.engine import event_record
+
+    locked = WebhookDelivery.objects.select_for_update().filter(pk=delivery.pk).first()
+    if locked is None:
+        raise NotFound("delivery not found")
+    now = timezone.now()
+    in_flight = (
+        _unfinished(locked)
+        .filter(started_at__gt=now - timedelta(seconds=lease_seconds()))
+        .order_by("-number")
+        .first()
+    )
+    locked.status = Status.PENDING
+    locked.next_attempt_at = now
+    if locked.attempts and in_flight is not None and in_flight.number == locked.attempts:
+        locked.next_attempt_at = in_flight.started_at + timedelta(seconds=lease_seconds())
+    locked.give_up_at = now + timedelta(seconds=settings.BATCHSITE_WEBHOOK_RETRY_SECONDS)
+    locked.delivered_at = None
+    locked.save(update_fields=["status", "next_attempt_at", "give_up_at", "delivered_at"])
+    event_record(
+        batch=locked.batch,
+        kind="webhook_redelivered",
+        actor=actor,
+        detail={"delivery": str(locked.pk), "event": locked.event},
+    )
+    delivery_id = locked.pk
+    transaction.on_commit(lambda: delivery_enqueue(delivery_id))
+    return locked
+
+
+@transaction.atomic
+def webhook_secret_rotate(*, account: Account) -> str:
+    """Give the account a new webhook secret and return it; it is shown this once.
+
+    The secret it replaces keeps signing (as a second `v1=`) for
+    BATCHSITE_WEBHOOK_SECRET_OVERLAP_SECONDS; a secret older than that is dropped, so
+    rotating twice in a row ends the oldest one's overlap at once.
+    """
+    locked = Account.objects.select_for_update().get(pk=account.pk)
+    secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+    locked.webhook_secret_previous = locked.webhook_secret
+    locked.webhook_secret = secret
+    locked.webhook_secret_rotated_at = timezone.now()
+    locked.save(
+        update_fields=["webhook_secret", "webhook_secret_previous", "webhook_secret_rotated_at"]
+    )
+    logger.info("webhook secret of account %s rotated", locked.number)
+    return secret
