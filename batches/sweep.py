@@ -2,8 +2,9 @@
 
 It also hands out the webhook deliveries whose next try is due.
 
-It runs from a django-q2 schedule on every cluster, but a lock row makes one run at a
-time; each step is idempotent and costs a few indexed queries when there is nothing to do.
+It runs from a django-q2 schedule that every cluster fires, but lock rows make it run once
+per interval and one run at a time; each step is idempotent and costs a few indexed
+queries when there is nothing to do.
 """
 
 from __future__ import annotations
