@@ -68,8 +68,11 @@ def last_progress_at(batch: Batch) -> datetime:
 
 
 def is_stuck(batch: Batch, *, now: datetime, minutes: int) -> bool:
-    """Return True for an active batch that has not moved for `minutes` (and may run now)."""
-    if batch.status not in Batch.ACTIVE:
+    """Return True for an active batch that has not moved for `minutes` (and may run now).
+
+    A paused batch, or one waiting for its not_before, is still on purpose.
+    """
+    if batch.status not in Batch.ACTIVE or batch.paused_at is not None:
         return False
     if batch.not_before and batch.not_before > now:
         return False
@@ -285,7 +288,7 @@ def items_processed_since(since: datetime) -> int:
 def stuck_batches(*, now: datetime, minutes: int) -> list[Batch]:
     """Return active batches that have not moved for `minutes`, longest-stuck first."""
     return list(
-        Batch.objects.filter(status__in=Batch.ACTIVE)
+        Batch.objects.filter(status__in=Batch.ACTIVE, paused_at__isnull=True)
         .exclude(not_before__gt=now)
         .annotate(last_progress=_last_sign_of_life())
         .filter(last_progress__lt=now - timedelta(minutes=minutes))

@@ -498,12 +498,24 @@ def test_overview__highlights_batches_stuck_without_progress(staff, account, set
         not_before=timezone.now() + timedelta(hours=1),
     )
 
+    paused = BatchFactory(
+        account=account,
+        status=Batch.Status.RUNNING,
+        committed_at=long_ago,
+        started_at=long_ago,
+        last_outcome_at=long_ago,
+        paused_at=long_ago,
+    )
+
     page = html(staff.get(reverse("dashboard:home")))
     header = html(staff.get(reverse("dashboard:batch-header", args=[stuck.pk])))
+    paused_header = html(staff.get(reverse("dashboard:batch-header", args=[paused.pk])))
 
     assert f'data-testid="stuck-{stuck.number}"' in page
     assert f'data-testid="stuck-{moving.number}"' not in page
     assert f'data-testid="stuck-{waiting.number}"' not in page
+    assert f'data-testid="stuck-{paused.number}"' not in page
+    assert 'data-testid="stuck"' not in paused_header
     assert f'<tr data-testid="batch-row-{stuck.number}" class="stuck">' in page
     assert f'<tr data-testid="batch-row-{moving.number}">' in page
     assert f'<tr data-testid="batch-row-{waiting.number}">' in page
