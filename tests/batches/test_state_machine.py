@@ -16,7 +16,7 @@ from unittest import mock
 import pytest
 from django.conf import settings as django_settings
 from django.db import transaction
-from django.db.models import Count, Q
+from django.db.models import Q
 from django.utils import timezone
 from hypothesis import HealthCheck
 from hypothesis import settings as hypothesis_settings
@@ -43,6 +43,7 @@ from batches.exceptions import (
 )
 from batches.models import Batch, BatchError, BatchEvent, Chunk, Item
 from jobs.echo import Echo
+from tests.helpers import recount
 
 S = Batch.Status
 ACTOR = "machine"
@@ -105,20 +106,6 @@ def snapshot(batch_id) -> tuple:
         list(BatchEvent.objects.filter(batch_id=batch_id).order_by("pk").values_list("pk", "kind")),
         list(BatchError.objects.filter(batch_id=batch_id).order_by("pk").values_list("pk")),
     )
-
-
-def recount(batch_id) -> dict[str, int]:
-    """Count the batch's items by status, in the shape of Batch.counts()."""
-    rows = (
-        Item.objects.filter(batch_id=batch_id)
-        .order_by()
-        .values_list("status")
-        .annotate(n=Count("id"))
-    )
-    counted = dict.fromkeys(Item.Status.values, 0)
-    counted.update(dict(rows))
-    counted["total"] = sum(counted.values())
-    return counted
 
 
 def claimable_chunks(batch_ids) -> list[Chunk]:
@@ -464,7 +451,7 @@ class BatchMachine(RuleBasedStateMachine):
             .order_by("index")
             .values("index", "status", "payload", "result", "error_code", "output_files")
         )
-        counted = recount(batch.pk)
+        counted = recount(batch)
         # Counters equal a recount, and every item the machine added is there, in order.
         assert batch.counts() == counted, (batch.status, batch.counts(), counted)
         assert batch.total_items == len(items) == len(tracked.payloads)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from django.db.models import Count
 
 from batches.models import Batch, Chunk, Item
 from tests.conftest import wait_for
+from tests.helpers import recount
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 
@@ -29,14 +29,6 @@ def wait_terminal(batch_id, cluster, timeout: float = 120) -> Batch:
     except AssertionError:
         print(cluster.output()[-5000:])
         raise
-
-
-def recount(batch: Batch) -> dict[str, int]:
-    rows = Item.objects.filter(batch=batch).values_list("status").annotate(n=Count("id"))
-    counted = {status: 0 for status in Item.Status.values}
-    counted.update(dict(rows))
-    counted["total"] = sum(counted.values())
-    return counted
 
 
 def test_cluster__2000_items_with_failures_finish_with_exact_counters(client_a, cluster):
