@@ -29,10 +29,11 @@ from django.db import connections, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
-from batches import bulk, superseding, webhooks
+from batches import bulk, nudges, superseding, webhooks
 from batches.models import Batch, BatchError, BatchEvent, Chunk, Item, counter_field
 from jobs import JobContext, PermanentError, TransientError, get_job_type
 from jobs.base import JobError
+from jobs.timelimit import ItemTimeout, time_limit
 
 logger = logging.getLogger(__name__)
 
@@ -87,26 +88,76 @@ def items_move(
 # --- planning and queueing ---------------------------------------------------------------------
 
 
+def type_sizes(type_name: str) -> tuple[int, int]:
+    """Return (chunk_size, slice_size) for items of a job type."""
+    job_type = get_job_type(type_name)
+    if job_type is None:
+        return 1000, 100
+    return job_type.chunk_size, job_type.slice_size
+
+
 def chunks_plan(batch: Batch) -> list[int]:
     """Create chunks covering the batch's queued items; return their ids.
 
-    Ranges with no queued item get no chunk, so a rerun of a few failed items in a large
-    batch plans only the chunks it needs.
+    Chunks follow the items' own types, not the batch's: a batch of one type gets chunks
+    of that type's size; in a mixed batch each item counts as 1/chunk_size of a chunk,
+    so a run of slow http.request items is cut into small chunks that spread over the
+    workers while a run of echo items stays in big ones. A chunk's slice size is the
+    smallest among its items' types. Ranges with no queued item get no chunk, so a rerun
+    of a few failed items in a large batch plans only the chunks it needs.
     """
-    job_type = get_job_type(batch.type)
-    size = job_type.chunk_size if job_type else 1000
-    buckets = (
-        Item.objects.filter(batch=batch, status=Item.Status.QUEUED)
-        .annotate(bucket=F("index") / size)
-        .values_list("bucket", flat=True)
-        .distinct()
-        .order_by("bucket")
-    )
-    chunks = Chunk.objects.bulk_create(
-        Chunk(batch=batch, start_index=bucket * size, end_index=(bucket + 1) * size)
-        for bucket in buckets
-    )
-    return [chunk.pk for chunk in chunks]
+    queued = Item.objects.filter(batch=batch, status=Item.Status.QUEUED)
+    types = list(queued.order_by().values_list("type", flat=True).distinct()[:2])
+    if len(types) > 1:
+        chunks = _chunks_mixed(batch, queued)
+    else:
+        size, slice_size = type_sizes(types[0] if types else batch.type)
+        buckets = (
+            queued.annotate(bucket=F("index") / size)
+            .values_list("bucket", flat=True)
+            .distinct()
+            .order_by("bucket")
+        )
+        chunks = [
+            Chunk(
+                batch=batch,
+                start_index=bucket * size,
+                end_index=(bucket + 1) * size,
+                slice_size=slice_size,
+            )
+            for bucket in buckets
+        ]
+    return [chunk.pk for chunk in Chunk.objects.bulk_create(chunks)]
+
+
+def _chunks_mixed(batch: Batch, queued) -> list[Chunk]:
+    """Cut a mixed batch's queued items into chunks weighed by each item's type."""
+    sizes: dict[str, tuple[int, int]] = {}
+    chunks: list[Chunk] = []
+    start = last = None
+    load = 0.0
+    slice_size = 0
+    for index, type_name in (
+        queued.order_by("index").values_list("index", "type").iterator(chunk_size=10_000)
+    ):
+        if type_name not in sizes:
+            sizes[type_name] = type_sizes(type_name)
+        chunk_size, type_slice = sizes[type_name]
+        if start is not None and load + 1 / chunk_size > 1 + 1e-9:
+            chunks.append(
+                Chunk(batch=batch, start_index=start, end_index=last + 1, slice_size=slice_size)
+            )
+            start = None
+        if start is None:
+            start, load, slice_size = index, 0.0, type_slice
+        load += 1 / chunk_size
+        slice_size = min(slice_size, type_slice)
+        last = index
+    if start is not None:
+        chunks.append(
+            Chunk(batch=batch, start_index=start, end_index=last + 1, slice_size=slice_size)
+        )
+    return chunks
 
 
 def chunks_enqueue(chunk_ids: list[int]) -> None:
@@ -253,6 +304,7 @@ def batch_wind_down(*, batch: Batch, ending: str, actor: str, reason: str = "") 
     batch.status = Batch.Status.CANCELLING
     batch.ending = ending
     batch.save(update_fields=["status", "ending"])
+    nudges.batch_nudge(batch.pk)
     event_record(
         batch=batch,
         kind={Batch.Status.CANCELLED: "cancel_requested"}.get(ending, "stop_requested"),
@@ -326,6 +378,7 @@ def batch_finalize(*, batch: Batch) -> Batch:
     batch.paused_at = None
     batch.save(update_fields=["status", "ending", "finished_at", "paused_at"])
     event_record(batch=batch, kind=ending, actor="engine", detail=batch.counts())
+    nudges.nudges_clear(batch.pk)
     if ending == Batch.Status.FINISHED:
         superseding.supersede_after_finish(batch)
     webhooks.batch_ended(batch)
@@ -595,12 +648,19 @@ class ChunkRunner:
         self.chunk = chunk
         self.owner = owner
         self.batch_id = chunk.batch_id
-        batch_type = get_job_type(chunk.batch.type)
-        self.slice_size = batch_type.slice_size if batch_type else 100
+        batch = chunk.batch
+        self.slice_size = chunk.slice_size
         self.output_dir = batch_outputs_dir(self.batch_id)
-        self.atomic = chunk.batch.atomic
+        self.atomic = batch.atomic
+        # With a failure policy, a failed item is written at once so that the policy can
+        # stop the batch before this worker starts another item.
+        self.stops_on_failure = (
+            batch.atomic or batch.stop_on_error or batch.max_failures is not None
+        )
         # A batch with max_concurrency sends its next held chunk when one of ours ends.
-        self.limited = bool(chunk.batch.max_concurrency)
+        self.limited = bool(batch.max_concurrency)
+        # Created before the first look at the batch, so no nudge after it is missed.
+        self.watch = nudges.BatchWatch(self.batch_id)
 
     def run(self) -> str:
         """Process the chunk until its range is done, the batch stops, or the lease is lost."""
@@ -621,14 +681,20 @@ class ChunkRunner:
                 if outcomes:
                     self._write(outcomes)
                     outcomes = []
-                status = Batch.objects.filter(pk=self.batch_id).values_list("status", flat=True)
-                status = status.first()
-                if status is None:
+                state = (
+                    Batch.objects.filter(pk=self.batch_id)
+                    .values_list("status", "paused_at")
+                    .first()
+                )
+                if state is None:
                     return "batch deleted"
+                status, paused_at = state
                 if status == Batch.Status.CANCELLING:
                     self._cancel_rest(cursor)
                     self._close()
                     break
+                if paused_at and self._hand_back(cursor):
+                    return "paused"
                 if status == Batch.Status.COMMITTED:
                     self._start_batch()
                 rows = self._next_slice(cursor)
@@ -636,25 +702,78 @@ class ChunkRunner:
                     self._close()
                     break
             outcomes = self._run_slice(rows)
-            cursor = rows[len(outcomes) - 1]["index"] + 1
+            if outcomes:
+                cursor = outcomes[-1].index + 1
         if self.limited:
             chunks_release(self.batch_id)
         batch_finalize_if_done(self.batch_id)
         return "done"
 
     def _run_slice(self, rows: list[dict]) -> list[Outcome]:
-        """Run the slice's items, stopping early once it has taken BATCHSITE_SLICE_SECONDS.
+        """Run the slice's items until it is done, must stop, or has taken its time.
 
-        Writing early keeps progress live and cancels prompt for slow items; the items
-        not reached stay `running` in our range and come first in the next slice.
+        Before each item the worker asks whether its batch was stopped, cancelled or
+        paused (a stat of the nudge file; a read of the batch every 100 ms); after a
+        failure that may trip the batch's failure policy it stops to write it at once.
+        A slice also ends early once it has taken BATCHSITE_SLICE_SECONDS, which keeps
+        progress live for slow items. Items not reached stay `running` in our range and
+        come first in the next slice, or go back to `queued` if the batch paused.
         """
         deadline = time.monotonic() + settings.BATCHSITE_SLICE_SECONDS
         outcomes = []
         for row in rows:
-            outcomes.append(self._run_item(row))
+            if self._must_stop():
+                break
+            outcome = self._run_item(row)
+            outcomes.append(outcome)
+            if self.stops_on_failure and outcome.status == Item.Status.FAILED:
+                break
             if time.monotonic() > deadline:
                 break
         return outcomes
+
+    def _must_stop(self) -> bool:
+        """Return True if the batch was stopped, cancelled, paused or deleted since we looked."""
+        due = self.watch.due()
+        if not due:
+            return False
+        batches = Batch.objects.filter(pk=self.batch_id).values_list("status", "paused_at")
+        if due == "nudged":
+            # The row lock waits for the transaction that nudged us to commit.
+            with transaction.atomic():
+                state = batches.select_for_update().first()
+        else:
+            state = batches.first()
+        if state is None:
+            return True
+        status, paused_at = state
+        return status not in (Batch.Status.COMMITTED, Batch.Status.RUNNING) or bool(paused_at)
+
+    def _hand_back(self, cursor: int) -> bool:
+        """Give a paused batch's chunk back, held, with its unstarted items queued again.
+
+        Runs under the batch's row lock, so a resume either comes before (and we go on)
+        or after (and its release sends this chunk again). Returns False if not paused.
+        """
+        batch = Batch.objects.select_for_update().filter(pk=self.batch_id).first()
+        if batch is None or not batch.paused_at:
+            return False
+        items_move(
+            batch_id=self.batch_id,
+            from_statuses=[Item.Status.RUNNING],
+            to_status=Item.Status.QUEUED,
+            where=Q(index__gte=cursor, index__lt=self.chunk.end_index),
+            started_at=None,
+        )
+        # A clean hand-back is no worker death: take back the attempt our claim counted.
+        Chunk.objects.filter(pk=self.chunk.pk, lease_owner=self.owner).update(
+            status=Chunk.Status.QUEUED,
+            lease_owner="",
+            lease_expires_at=None,
+            enqueued_at=None,
+            attempts=F("attempts") - 1,
+        )
+        return True
 
     def _renew(self) -> bool:
         return lease_renew(chunk=self.chunk, owner=self.owner)
@@ -696,6 +815,7 @@ class ChunkRunner:
         attempts = row["attempts"]
         if job_type is None:
             return self._failed(row, attempts, "unknown_type", f"job type {row['type']!r} is gone")
+        limit = job_type.time_limit_for(row["payload"])
         while True:
             attempts += 1
             context = JobContext(
@@ -705,7 +825,18 @@ class ChunkRunner:
                 output_dir=self.output_dir,
             )
             try:
-                result = self._call(job_type, row, context)
+                with time_limit(limit):
+                    result = self._call(job_type, row, context)
+            except ItemTimeout:
+                outputs_discard(context.outputs)
+                message = f"took longer than its time limit of {limit:g}s"
+                if not job_type.timeouts_transient:
+                    return self._failed(row, attempts, "timeout", message)
+                if attempts >= job_type.max_attempts:
+                    message = f"gave up after {attempts} attempts: {message}"
+                    return self._failed(row, attempts, "timeout", message)
+                time.sleep(self._backoff(job_type, attempts))
+                continue
             except TransientError as exc:
                 outputs_discard(context.outputs)
                 if attempts >= job_type.max_attempts:

@@ -98,7 +98,7 @@ def item_parse(obj: Any, *, index: int, default_type: str) -> ItemSpec | ItemPro
     payload_json = ""
     if "payload" in obj and job_type is not None:
         try:
-            job_type.validate_payload(payload)
+            job_type.payload_check(payload)
             payload_json = json_text(payload)
         except PayloadError as exc:
             errors.update(exc.errors)

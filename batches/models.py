@@ -325,6 +325,8 @@ class Chunk(models.Model):
     # When a task for this chunk was last handed to the broker; null while it waits for
     # the batch's not_before. The sweep hands it again if it sat queued for too long.
     enqueued_at = models.DateTimeField(null=True, blank=True)
+    # Items a worker writes per transaction: the smallest slice size of the chunk's types.
+    slice_size = models.PositiveIntegerField(default=100)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     finished_at = models.DateTimeField(null=True, blank=True)
 

@@ -20,7 +20,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from batches import bulk, engine, formats, uploads, webhooks
+from batches import bulk, engine, formats, nudges, uploads, webhooks
 from batches.exceptions import (
     BatchAlreadyCommitted,
     BatchEmpty,
@@ -556,7 +556,9 @@ def batch_expire(*, batch: Batch, actor: str, reason: str) -> Batch:
 
 @transaction.atomic
 def batch_pause(*, batch: Batch, actor: str) -> Batch:
-    """Stop workers from claiming new chunks of the batch; chunks in flight finish.
+    """Stop the batch's workers before their next item and hold its chunks until a resume.
+
+    Workers that hold a chunk write what they finished and give the chunk back, held.
 
     Pausing a paused batch changes nothing. Deadlines still apply while paused.
     """
@@ -568,6 +570,7 @@ def batch_pause(*, batch: Batch, actor: str) -> Batch:
     if batch.paused_at is None:
         batch.paused_at = timezone.now()
         batch.save(update_fields=["paused_at"])
+        nudges.batch_nudge(batch.pk)
         event_record(batch=batch, kind="paused", actor=actor)
     return batch
 
@@ -656,7 +659,9 @@ def batch_delete(*, batch: Batch, actor: str) -> None:
     BatchError.objects.filter(batch_id=batch_id).delete()
     Item.objects.filter(batch_id=batch_id).delete()
     batch.delete()
+    nudges.batch_nudge(batch_id)
     logger.info("batch %s deleted by %s", batch_id, actor)
+    transaction.on_commit(lambda: nudges.nudges_clear(batch_id))
     transaction.on_commit(lambda: shutil.rmtree(batch_files_dir(batch_id), ignore_errors=True))
 
 

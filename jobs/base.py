@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
+# The payload field through which an item asks for its own time limit, in seconds.
+TIME_LIMIT_FIELD = "time_limit"
+
 
 class JobError(Exception):
     """An item could not be processed; `code` is machine-readable, the message is for people."""
@@ -86,6 +89,39 @@ class JobType:
     # Seconds before the first retry of a transient failure; doubles each time, with jitter.
     retry_backoff: ClassVar[float] = 1.0
     retry_backoff_max: ClassVar[float] = 60.0
+    # Seconds one attempt at an item may take before it fails with code `timeout`. A
+    # payload may set its own `time_limit`, up to `max_time_limit`. With
+    # `timeouts_transient` a timed-out attempt is retried like a TransientError.
+    time_limit: ClassVar[float] = 60.0
+    max_time_limit: ClassVar[float] = 600.0
+    timeouts_transient: ClassVar[bool] = False
+
+    def payload_check(self, payload: Any) -> None:
+        """Raise PayloadError unless `payload` and the `time_limit` it may ask for are fine.
+
+        Submission calls this, never `validate_payload` directly: `time_limit` belongs to
+        every type, so a type's own check sees the payload without it.
+        """
+        if isinstance(payload, dict) and TIME_LIMIT_FIELD in payload:
+            value = payload[TIME_LIMIT_FIELD]
+            if (
+                not isinstance(value, int | float)
+                or isinstance(value, bool)
+                or not 0 < value <= self.max_time_limit
+            ):
+                limit = f"{self.max_time_limit:g}"
+                message = f"must be a number of seconds above 0 and at most {limit}"
+                raise PayloadError({f"payload.{TIME_LIMIT_FIELD}": message})
+            payload = {key: value for key, value in payload.items() if key != TIME_LIMIT_FIELD}
+        self.validate_payload(payload)
+
+    def time_limit_for(self, payload: Any) -> float:
+        """Return the seconds one attempt at this payload may take."""
+        if isinstance(payload, dict):
+            asked = payload.get(TIME_LIMIT_FIELD)
+            if isinstance(asked, int | float) and not isinstance(asked, bool) and asked > 0:
+                return min(float(asked), self.max_time_limit)
+        return self.time_limit
 
     def validate_payload(self, payload: Any) -> None:
         """Raise PayloadError unless `payload` is acceptable; the default wants an object."""
@@ -116,4 +152,6 @@ class JobType:
             "description": self.description,
             "payload_schema": self.payload_schema,
             "accepts_file": self.accepts_file,
+            "time_limit": self.time_limit,
+            "max_time_limit": self.max_time_limit,
         }

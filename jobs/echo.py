@@ -29,6 +29,9 @@ class Echo(JobType):
     max_attempts = 5
     retry_backoff = 0.05
     retry_backoff_max = 1.0
+    # Room for the longest sleep a payload may ask for.
+    time_limit = MAX_SLEEP_MS / 1000 + 60
+    max_time_limit = MAX_SLEEP_MS / 1000 + 60
 
     def validate_payload(self, payload):
         """Check the three control fields; anything else in the payload is echoed as is."""

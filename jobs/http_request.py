@@ -298,6 +298,9 @@ class HttpRequest(JobType):
     chunk_size = 50
     slice_size = 10
     max_attempts = 4
+    # Up to MAX_REDIRECTS + 1 hops, each with its own timeout; a timed-out item is retried.
+    time_limit = 120.0
+    timeouts_transient = True
     retry_backoff = 0.5
     retry_backoff_max = 30.0
 

@@ -2,9 +2,11 @@
 
 import hashlib
 import os
+import socket
 import time
 
 from jobs import JobType
+from jobs.echo import Echo
 
 
 class Flaky(JobType):
@@ -73,3 +75,53 @@ class Paced(Record):
     description = "Logs each execution to a file, five items a chunk (tests only)."
     chunk_size = 5
     slice_size = 5
+
+
+class Hang(JobType):
+    """Spin in pure Python when the payload says so; echo otherwise (tests only)."""
+
+    name = "test.hang"
+    description = "Loops forever in Python when payload.hang is true (tests only)."
+    chunk_size = 100
+    slice_size = 10
+    time_limit = 0.5
+    max_time_limit = 5.0
+
+    def process(self, payload, file, context):
+        """Spin or echo."""
+        while payload.get("hang"):
+            pass
+        return {**payload, "pid": os.getpid()}
+
+
+class Block(JobType):
+    """Block in a socket read that never gets data when the payload says so (tests only).
+
+    With `timeouts_transient`, a timed-out attempt is retried up to `max_attempts`.
+    """
+
+    name = "test.block"
+    description = "Waits forever on a socket when payload.block is true (tests only)."
+    chunk_size = 100
+    slice_size = 10
+    time_limit = 0.5
+    max_time_limit = 5.0
+    max_attempts = 2
+    retry_backoff = 0.01
+    timeouts_transient = True
+
+    def process(self, payload, file, context):
+        """Block or echo."""
+        if payload.get("block"):
+            reader, writer = socket.socketpair()
+            with reader, writer:
+                reader.recv(1)
+        return {**payload, "pid": os.getpid()}
+
+
+class Quartered(Echo):
+    """echo in chunks of 750 items, so 3,000 items make four chunks (tests only)."""
+
+    name = "test.echo750"
+    description = "echo, 750 items a chunk (tests only)."
+    chunk_size = 750

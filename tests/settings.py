@@ -27,6 +27,9 @@ BATCHSITE_JOB_TYPES = [
     "tests.jobtypes.Record",
     "tests.jobtypes.Stamp",
     "tests.jobtypes.Paced",
+    "tests.jobtypes.Hang",
+    "tests.jobtypes.Block",
+    "tests.jobtypes.Quartered",
 ]
 
 # Cluster tests that send mail ask for the file backend, to count what was sent.

@@ -449,6 +449,12 @@ class JobTypeSerializer(serializers.Serializer):
     description = serializers.CharField()
     payload_schema = serializers.JSONField()
     accepts_file = serializers.BooleanField()
+    time_limit = serializers.FloatField(
+        help_text="Seconds one attempt at an item may take unless its payload sets time_limit."
+    )
+    max_time_limit = serializers.FloatField(
+        help_text="The most a payload's time_limit may ask for, in seconds."
+    )
 
 
 class ResultsSerializer(serializers.Serializer):

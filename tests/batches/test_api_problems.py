@@ -343,8 +343,16 @@ def test_job_types__lists_registered_types_by_name(client_a):
     assert names == sorted(names)
     assert {"echo", "test.flaky"} <= set(names)
     echo = types[names.index("echo")]
-    assert set(echo) == {"name", "description", "payload_schema", "accepts_file"}
+    assert set(echo) == {
+        "name",
+        "description",
+        "payload_schema",
+        "accepts_file",
+        "time_limit",
+        "max_time_limit",
+    }
     assert echo["accepts_file"] is False
+    assert (echo["time_limit"], echo["max_time_limit"]) == (660, 660)
     assert set(echo["payload_schema"]["properties"]) == {"fail", "sleep_ms", "transient_failures"}
 
 

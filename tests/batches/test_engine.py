@@ -167,8 +167,8 @@ def test_chunk_process__stop_on_error_stops_and_cancels_the_rest(ran):
 
     batch = assert_counters_exact(batch)
     assert batch.status == S.STOPPED
-    # The first slice (10 items) was in flight when the failure was written.
-    expected = ["succeeded", "succeeded", "failed"] + ["succeeded"] * 7 + ["cancelled"] * 20
+    # The worker that saw the failure starts no item after it.
+    expected = ["succeeded", "succeeded", "failed"] + ["cancelled"] * 27
     assert statuses(batch) == expected
     assert all(i.result is None for i in Item.objects.filter(batch=batch, status="cancelled"))
     assert kinds(batch)[-2:] == ["stop_requested", "stopped"]
@@ -181,7 +181,7 @@ def test_chunk_process__stop_on_error_closes_the_chunks_not_yet_started(ran):
 
     batch = assert_counters_exact(batch)
     assert batch.status == S.STOPPED
-    assert (batch.failed_items, batch.succeeded_items, batch.cancelled_items) == (1, 9, 240)
+    assert (batch.failed_items, batch.succeeded_items, batch.cancelled_items) == (1, 5, 244)
     chunks = Chunk.objects.filter(batch=batch).order_by("start_index")
     assert [(c.status, c.attempts) for c in chunks] == [("done", 1), ("done", 0), ("done", 0)]
 
@@ -207,9 +207,9 @@ def test_chunk_process__max_failures_exceeded_stops(ran):
 
     batch = assert_counters_exact(batch)
     assert batch.status == S.STOPPED
-    # The third failure lands in the third slice (20-29); the fourth slice never runs.
-    assert (batch.failed_items, batch.succeeded_items, batch.cancelled_items) == (3, 27, 10)
-    assert statuses(batch)[30:] == ["cancelled"] * 10
+    # The third failure (item 23) trips the limit; no item after it starts.
+    assert (batch.failed_items, batch.succeeded_items, batch.cancelled_items) == (3, 21, 16)
+    assert statuses(batch)[24:] == ["cancelled"] * 16
     reason = BatchEvent.objects.get(batch=batch, kind="stop_requested").detail["reason"]
     assert reason == "more than 2 items failed"
 
@@ -219,7 +219,7 @@ def test_chunk_process__max_failures_zero_stops_on_the_first_failure(ran):
 
     batch = assert_counters_exact(batch)
     assert batch.status == S.STOPPED
-    assert batch.cancelled_items == 10
+    assert batch.cancelled_items == 19
 
 
 def test_chunk_process__atomic_batch_with_a_failure_fails_and_discards_results(ran):
@@ -232,7 +232,7 @@ def test_chunk_process__atomic_batch_with_a_failure_fails_and_discards_results(r
     assert list(Item.objects.filter(batch=batch).exclude(result=None)) == []
     assert item(batch, 4).error_code == "exception"
     assert kinds(batch)[-3:] == ["stop_requested", "results_discarded", "failed"]
-    assert BatchEvent.objects.get(batch=batch, kind="results_discarded").detail == {"items": 9}
+    assert BatchEvent.objects.get(batch=batch, kind="results_discarded").detail == {"items": 4}
 
 
 def test_chunk_process__atomic_batch_without_failures_finishes_with_results(ran):
@@ -611,3 +611,149 @@ def test_chunk_abandon__chunk_with_a_live_lease_is_left_alone(
     assert statuses(batch) == ["running"] * 5
     chunk.refresh_from_db()
     assert (chunk.status, chunk.lease_owner) == ("running", "worker-a")
+
+
+# --- stopping at the item, pausing mid-chunk ----------------------------------------------------
+
+
+def test_chunk_process__pause_mid_chunk_hands_the_chunk_back_and_resume_finishes_it(
+    ran, account, flaky_hooks, django_capture_on_commit_callbacks
+):
+    def pause():
+        services.batch_pause(batch=Batch.objects.get(account=account), actor="erin")
+
+    flaky_hooks["pause"] = pause
+    items = [{"payload": {"hook": "pause", "n": 3} if n == 3 else {"n": n}} for n in range(30)]
+
+    batch = ran(items, type="test.flaky")
+
+    # One chunk (test.flaky: 100 items a chunk): the worker stopped after the item in flight.
+    batch = assert_counters_exact(batch)
+    assert batch.status == S.RUNNING
+    assert statuses(batch) == ["succeeded"] * 4 + ["queued"] * 26
+    chunk = Chunk.objects.get(batch=batch)
+    assert (chunk.status, chunk.enqueued_at, chunk.lease_owner) == ("queued", None, "")
+    assert chunk.attempts == 0
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.batch_resume(batch=batch, actor="erin")
+
+    batch = assert_counters_exact(Batch.objects.get(pk=batch.pk))
+    assert batch.status == S.FINISHED
+    assert statuses(batch) == ["succeeded"] * 30
+    assert set(Item.objects.filter(batch=batch).values_list("attempts", flat=True)) == {1}
+
+
+def test_chunk_process__a_nudge_without_a_stop_lets_the_worker_go_on(ran, account, flaky_hooks):
+    flaky_hooks["nudge"] = lambda: engine.nudges.batch_nudge(Batch.objects.get(account=account).pk)
+    items = [{"payload": {"hook": "nudge"} if n == 2 else {}} for n in range(20)]
+
+    batch = ran(items, type="test.flaky")
+
+    assert assert_counters_exact(batch).status == S.FINISHED
+    assert statuses(batch) == ["succeeded"] * 20
+
+
+# --- time limits ---------------------------------------------------------------------------------
+
+
+def test_chunk_process__an_item_that_spins_past_its_limit_fails_alone(ran):
+    items = [{"payload": {"hang": n == 2, "n": n}} for n in range(6)]
+
+    batch = ran(items, type="test.hang")
+
+    batch = assert_counters_exact(batch)
+    assert batch.status == S.FINISHED
+    assert statuses(batch) == ["succeeded"] * 2 + ["failed"] + ["succeeded"] * 3
+    hung = item(batch, 2)
+    assert (hung.error_code, hung.attempts) == ("timeout", 1)
+    assert hung.error_message == "took longer than its time limit of 0.5s"
+    # Nothing else in the slice ran twice.
+    assert set(Item.objects.filter(batch=batch).values_list("attempts", flat=True)) == {1}
+
+
+def test_chunk_process__a_blocked_item_times_out_and_is_retried_when_timeouts_are_transient(
+    ran, backoffs
+):
+    items = [{"payload": {"block": n == 1, "n": n}} for n in range(3)]
+
+    batch = ran(items, type="test.block")
+
+    batch = assert_counters_exact(batch)
+    assert statuses(batch) == ["succeeded", "failed", "succeeded"]
+    blocked = item(batch, 1)
+    assert (blocked.error_code, blocked.attempts) == ("timeout", 2)
+    assert blocked.error_message == (
+        "gave up after 2 attempts: took longer than its time limit of 0.5s"
+    )
+    assert backoffs == [1]
+
+
+def test_chunk_process__a_payload_may_ask_for_a_shorter_limit(ran):
+    items = [{"payload": {"hang": True, "time_limit": 0.2}}]
+
+    batch = ran(items, type="test.hang")
+
+    assert item(batch, 0).error_message == "took longer than its time limit of 0.2s"
+
+
+@pytest.mark.parametrize("limit", [0, -1, 5.5, True, "1"])
+def test_items_add__a_time_limit_outside_the_types_bounds_is_refused(client_a, limit):
+    response = client_a.post(
+        "/api/v1/batches/",
+        {"type": "test.hang", "items": [{"payload": {"time_limit": limit}}]},
+        format="json",
+    )
+
+    assert response.status_code == 400
+    message = "must be a number of seconds above 0 and at most 5"
+    assert response.json()["errors"] == [
+        {
+            "index": 0,
+            "code": "invalid",
+            "message": f"payload.time_limit: {message}",
+            "fields": {"payload.time_limit": message},
+        }
+    ]
+    assert not Batch.objects.exists()
+
+
+# --- chunks follow the items' types --------------------------------------------------------------
+
+
+def test_chunks_plan__a_mixed_batch_cuts_slow_items_into_small_chunks(committed, settings):
+    settings.BATCHSITE_OUTBOUND_ALLOWED_HOSTS = ["127.0.0.1"]
+    # 300 echo items (5,000 a chunk) then 120 http.request items (50 a chunk), then echo.
+    url = {"url": "http://127.0.0.1:9/", "method": "GET"}
+    items = (
+        [{"payload": {"n": n}} for n in range(300)]
+        + [{"type": "http.request", "payload": url} for _ in range(120)]
+        + [{"payload": {"n": n}} for n in range(100)]
+    )
+
+    batch = committed(items)
+
+    chunks = list(
+        Chunk.objects.filter(batch=batch)
+        .order_by("start_index")
+        .values_list("start_index", "end_index", "slice_size")
+    )
+    # The echo run weighs 300/5000 of a chunk, so the first chunk takes 47 http items
+    # with it; then 50 http items a chunk; the last holds 23 http items and the echo tail.
+    assert chunks == [(0, 347, 10), (347, 397, 10), (397, 520, 10)]
+    covered = {i for start, end, _ in chunks for i in range(start, end)}
+    assert covered == set(range(520))
+
+
+def test_chunks_plan__a_batch_of_one_type_uses_that_types_sizes_not_the_batchs(committed):
+    # An email.send batch whose items are all echo: chunks of echo's size.
+    batch = committed(
+        [{"type": "echo", "payload": {"n": n}} for n in range(10_000)], type="email.send"
+    )
+
+    chunks = list(
+        Chunk.objects.filter(batch=batch)
+        .order_by("start_index")
+        .values_list("start_index", "end_index", "slice_size")
+    )
+    assert chunks == [(0, 5000, 500), (5000, 10000, 500)]

@@ -107,19 +107,20 @@ def test_batch_pause__twice_is_one_pause(committed, broker_queue):
     assert kinds(batch).count("paused") == 1
 
 
-def test_batch_pause__lets_the_chunk_in_flight_finish_its_range(committed, broker_queue):
+def test_batch_pause__the_chunk_in_flight_is_handed_back_held(committed, broker_queue):
     batch = committed(10)
     first, second = chunk_ids(batch)
     chunk = engine.chunk_claim(chunk_id=first, owner="worker-1")
     services.batch_pause(batch=batch, actor="test")
 
-    assert engine.ChunkRunner(chunk=chunk, owner="worker-1").run() == "done"
+    assert engine.ChunkRunner(chunk=chunk, owner="worker-1").run() == "paused"
     assert engine.chunk_process(chunk_id=second) == "not claimable"
 
-    assert statuses(batch) == {"succeeded": 5, "queued": 5}
-    assert held(batch) == [second]
+    assert statuses(batch) == {"queued": 10}
+    assert held(batch) == [first, second]
+    assert Chunk.objects.get(pk=first).lease_owner == ""
     batch.refresh_from_db()
-    assert batch.status == S.RUNNING
+    assert batch.status == S.COMMITTED
     assert_counters_exact(batch)
 
 

@@ -1,0 +1,79 @@
+"""Tell the workers running a batch, at once, that it must stop or pause.
+
+Each batch has a nudge file on this host (`<data dir>/run/nudges/<batch id>`). Whoever
+stops, cancels or pauses a batch appends a byte to it while still holding the batch's row
+lock; a worker looks at the file's size before every item (one stat, about a microsecond)
+and, when it grew, reads the batch under the row lock, which waits for the nudging
+transaction to commit. So a worker on the same host starts at most the one item it was
+already starting. Workers on other hosts see no file: they read the batch from the
+database every POLL_SECONDS instead, and that read catches everything a nudge would.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.1
+
+
+def nudge_path(batch_id) -> Path:
+    """Return the batch's nudge file on this host."""
+    return Path(settings.BATCHSITE_DATA_DIR) / "run" / "nudges" / str(batch_id)
+
+
+def batch_nudge(batch_id) -> None:
+    """Make every worker of the batch on this host look at the batch before its next item.
+
+    Call it while holding the batch's row lock, before the change commits. Never raises: a
+    nudge that can't be written only leaves the workers to their regular poll.
+    """
+    path = nudge_path(batch_id)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, b".")
+        finally:
+            os.close(fd)
+    except OSError:
+        logger.warning("could not nudge the workers of batch %s", batch_id, exc_info=True)
+
+
+def nudges_clear(batch_id) -> None:
+    """Remove the batch's nudge file; for a batch that ended or was deleted."""
+    nudge_path(batch_id).unlink(missing_ok=True)
+
+
+class BatchWatch:
+    """Say, cheaply and before every item, whether a worker must look at its batch again."""
+
+    def __init__(self, batch_id):
+        self.path = str(nudge_path(batch_id))
+        self.seen = self._size()
+        self.next_poll = time.monotonic() + POLL_SECONDS
+
+    def _size(self) -> int:
+        try:
+            return os.stat(self.path).st_size
+        except OSError:
+            return 0
+
+    def due(self) -> str:
+        """Return "nudged" if the batch was nudged, "poll" if a poll is due, else ""."""
+        size = self._size()
+        if size != self.seen:
+            self.seen = size
+            self.next_poll = time.monotonic() + POLL_SECONDS
+            return "nudged"
+        now = time.monotonic()
+        if now >= self.next_poll:
+            self.next_poll = now + POLL_SECONDS
+            return "poll"
+        return ""
