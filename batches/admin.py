@@ -9,6 +9,7 @@ filters, orderings that follow an index.
 
 from __future__ import annotations
 
+import json
 import uuid
 
 from django.contrib import admin, messages
@@ -41,6 +42,8 @@ from batches.models import (
 from jobs import job_types
 
 ERRORS_INLINE_LIMIT = 50
+# What an item's result and output files show while its batch keeps them hidden.
+RESULTS_HIDDEN = "hidden: an atomic batch shows its results only once it has finished"
 EVENTS_INLINE_LIMIT = 100
 
 
@@ -503,8 +506,8 @@ class ItemAdmin(ViewOnlyMixin, admin.ModelAdmin):
         "status",
         "payload",
         "input_file",
-        "result",
-        "output_files",
+        "shown_result",
+        "shown_output_files",
         "error_code",
         "error_message",
         "attempts",
@@ -512,6 +515,8 @@ class ItemAdmin(ViewOnlyMixin, admin.ModelAdmin):
         "started_at",
         "finished_at",
     ]
+    # Only these, so the raw result and output files never show beside their guarded copies.
+    fields = readonly_fields
 
     def get_queryset(self, request):
         queryset = super().get_queryset(request)
@@ -535,6 +540,18 @@ class ItemAdmin(ViewOnlyMixin, admin.ModelAdmin):
     def batch_number(self, item):
         url = reverse("admin:batches_batch_change", args=[item.batch_id])
         return format_html('<a href="{}">{}</a>', url, item.batch.number)
+
+    @admin.display(description="result")
+    def shown_result(self, item):
+        if not item.batch.results_visible:
+            return RESULTS_HIDDEN
+        return None if item.result is None else json.dumps(item.result, ensure_ascii=False)
+
+    @admin.display(description="output files")
+    def shown_output_files(self, item):
+        if not item.batch.results_visible:
+            return RESULTS_HIDDEN
+        return json.dumps(item.output_files, ensure_ascii=False) if item.output_files else None
 
 
 @admin.register(BatchError)

@@ -74,6 +74,11 @@ class BatchNotFinished(Conflict):
     title = "Batch has not ended yet"
 
 
+class ResultsHidden(Conflict):
+    default_code = "results_hidden"
+    title = "Results are hidden"
+
+
 class TooLarge(DomainError):
     status_code = 413
     default_code = "too_large"

@@ -378,8 +378,8 @@ class BatchDetailSerializer(BatchSerializer):
 class ItemSerializer(serializers.ModelSerializer):
     """One item with its outcome.
 
-    The result of an item in an atomic batch stays hidden until the batch has finished,
-    since an atomic batch publishes all results or none.
+    The result is null while the batch's results are hidden (Batch.results_visible: an
+    atomic batch publishes all results or none, once it has finished).
     """
 
     error = serializers.SerializerMethodField()
@@ -404,11 +404,9 @@ class ItemSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(OpenApiTypes.ANY)
     def get_result(self, item: Item):
-        """Return the item's result, unless its atomic batch has not finished."""
+        """Return the item's result, or null while its batch's results are hidden."""
         batch = self.context.get("batch") or item.batch
-        if batch.atomic and batch.status != Batch.Status.FINISHED:
-            return None
-        return item.result
+        return item.result if batch.results_visible else None
 
     @extend_schema_field(
         {
