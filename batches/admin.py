@@ -14,7 +14,6 @@ import uuid
 
 from django.contrib import admin, messages
 from django.core.paginator import Paginator
-from django.db import transaction
 from django.db.models import Q, Sum
 from django.forms.models import BaseInlineFormSet
 from django.urls import reverse
@@ -25,7 +24,7 @@ from django.utils.text import Truncator
 from rest_framework_api_key.admin import APIKeyModelAdmin
 
 from batches import services, webhooks
-from batches.exceptions import DomainError
+from batches.exceptions import BatchNotFinished, DomainError, NotFound
 from batches.models import (
     Account,
     ApiKey,
@@ -463,14 +462,14 @@ class BatchAdmin(admin.ModelAdmin):
         actor = admin_actor(request)
 
         def purge(batch):
-            with transaction.atomic():
-                locked = services.batch_lock(batch)
-                if not locked.is_terminal:
-                    raise DomainError(
-                        f"batch is {locked.status}; only an ended batch can be purged "
-                        "(cancel it first)"
-                    )
-                services.batch_delete(batch=locked, actor=actor)
+            if services.batch_purge(batch=batch, actor=actor):
+                return
+            status = Batch.objects.filter(pk=batch.pk).values_list("status", flat=True).first()
+            if status is None:
+                raise NotFound("batch was deleted meanwhile")
+            raise BatchNotFinished(
+                f"batch is {status}; only an ended batch can be purged (cancel it first)"
+            )
 
         self._apply(request, queryset, purge, "Purged")
 

@@ -11,7 +11,7 @@ import itertools
 import logging
 import shutil
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -660,11 +660,54 @@ def batch_delete(*, batch: Batch, actor: str) -> None:
     transaction.on_commit(lambda: shutil.rmtree(batch_files_dir(batch_id), ignore_errors=True))
 
 
+def _retention_over(batch: Batch, now: datetime) -> bool:
+    """Return True when an ended batch has been kept as long as its retention says.
+
+    Its own `retention_days`, else BATCHSITE_RETENTION_DAYS; a retention longer than the
+    API takes (set in the admin) keeps it for good.
+    """
+    if not batch.is_terminal or batch.finished_at is None:
+        return False
+    days = batch.retention_days
+    if days is None:
+        days = settings.BATCHSITE_RETENTION_DAYS
+    if days > Batch.MAX_RETENTION_DAYS:
+        return False
+    return batch.finished_at < now - timedelta(days=days)
+
+
+@transaction.atomic
+def batch_purge(
+    *,
+    batch: Batch,
+    actor: str,
+    finished_before: datetime | None = None,
+    retention_at: datetime | None = None,
+) -> bool:
+    """Delete an ended batch that is still due; return whether it was deleted.
+
+    Due means ended, and also finished before `finished_before` and past its retention at
+    `retention_at` when they are given. Whoever listed the batch did so without a lock, so
+    it is checked again under its row lock: a batch rerun, given a longer retention or
+    deleted since is kept.
+    """
+    locked = Batch.objects.select_for_update().filter(pk=batch.pk).first()
+    if locked is None or not locked.is_terminal:
+        return False
+    if finished_before is not None and not (
+        locked.finished_at and locked.finished_at < finished_before
+    ):
+        return False
+    if retention_at is not None and not _retention_over(locked, retention_at):
+        return False
+    batch_delete(batch=locked, actor=actor)
+    return True
+
+
 def batches_purge_older(*, older_than: timedelta, dry_run: bool, actor: str) -> list[Batch]:
     """Delete ended batches that finished more than `older_than` ago; return them.
 
-    Each batch is checked again under its lock before batch_delete, so one rerun since
-    the listing is kept. A dry run only returns what would be deleted.
+    A dry run only returns what would be deleted.
     """
     cutoff = timezone.now() - older_than
     due = list(
@@ -674,14 +717,4 @@ def batches_purge_older(*, older_than: timedelta, dry_run: bool, actor: str) -> 
     )
     if dry_run:
         return due
-    purged = []
-    for batch in due:
-        with transaction.atomic():
-            locked = Batch.objects.select_for_update().filter(pk=batch.pk).first()
-            if locked is None or not locked.is_terminal or not locked.finished_at:
-                continue
-            if locked.finished_at >= cutoff:
-                continue
-            batch_delete(batch=locked, actor=actor)
-        purged.append(batch)
-    return purged
+    return [batch for batch in due if batch_purge(batch=batch, actor=actor, finished_before=cutoff)]
