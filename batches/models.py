@@ -279,6 +279,10 @@ class Item(models.Model):
             models.Index(fields=["batch", "status", "index"], name="item_batch_status"),
             models.Index(fields=["batch", "external_id"], name="item_batch_external_id"),
             models.Index(fields=["batch", "seq"], name="item_batch_seq"),
+            # For counts by type: whether a batch holds any item of another type than its
+            # own is two short ranges of this index. Types never change, so workers never
+            # write to it.
+            models.Index(fields=["batch", "type"], name="item_batch_type"),
             # For `superseded`: which later items redid a key. Partial, so items without
             # a key cost nothing.
             models.Index(

@@ -10,6 +10,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from batches import selectors
 from batches.ingest import storable_problem
 from batches.models import Batch, BatchError, BatchEvent, Item
 
@@ -361,13 +362,24 @@ BATCH_LINKS = {
 
 
 class BatchDetailSerializer(BatchSerializer):
-    """A batch with its first errors."""
+    """A batch with its counts per job type and its first errors."""
 
+    counts_by_type = serializers.SerializerMethodField()
     errors = serializers.SerializerMethodField()
 
     class Meta(BatchSerializer.Meta):
-        fields = [*BatchSerializer.Meta.fields, "errors"]
+        fields = [*BatchSerializer.Meta.fields, "counts_by_type", "errors"]
         read_only_fields = fields
+
+    @extend_schema_field(
+        serializers.DictField(
+            child=CountsSerializer(),
+            help_text="The item counters of each job type in the batch, shaped as `counts`.",
+        )
+    )
+    def get_counts_by_type(self, batch: Batch) -> dict[str, dict[str, int]]:
+        """Return the item counters per job type."""
+        return selectors.batch_counts_by_type(batch=batch)
 
     @extend_schema_field(BatchErrorSerializer(many=True))
     def get_errors(self, batch: Batch) -> list[dict]:

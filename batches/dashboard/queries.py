@@ -18,7 +18,7 @@ from django.db.models import Count, F, FloatField, Prefetch, Q, QuerySet
 from django.db.models.functions import Cast, Coalesce, Greatest, NullIf, TruncMinute, TruncSecond
 from django.utils import timezone
 
-from batches import exports
+from batches import exports, selectors
 from batches.dashboard import charts
 from batches.models import Account, ApiKey, Batch, BatchError, BatchEvent, Item, WebhookDelivery
 
@@ -449,6 +449,7 @@ class BatchSummary:
     stuck: bool
     last_progress: datetime
     counts: list[CountCell]
+    counts_by_type: dict[str, dict[str, int]]
     chart: charts.LineChart | None
     actions: list[BatchAction]
     package_ready: bool
@@ -475,6 +476,7 @@ def batch_summary(batch: Batch) -> BatchSummary:
             for status, count in batch.counts().items()
             if status != "total"
         ],
+        counts_by_type=selectors.batch_counts_by_type(batch=batch),
         chart=throughput_chart(batch),
         actions=batch_actions(batch),
         package_ready=package_refusal is None,
