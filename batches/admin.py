@@ -9,11 +9,11 @@ filters, orderings that follow an index.
 
 from __future__ import annotations
 
+import json
 import uuid
 
 from django.contrib import admin, messages
 from django.core.paginator import Paginator
-from django.db import transaction
 from django.db.models import Q, Sum
 from django.forms.models import BaseInlineFormSet
 from django.urls import reverse
@@ -24,7 +24,7 @@ from django.utils.text import Truncator
 from rest_framework_api_key.admin import APIKeyModelAdmin
 
 from batches import services, webhooks
-from batches.exceptions import DomainError
+from batches.exceptions import BatchNotFinished, DomainError, NotFound
 from batches.models import (
     Account,
     ApiKey,
@@ -41,6 +41,8 @@ from batches.models import (
 from jobs import job_types
 
 ERRORS_INLINE_LIMIT = 50
+# What an item's result and output files show while its batch keeps them hidden.
+RESULTS_HIDDEN = "hidden: an atomic batch shows its results only once it has finished"
 EVENTS_INLINE_LIMIT = 100
 
 
@@ -460,14 +462,14 @@ class BatchAdmin(admin.ModelAdmin):
         actor = admin_actor(request)
 
         def purge(batch):
-            with transaction.atomic():
-                locked = services.batch_lock(batch)
-                if not locked.is_terminal:
-                    raise DomainError(
-                        f"batch is {locked.status}; only an ended batch can be purged "
-                        "(cancel it first)"
-                    )
-                services.batch_delete(batch=locked, actor=actor)
+            if services.batch_purge(batch=batch, actor=actor):
+                return
+            status = Batch.objects.filter(pk=batch.pk).values_list("status", flat=True).first()
+            if status is None:
+                raise NotFound("batch was deleted meanwhile")
+            raise BatchNotFinished(
+                f"batch is {status}; only an ended batch can be purged (cancel it first)"
+            )
 
         self._apply(request, queryset, purge, "Purged")
 
@@ -503,8 +505,8 @@ class ItemAdmin(ViewOnlyMixin, admin.ModelAdmin):
         "status",
         "payload",
         "input_file",
-        "result",
-        "output_files",
+        "shown_result",
+        "shown_output_files",
         "error_code",
         "error_message",
         "attempts",
@@ -512,6 +514,8 @@ class ItemAdmin(ViewOnlyMixin, admin.ModelAdmin):
         "started_at",
         "finished_at",
     ]
+    # Only these, so the raw result and output files never show beside their guarded copies.
+    fields = readonly_fields
 
     def get_queryset(self, request):
         queryset = super().get_queryset(request)
@@ -535,6 +539,18 @@ class ItemAdmin(ViewOnlyMixin, admin.ModelAdmin):
     def batch_number(self, item):
         url = reverse("admin:batches_batch_change", args=[item.batch_id])
         return format_html('<a href="{}">{}</a>', url, item.batch.number)
+
+    @admin.display(description="result")
+    def shown_result(self, item):
+        if not item.batch.results_visible:
+            return RESULTS_HIDDEN
+        return None if item.result is None else json.dumps(item.result, ensure_ascii=False)
+
+    @admin.display(description="output files")
+    def shown_output_files(self, item):
+        if not item.batch.results_visible:
+            return RESULTS_HIDDEN
+        return json.dumps(item.output_files, ensure_ascii=False) if item.output_files else None
 
 
 @admin.register(BatchError)

@@ -74,6 +74,18 @@ class BatchNotFinished(Conflict):
     title = "Batch has not ended yet"
 
 
+class JobTypeNotReady(Conflict):
+    """Items of a job type that cannot run on this server yet; the message says how to fix it."""
+
+    default_code = "job_type_not_ready"
+    title = "Job type not ready"
+
+
+class ResultsHidden(Conflict):
+    default_code = "results_hidden"
+    title = "Results are hidden"
+
+
 class TooLarge(DomainError):
     status_code = 413
     default_code = "too_large"

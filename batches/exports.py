@@ -20,6 +20,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from batches.exceptions import BatchNotFinished, DomainError, ResultsHidden
 from batches.models import Batch, BatchError, Item
 
 PAGE = 2000
@@ -31,17 +32,12 @@ ITEM_FIELDS = [
 ERROR_FIELDS = ["index", "external_id", "code", "message", "created_at"]
 
 
-def results_visible(batch: Batch) -> bool:
-    """Return False while an atomic batch's results must stay hidden (all or none)."""
-    return not batch.atomic or batch.status == Batch.Status.FINISHED
-
-
 def item_rows(batch: Batch, statuses: list[str] | None = None) -> Iterator[dict[str, Any]]:
     """Yield the batch's items as dicts in index order, one page of rows at a time."""
     items = Item.objects.filter(batch=batch)
     if statuses:
         items = items.filter(status__in=statuses)
-    visible = results_visible(batch)
+    visible = batch.results_visible
     after = -1
     while True:
         page = list(items.filter(index__gt=after).order_by("index").values(*ITEM_FIELDS)[:PAGE])
@@ -126,6 +122,30 @@ class _Sink(io.RawIOBase):
         data = b"".join(self.parts)
         self.parts.clear()
         return data
+
+
+def package_refusal(batch: Batch) -> DomainError | None:
+    """Return why the batch's package cannot be had now, or None when it can.
+
+    A batch that has not ended has no package yet. An ended atomic batch that did not
+    finish published no result, so it has none either: a refusal says so, where an empty
+    ZIP would look like a batch without output.
+    """
+    if not batch.is_terminal:
+        return BatchNotFinished(f"batch is {batch.status}; its package is ready once it ends")
+    if not batch.results_visible:
+        return ResultsHidden(
+            f"batch is {batch.status}; an atomic batch publishes its results and output "
+            "files only once it has finished"
+        )
+    return None
+
+
+def package_check(batch: Batch) -> None:
+    """Raise the refusal of the batch's package, if it has one."""
+    refusal = package_refusal(batch)
+    if refusal is not None:
+        raise refusal
 
 
 def package_entries(batch: Batch) -> Iterator[tuple[str, Path, dict[str, Any]]]:

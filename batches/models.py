@@ -186,6 +186,16 @@ class Batch(models.Model):
         return self.status in self.TERMINAL
 
     @property
+    def results_visible(self) -> bool:
+        """Return True when clients may see the items' results and output files.
+
+        An atomic batch publishes all of its results or none, so they stay hidden until it
+        has finished. This is the one copy of the rule: the API, the dialects, exports,
+        packages, the dashboard and the admin all ask it.
+        """
+        return not self.atomic or self.status == self.Status.FINISHED
+
+    @property
     def ended_items(self) -> int:
         """Return how many items have reached a final state."""
         return self.succeeded_items + self.failed_items + self.cancelled_items
@@ -269,6 +279,10 @@ class Item(models.Model):
             models.Index(fields=["batch", "status", "index"], name="item_batch_status"),
             models.Index(fields=["batch", "external_id"], name="item_batch_external_id"),
             models.Index(fields=["batch", "seq"], name="item_batch_seq"),
+            # For counts by type: whether a batch holds any item of another type than its
+            # own is two short ranges of this index. Types never change, so workers never
+            # write to it.
+            models.Index(fields=["batch", "type"], name="item_batch_type"),
             # For `superseded`: which later items redid a key. Partial, so items without
             # a key cost nothing.
             models.Index(

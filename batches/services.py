@@ -11,7 +11,8 @@ import itertools
 import logging
 import shutil
 import uuid
-from datetime import timedelta
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -20,7 +21,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from batches import bulk, engine, formats, nudges, uploads, webhooks
+from batches import bulk, engine, formats, nudges, selectors, uploads, webhooks
 from batches.exceptions import (
     BatchAlreadyCommitted,
     BatchEmpty,
@@ -31,6 +32,7 @@ from batches.exceptions import (
     BatchNotOpen,
     Conflict,
     InvalidInput,
+    JobTypeNotReady,
     NotFound,
     TooLarge,
     UnsupportedMediaType,
@@ -126,6 +128,21 @@ def _job_type_name(name: str | None) -> str:
     return name
 
 
+def job_types_ready_check(types: Iterable[str]) -> None:
+    """Refuse items of job types that cannot run here yet, saying how to make them ready."""
+    unready = {}
+    for name in sorted(set(types)):
+        job_type = get_job_type(name)
+        message = job_type.readiness() if job_type is not None else None
+        if message:
+            unready[name] = message
+    if unready:
+        raise JobTypeNotReady(
+            "; ".join(f"job type {name!r} is not ready: {why}" for name, why in unready.items()),
+            extra={"job_types": list(unready)},
+        )
+
+
 def batch_create(
     *,
     account: Account,
@@ -161,6 +178,9 @@ def batch_create(
                 errors=[{"field": "source_url", "message": "cannot be combined with items"}],
             )
         _outbound_check("source_url", source_url)
+        # The file's items are checked once read; most take the batch's type, so a type
+        # that cannot run is refused now rather than after the download.
+        job_types_ready_check([type])
     if options.get("callback_url"):
         _outbound_check("callback_url", options["callback_url"])
     try:
@@ -232,6 +252,7 @@ def _items_insert(*, batch: Batch, items: list[Any], actor: str) -> range:
             f"a batch holds at most {settings.BATCHSITE_MAX_ITEMS_PER_BATCH} items",
             errors=[{"field": "items", "message": "too many items for one batch"}],
         )
+    job_types_ready_check(spec.type for spec in specs)
     created = _items_bulk_create(batch=batch, specs=specs)
     updates = ["total_items", "pending_items"]
     batch.total_items += len(created)
@@ -296,6 +317,7 @@ def item_add_file(
             f"a batch holds at most {settings.BATCHSITE_MAX_ITEMS_PER_BATCH} items",
             errors=[{"field": "file", "message": "too many items for one batch"}],
         )
+    job_types_ready_check([parsed.type])
     target = batch_files_dir(batch.pk) / "in" / uuid.uuid4().hex
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -352,6 +374,9 @@ def batch_upload(
             "a payload for every item goes with ZIP packages only; JSONL and CSV carry their own",
             errors=[{"field": "payload", "message": "only with application/zip"}],
         )
+    if fmt == "zip":
+        # Every member becomes an item of the batch's type: refuse before reading the body.
+        job_types_ready_check([batch.type])
     path = uploads.receive(
         stream, content_length=content_length, limit=settings.BATCHSITE_MAX_UPLOAD_BYTES
     )
@@ -375,6 +400,7 @@ def batch_upload(
                 f"{staged.rejected} lines of the file are invalid; nothing was added",
                 errors=staged.problems,
             )
+        job_types_ready_check(staged.types)
         if dry_run:
             staged.discard()
         else:
@@ -397,6 +423,7 @@ def items_add_staged(*, batch: Batch, staged: uploads.Staged, actor: str) -> ran
             f"a batch holds at most {settings.BATCHSITE_MAX_ITEMS_PER_BATCH} items",
             errors=[{"field": "file", "message": "too many items for one batch"}],
         )
+    job_types_ready_check(staged.types)
     start = batch.total_items
     rows = ((start + offset, *staged_item) for offset, staged_item in enumerate(staged.items()))
     while group := list(itertools.islice(rows, INSERT_GROUP)):
@@ -440,7 +467,11 @@ def batch_ingest_finish(*, batch: Batch, staged: uploads.Staged, actor: str) -> 
     batch = batch_lock(batch)
     if batch.status != Batch.Status.INGESTING:
         return None
-    items_add_staged(batch=batch, staged=staged, actor=actor)
+    try:
+        items_add_staged(batch=batch, staged=staged, actor=actor)
+    except JobTypeNotReady as exc:
+        # Nobody waits on this request: the batch fails, saying what to fix.
+        return batch_fail(batch=batch, code=exc.code, message=exc.message, actor=actor)
     batch.refresh_from_db()
     if not staged.added:
         return batch_fail(
@@ -505,6 +536,8 @@ def batch_commit(*, batch: Batch, actor: str) -> Batch:
         raise BatchFinished(f"batch is {batch.status}; it can no longer be committed")
     if batch.status != Batch.Status.OPEN:
         raise BatchNotOpen(f"batch is {batch.status}; it cannot be committed yet")
+    # Checked again: a signing key or a mail setting may have gone since the items came.
+    job_types_ready_check(selectors.batch_item_types(batch=batch))
     engine.items_move(
         batch_id=batch.pk, from_statuses=[Item.Status.PENDING], to_status=Item.Status.QUEUED
     )
@@ -627,6 +660,8 @@ def batch_rerun(*, batch: Batch, which: RerunWhich, actor: str) -> Batch:
     )
     if not moved:
         raise Conflict(f"batch has no {which} items to rerun", code="nothing_to_rerun")
+    # The items just queued: a refusal rolls their move back.
+    job_types_ready_check(selectors.batch_item_types(batch=batch, statuses=[Item.Status.QUEUED]))
     if which == "all":
         outputs = engine.batch_outputs_dir(batch.pk)
         transaction.on_commit(lambda: shutil.rmtree(outputs, ignore_errors=True))
@@ -665,11 +700,54 @@ def batch_delete(*, batch: Batch, actor: str) -> None:
     transaction.on_commit(lambda: shutil.rmtree(batch_files_dir(batch_id), ignore_errors=True))
 
 
+def _retention_over(batch: Batch, now: datetime) -> bool:
+    """Return True when an ended batch has been kept as long as its retention says.
+
+    Its own `retention_days`, else BATCHSITE_RETENTION_DAYS; a retention longer than the
+    API takes (set in the admin) keeps it for good.
+    """
+    if not batch.is_terminal or batch.finished_at is None:
+        return False
+    days = batch.retention_days
+    if days is None:
+        days = settings.BATCHSITE_RETENTION_DAYS
+    if days > Batch.MAX_RETENTION_DAYS:
+        return False
+    return batch.finished_at < now - timedelta(days=days)
+
+
+@transaction.atomic
+def batch_purge(
+    *,
+    batch: Batch,
+    actor: str,
+    finished_before: datetime | None = None,
+    retention_at: datetime | None = None,
+) -> bool:
+    """Delete an ended batch that is still due; return whether it was deleted.
+
+    Due means ended, and also finished before `finished_before` and past its retention at
+    `retention_at` when they are given. Whoever listed the batch did so without a lock, so
+    it is checked again under its row lock: a batch rerun, given a longer retention or
+    deleted since is kept.
+    """
+    locked = Batch.objects.select_for_update().filter(pk=batch.pk).first()
+    if locked is None or not locked.is_terminal:
+        return False
+    if finished_before is not None and not (
+        locked.finished_at and locked.finished_at < finished_before
+    ):
+        return False
+    if retention_at is not None and not _retention_over(locked, retention_at):
+        return False
+    batch_delete(batch=locked, actor=actor)
+    return True
+
+
 def batches_purge_older(*, older_than: timedelta, dry_run: bool, actor: str) -> list[Batch]:
     """Delete ended batches that finished more than `older_than` ago; return them.
 
-    Each batch is checked again under its lock before batch_delete, so one rerun since
-    the listing is kept. A dry run only returns what would be deleted.
+    A dry run only returns what would be deleted.
     """
     cutoff = timezone.now() - older_than
     due = list(
@@ -679,14 +757,4 @@ def batches_purge_older(*, older_than: timedelta, dry_run: bool, actor: str) -> 
     )
     if dry_run:
         return due
-    purged = []
-    for batch in due:
-        with transaction.atomic():
-            locked = Batch.objects.select_for_update().filter(pk=batch.pk).first()
-            if locked is None or not locked.is_terminal or not locked.finished_at:
-                continue
-            if locked.finished_at >= cutoff:
-                continue
-            batch_delete(batch=locked, actor=actor)
-        purged.append(batch)
-    return purged
+    return [batch for batch in due if batch_purge(batch=batch, actor=actor, finished_before=cutoff)]

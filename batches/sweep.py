@@ -161,8 +161,8 @@ def batches_finalize_stuck() -> int:
     return count
 
 
-def batches_purge(now) -> int:
-    """Delete ended batches older than their retention (per batch, or the default)."""
+def batches_purge_due(now) -> list[Batch]:
+    """List ended batches older than their retention (per batch, or the default), oldest first."""
     ended = Batch.objects.filter(status__in=Batch.TERMINAL)
     cutoffs = Q(
         retention_days__isnull=True,
@@ -178,7 +178,15 @@ def batches_purge(now) -> int:
         .order_by()
     ):
         cutoffs |= Q(retention_days=days, finished_at__lt=now - timedelta(days=days))
-    due = list(ended.filter(cutoffs).order_by("finished_at")[:PURGE_PER_RUN])
-    for batch in due:
-        services.batch_delete(batch=batch, actor=ACTOR)
-    return len(due)
+    return list(ended.filter(cutoffs).order_by("finished_at")[:PURGE_PER_RUN])
+
+
+def batches_purge(now, due: list[Batch] | None = None) -> int:
+    """Delete the ended batches whose retention ran out; return how many were deleted.
+
+    `due` is a listing made earlier (by default, one made now). It was made without locks,
+    so services.batch_purge checks each batch again under its lock: one rerun since is kept.
+    """
+    if due is None:
+        due = batches_purge_due(now)
+    return sum(services.batch_purge(batch=batch, actor=ACTOR, retention_at=now) for batch in due)

@@ -69,6 +69,8 @@ class Staged:
     rejected: int = 0
     # The first problems, for the answer; all of them are in problems_path.
     problems: list[dict[str, Any]] = field(default_factory=list)
+    # The job types of the staged items.
+    types: set[str] = field(default_factory=set)
 
     def items(self) -> Iterator[tuple[str, str, str, str, str]]:
         """Yield (external_id, key, type, payload JSON, input file) for each staged item."""
@@ -148,6 +150,7 @@ def stage(
                     problems_out.add(problem)
                     continue
                 staged.added += 1
+                staged.types.add(parsed.type)
                 out.add(
                     (parsed.external_id, parsed.key, parsed.type, parsed.payload_json, input_file)
                 )

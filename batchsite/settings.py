@@ -374,5 +374,30 @@ BATCHSITE_IMAGE_MAX_PIXELS = env_int("BATCHSITE_IMAGE_MAX_PIXELS", 50_000_000)
 BATCHSITE_SIGNING_KEY = os.environ.get("BATCHSITE_SIGNING_KEY") or None
 BATCHSITE_SIGNING_CERT = os.environ.get("BATCHSITE_SIGNING_CERT") or None
 
+# Mail for email.send: Django's settings of these names, each set only when the
+# environment sets it, so that email.send can tell a mail server someone named from
+# Django's default (SMTP on localhost) and refuse its items up front when there is none.
+for _name in (
+    "EMAIL_BACKEND",
+    "EMAIL_HOST",
+    "EMAIL_HOST_USER",
+    "EMAIL_HOST_PASSWORD",
+    "EMAIL_FILE_PATH",
+    "DEFAULT_FROM_EMAIL",
+):
+    if os.environ.get(_name):
+        globals()[_name] = os.environ[_name]
+if os.environ.get("EMAIL_PORT"):
+    EMAIL_PORT = env_int("EMAIL_PORT", 25)
+if os.environ.get("EMAIL_USE_TLS"):
+    EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS")
+if os.environ.get("EMAIL_USE_SSL"):
+    EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL")
+if env_bool("BATCHSITE_LOCAL_RUN") and not (
+    os.environ.get("EMAIL_BACKEND") or os.environ.get("EMAIL_HOST")
+):
+    # `make run` prints mail on the worker's console, so email.send works on a fresh install.
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+
 # A request body of 10,000 items is well over Django's 2.5 MB default.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("BATCHSITE_MAX_REQUEST_BYTES", 64 * 1024 * 1024)

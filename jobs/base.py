@@ -145,6 +145,16 @@ class JobType:
         """Do every prepared item at once; return how many (defer_in_atomic types)."""
         raise NotImplementedError
 
+    def readiness(self) -> str | None:
+        """Return None when items of this type can run here, else what is missing and how to fix it.
+
+        Items of a type that is not ready are refused when they are submitted and again at
+        commit, instead of every one of them failing at run time. It is asked on every
+        submission, so keep it cheap; the message is shown to API clients, so name the
+        command or setting that fixes it, not file paths.
+        """
+        return None
+
     def describe(self) -> dict[str, Any]:
         """Return the public description shown by `GET job-types/`."""
         return {

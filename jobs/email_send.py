@@ -16,9 +16,11 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import EmailMultiAlternatives, get_connection
+from django.core.mail.backends.smtp import EmailBackend as SMTPEmailBackend
 from django.core.mail.message import sanitize_address
 from django.core.mail.utils import DNS_NAME
 from django.core.validators import validate_email
+from django.utils.module_loading import import_string
 
 from jobs.base import JobError, JobType, PayloadError, PermanentError, TransientError
 
@@ -110,6 +112,26 @@ class EmailSend(JobType):
     # In an atomic batch the engine calls finalize_send with every payload instead of
     # calling process per item, so that nothing is sent unless everything can be.
     defer_in_atomic = True
+
+    def readiness(self):
+        """Say what to configure when mail would go to an SMTP server nobody named.
+
+        Django's default is the SMTP backend on localhost, which on most hosts has no mail
+        server: every item would be retried, then fail. So the SMTP backend counts as
+        ready only once EMAIL_HOST is set (to "localhost" too, for a local MTA); any other
+        backend (console, file, locmem, a provider's) is ready as it is.
+        """
+        try:
+            backend = import_string(settings.EMAIL_BACKEND)
+        except ImportError:
+            return f"EMAIL_BACKEND {settings.EMAIL_BACKEND!r} cannot be imported; fix EMAIL_BACKEND"
+        if issubclass(backend, SMTPEmailBackend) and not settings.is_overridden("EMAIL_HOST"):
+            return (
+                "no mail server is configured; set EMAIL_HOST (with EMAIL_PORT, "
+                "EMAIL_HOST_USER, EMAIL_HOST_PASSWORD and EMAIL_USE_TLS as it needs), or "
+                "EMAIL_BACKEND to another Django mail backend"
+            )
+        return None
 
     def validate_payload(self, payload):
         """Check the addresses, the subject and the bodies."""

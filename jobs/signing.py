@@ -156,9 +156,14 @@ def openssl_reason(output: str) -> str:
     return reason[:MAX_REASON]
 
 
+def openssl_binary() -> str:
+    """Return the name or path of the openssl program document.verify runs."""
+    return getattr(settings, "BATCHSITE_OPENSSL", None) or "openssl"
+
+
 def openssl_cms_verify(document: Path, signature: Path) -> tuple[bool, str]:
     """Check the detached DER signature over the document; return (valid, OpenSSL's reason)."""
-    binary = getattr(settings, "BATCHSITE_OPENSSL", None) or "openssl"
+    binary = openssl_binary()
     found = shutil.which(binary)
     if found is None:
         raise PermanentError(
@@ -225,6 +230,25 @@ class DocumentSign(JobType):
                 {f"payload.{name}": "is not a field of document.sign" for name in sorted(payload)}
             )
 
+    def readiness(self):
+        """Say what to run when there is no usable signer."""
+        try:
+            signer_load()
+        except TransientError:
+            # Caught between createsigningkey's two writes; the items retry, so accept them.
+            return None
+        except PermanentError as exc:
+            if exc.code == "no_signer":
+                return (
+                    "there is no signing key; run `manage.py createsigningkey` to make one "
+                    "(or to import yours)"
+                )
+            return (
+                "the signing key or certificate cannot be read; run "
+                "`manage.py createsigningkey --force` to replace them"
+            )
+        return None
+
     def process(self, payload, file, context):
         """Sign the file and write the signature and a copy of the original."""
         if file is None:
@@ -278,6 +302,15 @@ class DocumentVerify(JobType):
     accepts_file = True
     chunk_size = 200
     slice_size = 20
+
+    def readiness(self):
+        """Say what to install when the openssl program is missing."""
+        if shutil.which(openssl_binary()) is None:
+            return (
+                "the openssl program is not installed; install OpenSSL (or name it in "
+                "BATCHSITE_OPENSSL)"
+            )
+        return None
 
     def validate_payload(self, payload):
         """Accept an optional base64 `signature` and nothing else."""

@@ -81,6 +81,20 @@ def csrf_staff(staff_user) -> Client:
     return client
 
 
+@pytest.fixture
+def no_signer(settings, tmp_path):
+    """Point document.sign's signer at an empty folder: not ready until a test makes a key."""
+    settings.MEDIA_ROOT = tmp_path / "files"
+    settings.BATCHSITE_SIGNING_KEY = tmp_path / "signer" / "key.pem"
+    settings.BATCHSITE_SIGNING_CERT = tmp_path / "signer" / "cert.pem"
+
+
+@pytest.fixture
+def no_mail_server(settings):
+    """Django's default mail settings, SMTP to a host nobody named: email.send is not ready."""
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+
+
 def wait_for(predicate: Callable[[], object], *, timeout: float = 60, interval: float = 0.1):
     """Poll until `predicate()` is truthy and return its value; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout

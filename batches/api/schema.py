@@ -21,7 +21,8 @@ PROBLEM_STATUSES = {
     401: "`not_authenticated`: no API key, or one that is unknown, revoked or expired.",
     404: "`not_found`: no such batch or item (another account's batch too), or no such page.",
     409: "The batch's state does not allow this: `code` says why "
-    "(e.g. `batch_not_open`, `batch_finished`, `batch_exists`).",
+    "(e.g. `batch_not_open`, `batch_finished`, `batch_exists`), or `job_type_not_ready`: "
+    "items of a job type that cannot run on this server yet (`detail` says what it needs).",
     413: "`too_large`: the body, or a file in it, is over the limit.",
     415: "`unsupported_media_type`: the body's Content-Type is not one this operation reads.",
     429: "`throttled`: too many requests for this key; `Retry-After` says when to try again.",
@@ -103,6 +104,11 @@ class ProblemSerializer(serializers.Serializer):
     detail = serializers.CharField()
     code = serializers.CharField(help_text="Machine-readable: `invalid`, `not_found`, ...")
     errors = ProblemErrorSerializer(many=True, required=False)
+    job_types = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="With `job_type_not_ready`: the job types that cannot run here yet.",
+    )
 
 
 def problem_response(status_code: int, description: str) -> dict:

@@ -10,6 +10,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from batches import selectors
 from batches.ingest import storable_problem
 from batches.models import Batch, BatchError, BatchEvent, Item
 
@@ -361,13 +362,24 @@ BATCH_LINKS = {
 
 
 class BatchDetailSerializer(BatchSerializer):
-    """A batch with its first errors."""
+    """A batch with its counts per job type and its first errors."""
 
+    counts_by_type = serializers.SerializerMethodField()
     errors = serializers.SerializerMethodField()
 
     class Meta(BatchSerializer.Meta):
-        fields = [*BatchSerializer.Meta.fields, "errors"]
+        fields = [*BatchSerializer.Meta.fields, "counts_by_type", "errors"]
         read_only_fields = fields
+
+    @extend_schema_field(
+        serializers.DictField(
+            child=CountsSerializer(),
+            help_text="The item counters of each job type in the batch, shaped as `counts`.",
+        )
+    )
+    def get_counts_by_type(self, batch: Batch) -> dict[str, dict[str, int]]:
+        """Return the item counters per job type."""
+        return selectors.batch_counts_by_type(batch=batch)
 
     @extend_schema_field(BatchErrorSerializer(many=True))
     def get_errors(self, batch: Batch) -> list[dict]:
@@ -378,8 +390,8 @@ class BatchDetailSerializer(BatchSerializer):
 class ItemSerializer(serializers.ModelSerializer):
     """One item with its outcome.
 
-    The result of an item in an atomic batch stays hidden until the batch has finished,
-    since an atomic batch publishes all results or none.
+    The result is null while the batch's results are hidden (Batch.results_visible: an
+    atomic batch publishes all results or none, once it has finished).
     """
 
     error = serializers.SerializerMethodField()
@@ -404,11 +416,9 @@ class ItemSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(OpenApiTypes.ANY)
     def get_result(self, item: Item):
-        """Return the item's result, unless its atomic batch has not finished."""
+        """Return the item's result, or null while its batch's results are hidden."""
         batch = self.context.get("batch") or item.batch
-        if batch.atomic and batch.status != Batch.Status.FINISHED:
-            return None
-        return item.result
+        return item.result if batch.results_visible else None
 
     @extend_schema_field(
         {

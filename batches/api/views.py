@@ -33,7 +33,7 @@ from batches.api.serializers import (
     UploadOptionsSerializer,
     UploadReportSerializer,
 )
-from batches.exceptions import BatchNotFinished, InvalidInput, NotFound
+from batches.exceptions import InvalidInput, NotFound
 from batches.models import Account, Batch, Item
 from jobs import job_types
 
@@ -339,8 +339,7 @@ class BatchViewSet(viewsets.GenericViewSet):
                     f"status {message}", errors=[{"field": "status", "message": message}]
                 )
             items = items.filter(status=wanted)
-        hidden = batch.atomic and batch.status != Batch.Status.FINISHED
-        page = [] if hidden else list(items[:limit])
+        page = list(items[:limit]) if batch.results_visible else []
         grouped: dict[str, list] = {}
         for item in page:
             grouped.setdefault(item.type, []).append(
@@ -388,15 +387,18 @@ class BatchViewSet(viewsets.GenericViewSet):
     @extend_schema(
         responses={
             (200, "application/zip"): OpenApiTypes.BINARY,
-            **problem_response(409, "`batch_not_finished`: the package is ready once it ends."),
+            **problem_response(
+                409,
+                "`batch_not_finished`: the package is ready once it ends; `results_hidden`: "
+                "an atomic batch that did not finish published no results.",
+            ),
         }
     )
     @action(detail=True, methods=["get"], filterset_class=None)
     def package(self, request, pk=None):
         """Stream a ZIP of every output file of an ended batch, with a manifest.json."""
         batch = self.get_object()
-        if not batch.is_terminal:
-            raise BatchNotFinished(f"batch is {batch.status}; its package is ready once it ends")
+        exports.package_check(batch)
         return _download(exports.package_stream(batch), batch, "package.zip")
 
     @extend_schema(

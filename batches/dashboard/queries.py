@@ -18,7 +18,7 @@ from django.db.models import Count, F, FloatField, Prefetch, Q, QuerySet
 from django.db.models.functions import Cast, Coalesce, Greatest, NullIf, TruncMinute, TruncSecond
 from django.utils import timezone
 
-from batches import exports
+from batches import exports, selectors
 from batches.dashboard import charts
 from batches.models import Account, ApiKey, Batch, BatchError, BatchEvent, Item, WebhookDelivery
 
@@ -449,15 +449,19 @@ class BatchSummary:
     stuck: bool
     last_progress: datetime
     counts: list[CountCell]
+    counts_by_type: dict[str, dict[str, int]]
     chart: charts.LineChart | None
     actions: list[BatchAction]
     package_ready: bool
+    # Why the package cannot be downloaded now, when it cannot.
+    package_note: str
 
 
 def batch_summary(batch: Batch) -> BatchSummary:
     """Return the live header of a batch's page."""
     now = timezone.now()
     eta = batch.estimated_completion()
+    package_refusal = exports.package_refusal(batch)
     return BatchSummary(
         batch=batch,
         percent=percent_label(batch),
@@ -472,9 +476,11 @@ def batch_summary(batch: Batch) -> BatchSummary:
             for status, count in batch.counts().items()
             if status != "total"
         ],
+        counts_by_type=selectors.batch_counts_by_type(batch=batch),
         chart=throughput_chart(batch),
         actions=batch_actions(batch),
-        package_ready=batch.is_terminal,
+        package_ready=package_refusal is None,
+        package_note=package_refusal.message if package_refusal else "",
     )
 
 
@@ -565,14 +571,16 @@ class ItemDetail:
 
 
 def item_detail(batch: Batch, item: Item) -> ItemDetail:
-    """Return an item's details; an atomic batch's results stay hidden until it finishes."""
-    hidden = not exports.results_visible(batch)
+    """Return an item's details; its result and output files only if the batch shows them."""
+    hidden = not batch.results_visible
     return ItemDetail(
         item=item,
         payload=pretty_json(item.payload),
         result="" if hidden or item.result is None else pretty_json(item.result),
         result_hidden=hidden,
-        output_names=[output.get("name", "") for output in item.output_files or []],
+        output_names=[]
+        if hidden
+        else [output.get("name", "") for output in item.output_files or []],
     )
 
 

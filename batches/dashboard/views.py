@@ -291,12 +291,10 @@ def batch_download(request: HttpRequest, pk, name: str) -> HttpResponse:
         return _stream(exports.as_jsonl(rows), batch, name)
     if name == "errors.csv":
         return _stream(exports.as_csv(exports.error_rows(batch), exports.ERROR_FIELDS), batch, name)
-    if not batch.is_terminal:
-        messages.error(
-            request,
-            f"batch is {batch.status}; its package is ready once it ends",
-            extra_tags="batch_not_finished",
-        )
+    try:
+        exports.package_check(batch)
+    except DomainError as exc:
+        _refused(request, exc)
         return redirect("dashboard:batch-detail", pk=batch.pk)
     return _stream(exports.package_stream(batch), batch, name)
 

@@ -7,6 +7,8 @@ from datetime import timedelta
 from urllib.parse import quote
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from batches import services
@@ -456,6 +458,57 @@ def test_batch_retrieve__returns_counts_progress_and_first_20_errors(client_a, f
         "message": "line 0",
         "created_at": body["errors"][0]["created_at"],
     }
+
+
+def test_batch_retrieve__counts_by_type_before_commit_and_once_ended(client_a, run_inline):
+    body = [
+        {"type": "echo", "payload": {"n": 0}},
+        {"type": "test.flaky", "payload": {"n": 1}},
+        {"type": "echo", "payload": {"n": 2, "fail": True}},
+    ]
+    batch = create_batch(client_a, items=body)
+    zero = dict.fromkeys(["pending", "queued", "running", "succeeded", "failed", "cancelled"], 0)
+
+    before = client_a.get(batch_url(batch)).json()["counts_by_type"]
+    with run_inline():
+        client_a.post(batch_url(batch, "commit/"))
+    after = client_a.get(batch_url(batch)).json()["counts_by_type"]
+
+    assert before == {
+        "echo": {**zero, "total": 2, "pending": 2},
+        "test.flaky": {**zero, "total": 1, "pending": 1},
+    }
+    assert after == {
+        "echo": {**zero, "total": 2, "succeeded": 1, "failed": 1},
+        "test.flaky": {**zero, "total": 1, "succeeded": 1},
+    }
+
+
+def queries_of(client, url: str) -> int:
+    """Return how many queries a GET of `url` runs."""
+    with CaptureQueriesContext(connection) as queries:
+        assert client.get(url).status_code == 200
+    return len(queries)
+
+
+def test_batch_retrieve__query_count_does_not_grow_with_types_or_items(client_a, account):
+    two_types = open_batch(
+        account=account, items=[{"payload": {}}, {"type": "test.flaky", "payload": {}}]
+    )
+    types = ["echo", "test.flaky", "test.record", "test.paced"]
+    many = open_batch(account=account, items=[{"type": t, "payload": {}} for t in types * 50])
+    client_a.get(BATCHES)  # the first request of a key records its last use
+
+    assert queries_of(client_a, batch_url(two_types)) == queries_of(client_a, batch_url(many))
+    assert len(client_a.get(batch_url(many)).json()["counts_by_type"]) == 4
+
+
+def test_batch_list__has_no_counts_by_type(client_a, account):
+    open_batch(account=account, items=2)
+
+    listed = client_a.get(BATCHES).json()["results"]
+
+    assert "counts_by_type" not in listed[0]
 
 
 def test_batch_retrieve__unknown_id_is_404(client_a):

@@ -105,3 +105,13 @@ def test_schema__a_created_batch_links_to_every_operation_on_it(schema):
     assert targets <= set(links)
     for target in targets:
         assert links[target]["parameters"] == {"path.id": "$response.body#/id"}, target
+
+
+def test_schema__batch_detail_documents_counts_by_type_as_counts_per_type(schema):
+    detail = schema["components"]["schemas"]["BatchDetail"]
+    counts_by_type = detail["properties"]["counts_by_type"]
+
+    assert "counts_by_type" in detail["required"]
+    assert counts_by_type["type"] == "object"
+    assert counts_by_type["additionalProperties"] == {"$ref": "#/components/schemas/Counts"}
+    assert "counts_by_type" not in schema["components"]["schemas"]["Batch"]["properties"]

@@ -480,7 +480,9 @@ def test_package__after_delete_is_404_and_the_files_are_gone(
     assert not files_dir.exists()
 
 
-def test_package__failed_atomic_batch_has_no_outputs(client_a, django_capture_on_commit_callbacks):
+def test_package__failed_atomic_batch_has_no_outputs_and_no_package(
+    client_a, django_capture_on_commit_callbacks
+):
     batch = stamp_batch(client_a, {"a.txt": b"alpha", "b.txt": b"beta"}, options={"atomic": True})
     added = client_a.post(
         batch_url(batch, "items/"), {"type": "echo", "payload": {"fail": True}}, format="json"
@@ -492,9 +494,5 @@ def test_package__failed_atomic_batch_has_no_outputs(client_a, django_capture_on
     assert failed.status == Batch.Status.FAILED
     discarded = BatchEvent.objects.get(batch=failed, kind="results_discarded")
     assert discarded.detail == {"items": 2}  # both stamps were written, then thrown away
-    archive = open_package(client_a.get(batch_url(batch, "package/")))
-    assert archive.namelist() == ["manifest.json"]
-    manifest = json.loads(archive.read("manifest.json"))
-    assert manifest["status"] == "failed"
-    assert manifest["files"] == []
+    assert_problem(client_a.get(batch_url(batch, "package/")), 409, "results_hidden")
     assert not engine.batch_outputs_dir(failed.pk).exists()

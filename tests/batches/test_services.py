@@ -770,6 +770,80 @@ def test_batch_delete__second_delete_is_not_found(account):
         services.batch_delete(batch=batch, actor="test")
 
 
+# --- batch_purge --------------------------------------------------------------------------------
+
+
+def ended_ago(batch: Batch, **delta) -> Batch:
+    Batch.objects.filter(pk=batch.pk).update(finished_at=timezone.now() - timedelta(**delta))
+    return Batch.objects.get(pk=batch.pk)
+
+
+def test_batch_purge__ended_batch_is_deleted(ran):
+    batch = ran(2)
+
+    assert services.batch_purge(batch=batch, actor="test") is True
+
+    assert not Batch.objects.filter(pk=batch.pk).exists()
+    assert not Item.objects.filter(batch_id=batch.pk).exists()
+
+
+@pytest.mark.parametrize("status", [S.OPEN, S.COMMITTED, S.RUNNING, S.CANCELLING, S.FINALIZING])
+def test_batch_purge__batch_that_has_not_ended_is_kept(account, status):
+    batch = open_batch(account=account, items=2)
+    Batch.objects.filter(pk=batch.pk).update(status=status)
+
+    assert services.batch_purge(batch=batch, actor="test") is False
+
+    assert Batch.objects.filter(pk=batch.pk, status=status).exists()
+    assert Item.objects.filter(batch=batch).count() == 2
+
+
+def test_batch_purge__batch_rerun_since_it_was_read_is_kept(ran):
+    stale = ran([{"payload": {}}, {"payload": {"fail": True}}])
+    services.batch_rerun(batch=stale, which="failed", actor="test")
+
+    assert stale.is_terminal
+    assert services.batch_purge(batch=stale, actor="test") is False
+
+    assert Batch.objects.get(pk=stale.pk).status == S.COMMITTED
+
+
+def test_batch_purge__deleted_batch_is_not_deleted_twice(ran):
+    batch = ran(1)
+    services.batch_delete(batch=batch, actor="test")
+
+    assert services.batch_purge(batch=batch, actor="test") is False
+
+
+def test_batch_purge__finished_before_keeps_a_batch_that_ended_later(ran):
+    old, recent = ended_ago(ran(1), days=3), ended_ago(ran(1), hours=1)
+    cutoff = timezone.now() - timedelta(days=1)
+
+    purged = [
+        services.batch_purge(batch=b, actor="t", finished_before=cutoff) for b in (old, recent)
+    ]
+
+    assert purged == [True, False]
+    assert Batch.objects.filter(pk=recent.pk).exists()
+
+
+def test_batch_purge__retention_at_follows_the_batchs_own_retention(ran, settings):
+    settings.BATCHSITE_RETENTION_DAYS = 30
+    default = ended_ago(ran(1), days=31)
+    longer = ended_ago(ran(1, retention_days=60), days=31)
+    shorter = ended_ago(ran(1, retention_days=1), days=2)
+    forever = ended_ago(ran(1), days=31)
+    Batch.objects.filter(pk=forever.pk).update(retention_days=Batch.MAX_RETENTION_DAYS + 1)
+    now = timezone.now()
+
+    purged = [
+        services.batch_purge(batch=batch, actor="test", retention_at=now)
+        for batch in (default, longer, shorter, forever)
+    ]
+
+    assert purged == [True, False, True, False]
+
+
 # --- counters -----------------------------------------------------------------------------------
 
 

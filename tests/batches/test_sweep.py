@@ -765,6 +765,38 @@ def test_batches_purge__due_batch_is_purged_however_many_newer_batches_keep_thei
     assert Batch.objects.filter(retention_days=365).count() == 1100
 
 
+def test_batches_purge__batch_rerun_between_the_listing_and_the_purge_is_kept(
+    make, django_capture_on_commit_callbacks
+):
+    rerun = make(echo_items(2, i1={"fail": True}), run=True, retention_days=0)
+    other = make(echo_items(1), run=True, retention_days=0)
+    now = timezone.now()
+    due = sweep.batches_purge_due(now)
+    assert {batch.pk for batch in due} == {rerun.pk, other.pk}
+    with django_capture_on_commit_callbacks() as rerun_work:
+        services.batch_rerun(batch=rerun, which="failed", actor="test")
+
+    assert sweep.batches_purge(now, due) == 1
+
+    assert_purged(other.pk)
+    assert_kept(rerun)
+    for work in rerun_work:  # the rerun's chunk runs after the purge passed it by
+        work()
+    assert assert_counters_exact(rerun).status == S.FINISHED
+    assert kinds(rerun)[-3:] == ["rerun", "started", "finished"]
+
+
+def test_batches_purge__retention_lengthened_after_the_listing_keeps_the_batch(make):
+    batch = make(echo_items(1), run=True, retention_days=0)
+    now = timezone.now()
+    due = sweep.batches_purge_due(now)
+    Batch.objects.filter(pk=batch.pk).update(retention_days=365)  # as an operator would
+
+    assert sweep.batches_purge(now, due) == 0
+
+    assert_kept(batch)
+
+
 def test_batches_purge__active_and_recently_ended_batches_are_kept(make, run_sweep, settings):
     active = make(echo_items(2), retention_days=0)
     Chunk.objects.filter(batch=active).update(enqueued_at=timezone.now())

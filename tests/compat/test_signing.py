@@ -14,6 +14,7 @@ import json
 import re
 import subprocess
 import zipfile
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -33,10 +34,11 @@ DOCUMENTS = {
 
 @pytest.fixture(autouse=True)
 def files(settings, tmp_path):
-    """Give each test its own files folder and signer paths."""
+    """Give each test its own files folder and signer (document.sign needs one to take items)."""
     settings.MEDIA_ROOT = tmp_path / "files"
     settings.BATCHSITE_SIGNING_KEY = tmp_path / "signer" / "key.pem"
     settings.BATCHSITE_SIGNING_CERT = tmp_path / "signer" / "cert.pem"
+    call_command("createsigningkey", stdout=io.StringIO())
 
 
 @pytest.fixture
@@ -364,11 +366,14 @@ def test_signing_status__names_each_batch_state(client_a, status, expected):
 
 
 def test_signing_status__failed_signing_is_closed_with_unsigned_documents(
-    client_a, django_capture_on_commit_callbacks
+    client_a, settings, django_capture_on_commit_callbacks
 ):
-    batch_id = uploaded_batch(client_a)  # no signer: every document fails
-
-    assert accept(client_a, batch_id, django_capture_on_commit_callbacks).status_code == 202
+    batch_id = uploaded_batch(client_a)
+    with django_capture_on_commit_callbacks() as signing:
+        assert client_a.post(f"{API}/AcceptBatch?batchId={batch_id}").status_code == 202
+    Path(settings.BATCHSITE_SIGNING_KEY).unlink()  # gone before a worker signs: every one fails
+    for work in signing:
+        work()
 
     closed = status_of(client_a, batch_id)
     assert closed["status"] == "CLOSED"

@@ -553,6 +553,40 @@ def test_batch_detail__shows_header_counts_timeline_errors_and_items(staff, fini
     assert 'data-testid="cancel"' not in page
 
 
+def type_counts(page: str) -> dict[str, str]:
+    """Return the cells of the counts-by-type table, as {"type/status": "n"}."""
+    cells = re.findall(r'data-testid="count-([\w.]+)-(\w+)">(\d+)<', page)
+    return {f"{name}/{status}": n for name, status, n in cells if status != "total"}
+
+
+def test_batch_detail__counts_items_per_type_before_commit_and_once_ended(
+    staff, account, run_inline
+):
+    batch = open_batch(
+        account=account,
+        items=[
+            {"payload": {"n": 0}},
+            {"payload": {"n": 1, "fail": True}},
+            {"type": "test.flaky", "payload": {"n": 2}},
+        ],
+    )
+
+    before = type_counts(html(staff.get(detail_url(batch))))
+    with run_inline():
+        services.batch_commit(batch=batch, actor="test")
+    after = type_counts(html(staff.get(reverse("dashboard:batch-header", args=[batch.pk]), **HX)))
+
+    assert {cell: n for cell, n in before.items() if n != "0"} == {
+        "echo/pending": "2",
+        "test.flaky/pending": "1",
+    }
+    assert {cell: n for cell, n in after.items() if n != "0"} == {
+        "echo/succeeded": "1",
+        "echo/failed": "1",
+        "test.flaky/succeeded": "1",
+    }
+
+
 def test_batch_detail__draws_the_throughput_chart_from_item_finish_times(staff, account):
     start = timezone.now().replace(second=0, microsecond=0) - timedelta(minutes=10)
     batch = BatchFactory(

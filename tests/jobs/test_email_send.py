@@ -356,3 +356,36 @@ def test_email_send_finalize_send__failure_after_some_were_sent_is_permanent(
     assert caught.value.code == "partially_sent"
     assert "after 1 of 3" in caught.value.message
     assert len(mailoutbox) == 1
+
+
+# --- readiness ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "django.core.mail.backends.locmem.EmailBackend",
+        "django.core.mail.backends.console.EmailBackend",
+        "django.core.mail.backends.filebased.EmailBackend",
+    ],
+)
+def test_email_send_readiness__backends_that_need_no_server_are_ready(job, settings, backend):
+    settings.EMAIL_BACKEND = backend
+
+    assert job.readiness() is None
+
+
+def test_email_send_readiness__smtp_is_ready_once_a_host_is_named(job, settings, no_mail_server):
+    unnamed = job.readiness()
+    settings.EMAIL_HOST = "localhost"  # a local MTA, named on purpose
+
+    assert unnamed.startswith("no mail server is configured; set EMAIL_HOST")
+    assert job.readiness() is None
+
+
+def test_email_send_readiness__backend_that_cannot_be_imported(job, settings):
+    settings.EMAIL_BACKEND = "no.such.Backend"
+
+    assert (
+        job.readiness() == "EMAIL_BACKEND 'no.such.Backend' cannot be imported; fix EMAIL_BACKEND"
+    )

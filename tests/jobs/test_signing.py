@@ -154,6 +154,35 @@ def test_document_sign__without_a_signer_fails_telling_what_to_run(tmp_path):
     assert "manage.py createsigningkey" in caught.value.message
 
 
+def test_document_sign_readiness__says_what_to_run_without_a_usable_signer(settings, signer):
+    key = Path(settings.BATCHSITE_SIGNING_KEY)
+    ready = DocumentSign().readiness()
+    key.write_text("not a key")
+    unreadable = DocumentSign().readiness()
+    key.unlink()
+    missing = DocumentSign().readiness()
+
+    assert ready is None
+    assert unreadable == (
+        "the signing key or certificate cannot be read; run "
+        "`manage.py createsigningkey --force` to replace them"
+    )
+    assert missing == (
+        "there is no signing key; run `manage.py createsigningkey` to make one (or to import yours)"
+    )
+    assert str(settings.BATCHSITE_DATA_DIR) not in unreadable + missing  # no paths to clients
+
+
+def test_document_verify_readiness__needs_the_openssl_program(settings, tmp_path):
+    assert DocumentVerify().readiness() is None
+
+    settings.BATCHSITE_OPENSSL = str(tmp_path / "no-openssl-here")
+
+    assert DocumentVerify().readiness() == (
+        "the openssl program is not installed; install OpenSSL (or name it in BATCHSITE_OPENSSL)"
+    )
+
+
 def test_document_sign__unreadable_signer_is_bad_signer(tmp_path, settings, signer):
     Path(settings.BATCHSITE_SIGNING_KEY).write_text("not a key")
 
@@ -411,14 +440,19 @@ def test_document_sign__batch_package_holds_originals_signatures_and_manifest(
     assert {r["signer"] for r in results.values()} == {"CN=Test Signer"}
 
 
-def test_document_sign__batch_without_a_signer_fails_its_items(
-    client_a, django_capture_on_commit_callbacks
+def test_document_sign__signer_removed_after_commit_fails_its_items(
+    client_a, signer, settings, django_capture_on_commit_callbacks
 ):
     batch = create_batch(client_a, type="document.sign")
     upload(client_a, batch, zip_of({"a.txt": b"a"}))
+    with django_capture_on_commit_callbacks() as signing:
+        assert client_a.post(batch_url(batch, "commit/")).status_code == 200
+    Path(settings.BATCHSITE_SIGNING_KEY).unlink()
 
-    finished = run_commit(client_a, batch, django_capture_on_commit_callbacks)
+    for work in signing:
+        work()
 
+    finished = Batch.objects.get(pk=batch["id"])
     item = Item.objects.get(batch=finished)
     assert (item.status, item.error_code) == (Item.Status.FAILED, "no_signer")
     assert "createsigningkey" in item.error_message

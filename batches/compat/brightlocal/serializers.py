@@ -102,7 +102,10 @@ class BrightLocalJobAddedSerializer(BrightLocalHyphenatedSerializer):
 
 
 class BrightLocalJobResultSerializer(BrightLocalHyphenatedSerializer):
-    """One job of a batch as `GET batch` lists it; its job-id is the item's global id."""
+    """One job of a batch as `GET batch` lists it; its job-id is the item's global id.
+
+    The context names the job's `batch`.
+    """
 
     results = serializers.SerializerMethodField()
     status = serializers.SerializerMethodField()
@@ -110,8 +113,13 @@ class BrightLocalJobResultSerializer(BrightLocalHyphenatedSerializer):
 
     @extend_schema_field(serializers.ListField(child=serializers.JSONField()))
     def get_results(self, item: Item) -> list:
-        """Return the job's result in a list, as BrightLocal does, or [] while it has none."""
-        return [] if item.result is None else [item.result]
+        """Return the job's result in a list, as BrightLocal does, or [] while it has none.
+
+        The context's batch says whether results may be shown yet (Batch.results_visible).
+        """
+        if item.result is None or not self.context["batch"].results_visible:
+            return []
+        return [item.result]
 
     @extend_schema_field(serializers.ChoiceField(choices=JOB_STATUS_NAMES))
     def get_status(self, item: Item) -> str:

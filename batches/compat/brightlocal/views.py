@@ -300,7 +300,7 @@ class BatchView(BrightLocalView):
         results: dict[str, list] = {}
         statuses: dict[str, int] = {}
         for item in items.iterator(chunk_size=2000):
-            job = BrightLocalJobResultSerializer(item).data
+            job = BrightLocalJobResultSerializer(item, context={"batch": batch}).data
             results.setdefault(item.type, []).append(job)
             statuses[job["status"]] = statuses.get(job["status"], 0) + 1
         return Response(

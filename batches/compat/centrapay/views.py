@@ -178,6 +178,10 @@ class BatchCreateView(CentrapayView):
             403: OpenApiResponse(
                 CentrapayErrorSerializer, description="accountId is another account."
             ),
+            409: OpenApiResponse(
+                CentrapayErrorSerializer,
+                description="The batch type cannot run on this server yet; `message` says why.",
+            ),
         },
     )
     def post(self, request):

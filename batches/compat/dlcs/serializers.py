@@ -159,9 +159,10 @@ class DlcsImageSerializer(JsonLdSerializer):
         """Return the source image's height once it has been read."""
         return self._source(item).get("height")
 
-    @staticmethod
-    def _source(item: Item) -> dict:
-        result = item.result if isinstance(item.result, dict) else {}
+    def _source(self, item: Item) -> dict:
+        # The size is read from the result, so it waits until results may be shown.
+        visible = self.context["batch"].results_visible
+        result = item.result if visible and isinstance(item.result, dict) else {}
         source = result.get("source")
         return source if isinstance(source, dict) else {}
 

@@ -119,22 +119,29 @@ class SigningPackageRecordSerializer(serializers.Serializer):
 
 
 class SigningDocumentSerializer(serializers.Serializer):
-    """One document of a batch: an item, named by its pk and its file name."""
+    """One document of a batch: an item, named by its pk and its file name.
+
+    The context names the documents' `batch`.
+    """
 
     id = serializers.CharField(source="pk")
     signed = serializers.SerializerMethodField()
     fileName = serializers.CharField(source="external_id")
     signingResult_Success = serializers.SerializerMethodField()
 
+    def _signed(self, item: Item) -> bool:
+        # A signature counts once the batch may show its results (Batch.results_visible).
+        return item.status == Item.Status.SUCCEEDED and self.context["batch"].results_visible
+
     @extend_schema_field(OpenApiTypes.STR)
     def get_signed(self, item: Item) -> str:
         """Return "true" once the document is signed."""
-        return flag(item.status == Item.Status.SUCCEEDED)
+        return flag(self._signed(item))
 
     @extend_schema_field(OpenApiTypes.STR)
     def get_signingResult_Success(self, item: Item) -> str:
         """Return "true" when signing succeeded, "false" while pending or after a failure."""
-        return flag(item.status == Item.Status.SUCCEEDED)
+        return flag(self._signed(item))
 
 
 class SigningBatchStatusSerializer(serializers.Serializer):
@@ -154,7 +161,7 @@ class SigningBatchStatusSerializer(serializers.Serializer):
     def get_documents(self, batch: Batch) -> list[dict]:
         """Return every document of the batch, in upload order, in one query."""
         items = batch.items.order_by("index").only("pk", "external_id", "status")
-        return SigningDocumentSerializer(items, many=True).data
+        return SigningDocumentSerializer(items, many=True, context={"batch": batch}).data
 
 
 class SigningErrorSerializer(serializers.Serializer):

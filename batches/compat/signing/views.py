@@ -282,14 +282,22 @@ class BatchFile(SigningView):
     @extend_schema(
         operation_id="signing_batch_file",
         parameters=[BATCH_ID],
-        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY, **ERRORS},
-        description="The signed package: every document, its .p7s, and manifest.json.",
+        responses={
+            (200, "application/octet-stream"): OpenApiTypes.BINARY,
+            409: SigningErrorSerializer,
+            **ERRORS,
+        },
+        description=(
+            "The signed package: every document, its .p7s, and manifest.json. 409 for an "
+            "atomic batch that closed without finishing: it published no signature."
+        ),
     )
     def get(self, request, batchId):
         """Stream the signed package once the batch is closed."""
         batch = self.get_batch(batchId)
         if not batch.is_terminal:
             raise NotFound(f"batch {batch.number} is not closed yet; its package is not ready")
+        exports.package_check(batch)
         response = StreamingHttpResponse(
             exports.package_stream(batch), content_type="application/octet-stream"
         )

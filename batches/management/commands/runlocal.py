@@ -1,5 +1,6 @@
 """Run batchsite on one machine: migrate, print a demo key, serve web + one worker cluster."""
 
+import io
 import secrets
 import signal
 import subprocess
@@ -13,16 +14,19 @@ from django.core.management.base import BaseCommand
 
 from batches import services
 from batches.models import Account
+from jobs import job_types
+from jobs.signing import signer_paths
 
 DEMO_ACCOUNT = "demo"
 DEMO_STAFF_USER = "admin"
+DEMO_SIGNER = "batchsite demo signer"
 
 
 class Command(BaseCommand):
     help = (
         "Migrate, create the demo account and a fresh API key for it, give the staff user "
-        "'admin' a fresh password, then run the web server and one django-q2 cluster in the "
-        "foreground until Ctrl-C."
+        "'admin' a fresh password, make a demo signing key if there is none, then run the web "
+        "server and one django-q2 cluster in the foreground until Ctrl-C."
     )
 
     def add_arguments(self, parser):
@@ -38,12 +42,13 @@ class Command(BaseCommand):
             account = services.account_create(name=DEMO_ACCOUNT)
         _, raw = services.api_key_create(account=account, name="make run")
         password = self._staff_login()
+        signer = self._demo_signer()
         base = f"http://{addr}"
         self.stdout.write(
             f"""
 batchsite is starting on {base}/  (API docs: {base}/api/v1/docs/)
 Database: {settings.DATABASES["default"]["NAME"]}
-
+{signer}{self._unready_types()}
 Dashboard login (a new password each run): {base}/
 
     user: {DEMO_STAFF_USER}
@@ -93,6 +98,27 @@ Press Ctrl-C to stop.
         self.stdout.write("batchsite stopped.")
         if not stopping:
             sys.exit(1)
+
+    def _demo_signer(self) -> str:
+        """Make a signing key when there is none, so document.sign works; say so if it did.
+
+        An existing key (or half of one) is left alone: replacing a signer is for
+        `createsigningkey --force`, on purpose.
+        """
+        key, certificate = signer_paths()
+        if key.exists() or certificate.exists():
+            return ""
+        call_command("createsigningkey", "--common-name", DEMO_SIGNER, stdout=io.StringIO())
+        return f"Made a demo signing key for document.sign: {key}\n"
+
+    def _unready_types(self) -> str:
+        """Name the job types whose items would be refused, and what they need."""
+        lines = [
+            f"Not ready: {name}: {message}\n"
+            for name, job_type in sorted(job_types().items())
+            if (message := job_type.readiness())
+        ]
+        return "".join(lines)
 
     def _staff_login(self) -> str:
         """Create the demo staff user, or reset its password; return the new password."""

@@ -1,0 +1,61 @@
+"""Reads of the batch domain that interfaces and services share: one named query each."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from django.db.models import Count, Q, QuerySet
+
+from batches.models import Batch, Item
+
+
+def _items_of_other_types(batch: Batch) -> QuerySet[Item]:
+    """Return the batch's items whose type is not the batch's own.
+
+    Two ranges of the (batch, type) index rather than `!=`, so that asking whether there
+    is any reads a few index entries, not every item of a single-type batch.
+    """
+    return Item.objects.filter(
+        Q(type__lt=batch.type) | Q(type__gt=batch.type), batch_id=batch.pk
+    ).order_by()
+
+
+def batch_item_types(*, batch: Batch, statuses: Collection[str] | None = None) -> set[str]:
+    """Return the job types of the batch's items (of those in `statuses`, if given)."""
+    items = Item.objects.filter(batch_id=batch.pk).order_by()
+    if statuses is not None:
+        items = items.filter(status__in=statuses)
+    if not _items_of_other_types(batch).exists():
+        if statuses is None:
+            return {batch.type} if batch.total_items else set()
+        return {batch.type} if items.exists() else set()
+    return set(items.values_list("type", flat=True).distinct())
+
+
+def _no_counts() -> dict[str, int]:
+    return {"total": 0, **dict.fromkeys(Item.Status.values, 0)}
+
+
+def batch_counts_by_type(*, batch: Batch) -> dict[str, dict[str, int]]:
+    """Count the batch's items per job type and status, each in the shape of Batch.counts().
+
+    Most batches hold items of their own type only; their counts are the batch counters,
+    which move in the same transactions as the items, after one index lookup. A mixed
+    batch takes one GROUP BY type, status over its items.
+    """
+    if not batch.total_items:
+        return {}
+    if not _items_of_other_types(batch).exists():
+        return {batch.type: batch.counts()}
+    rows = (
+        Item.objects.filter(batch_id=batch.pk)
+        .order_by()
+        .values_list("type", "status")
+        .annotate(n=Count("id"))
+    )
+    counts: dict[str, dict[str, int]] = {}
+    for type_name, status, n in rows:
+        cell = counts.setdefault(type_name, _no_counts())
+        cell[status] = n
+        cell["total"] += n
+    return dict(sorted(counts.items()))
