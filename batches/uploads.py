@@ -70,8 +70,9 @@ class Staged:
     # The first problems, for the answer; all of them are in problems_path.
     problems: list[dict[str, Any]] = field(default_factory=list)
 
-    def items(self) -> Iterator[tuple[str, str, str, str, str]]:
-        """Yield (external_id, key, type, payload JSON, input file) for each staged item."""
+    def items(self) -> Iterator[tuple[str, str, str, str, str, int]]:
+        """Yield (external_id, key, type, payload JSON, input file, index in the file) for
+        each staged item."""
         return _read_groups(self.path)
 
     def all_problems(self) -> Iterator[dict[str, Any]]:
@@ -149,7 +150,14 @@ def stage(
                     continue
                 staged.added += 1
                 out.add(
-                    (parsed.external_id, parsed.key, parsed.type, parsed.payload_json, input_file)
+                    (
+                        parsed.external_id,
+                        parsed.key,
+                        parsed.type,
+                        parsed.payload_json,
+                        input_file,
+                        index,
+                    )
                 )
         if not seen:
             raise InvalidInput(

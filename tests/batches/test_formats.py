@@ -734,9 +734,10 @@ def test_stage__writes_good_items_and_reports_bad_ones(tmp_path):
     staged = stage_bytes(tmp_path, body)
 
     assert (staged.added, staged.rejected, staged.format) == (2, 1, "jsonl")
+    # The last value is the item's line in the file: the refused line leaves a gap.
     assert [tuple(row) for row in staged.items()] == [
-        ("a", "k", "echo", '{"n":0}', ""),
-        ("", "", "test.flaky", '{"n":2}', ""),
+        ("a", "k", "echo", '{"n":0}', "", 0),
+        ("", "", "test.flaky", '{"n":2}', "", 2),
     ]
     assert [(p["index"], p["code"]) for p in staged.all_problems()] == [(1, "invalid_json")]
     assert staged.report(dry_run=False) == {
