@@ -216,10 +216,12 @@ def _read_groups(path: Path) -> Iterator[Any]:
 
 
 def _records(source, path, fmt, default_type, dest, csv_types, payload) -> Iterator[formats.Record]:
+    # A line or element may hold a payload at its limit, plus the item's other fields.
+    max_item = settings.BATCHSITE_MAX_PAYLOAD_BYTES * 2 + 4096
     if fmt == "jsonl":
-        # A line may hold a payload at its limit, plus the item's other fields.
-        max_line = settings.BATCHSITE_MAX_PAYLOAD_BYTES * 2 + 4096
-        return formats.jsonl_records(source, max_line=max_line)
+        return formats.jsonl_records(source, max_line=max_item)
+    if fmt == "json":
+        return formats.json_array_records(source, max_item=max_item)
     if fmt == "csv":
         return formats.csv_records(source, infer_types=csv_types == "infer")
     job_type = get_job_type(default_type)
