@@ -164,6 +164,8 @@ def jsonl_records(file: IO[bytes], *, max_line: int = 1024 * 1024) -> Iterator[R
 
 # --- a JSON array --------------------------------------------------------------------------------
 
+_DECODER = json.JSONDecoder()
+
 
 class _JsonArrayReader:
     """Decode the elements of a JSON array one at a time from a sliding text buffer.
@@ -223,23 +225,19 @@ class _JsonArrayReader:
                     return value
                 error, cut = "it is cut short", True
             if not cut or self.eof:
-                message = f"is not JSON: {error}"
-                raise FileRejected(
-                    f"item {index} of the JSON array {message}",
-                    [{"index": index, "message": message}],
-                )
+                raise _element_rejected(index, f"is not JSON: {error}")
             held = len(self.buffer) - self.pos
             if held > self.max_item:
-                message = f"is longer than {self.max_item} characters"
-                raise FileRejected(
-                    f"item {index} of the JSON array {message}",
-                    [{"index": index, "message": message}],
-                )
+                raise _element_rejected(index, f"is longer than {self.max_item} characters")
             # Read as much again as is held, so a long element is decoded a few times at most.
             self.more(max(COPY_BLOCK, held))
 
 
-_DECODER = json.JSONDecoder()
+def _element_rejected(index: int, message: str) -> FileRejected:
+    """Return the refusal of a whole JSON array for what is wrong at its element `index`."""
+    return FileRejected(
+        f"item {index} of the JSON array {message}", [{"index": index, "message": message}]
+    )
 
 
 def json_array_records(file: IO[bytes], *, max_item: int = 1024 * 1024) -> Iterator[Record]:
@@ -271,11 +269,7 @@ def json_array_records(file: IO[bytes], *, max_item: int = 1024 * 1024) -> Itera
                 break
             if after != ",":
                 found = repr(after) if after else "the end of the file"
-                message = f"is followed by {found}, not ',' or ']'"
-                raise FileRejected(
-                    f"item {index} of the JSON array {message}",
-                    [{"index": index, "message": message}],
-                )
+                raise _element_rejected(index, f"is followed by {found}, not ',' or ']'")
             index += 1
     rest = reader.peek()
     if rest:
