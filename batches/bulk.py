@@ -34,12 +34,12 @@ def _table() -> str:
 
 ITEM_INSERT_COLUMNS = [
     "batch_id", "index", "external_id", "key", "type", "payload", "input_file",
-    "status", "output_files", "error_code", "error_message", "attempts",
+    "source_index", "status", "output_files", "error_code", "error_message", "attempts",
 ]  # fmt: skip
 # PostgreSQL array types of the columns, for the one-statement unnest() forms.
 PG_INSERT_TYPES = [
     "uuid", "integer", "text", "text", "text", "jsonb", "text",
-    "text", "jsonb", "text", "text", "integer",
+    "bigint", "text", "jsonb", "text", "text", "integer",
 ]  # fmt: skip
 OUTCOME_COLUMNS = [
     "status", "result", "error_code", "error_message", "attempts", "output_files",
@@ -53,15 +53,16 @@ PG_OUTCOME_TYPES = [
 def items_insert(*, batch_id, rows: Iterable[Sequence[Any]]) -> None:
     """Insert pending items.
 
-    Rows are (index, external_id, key, type, payload JSON text, input file path).
+    Rows are (index, external_id, key, type, payload JSON text, input file path), with the
+    item's index in the file it came from as a seventh value when it came from one.
     """
     quote = connection.ops.quote_name
     columns = ", ".join(quote(column) for column in ITEM_INSERT_COLUMNS)
     batch_value = Item._meta.get_field("batch").get_db_prep_value(batch_id, connection)
     params = [
         (batch_value, index, external_id, key, type_name, payload, input_file,
-         Item.Status.PENDING, EMPTY_LIST_JSON, "", "", 0)
-        for index, external_id, key, type_name, payload, input_file in rows
+         source[0] if source else None, Item.Status.PENDING, EMPTY_LIST_JSON, "", "", 0)
+        for index, external_id, key, type_name, payload, input_file, *source in rows
     ]  # fmt: skip
     if not params:
         return

@@ -1,8 +1,12 @@
-"""Read uploaded files (JSONL, CSV, ZIP) one record at a time, never all at once.
+"""Read uploaded files (JSONL, a JSON array, CSV, ZIP) one record at a time, never all at once.
 
-Each reader yields (index, record) where index is the 0-based line, row or member number
-in the file and record is an item object to validate, or an ItemProblem when the line
-itself cannot be read. A problem that condemns the whole file raises FileRejected.
+Each reader yields (index, record) where index is the 0-based line, row, element or member
+number in the file and record is an item object to validate, or an ItemProblem when the
+line itself cannot be read. A problem that condemns the whole file raises FileRejected.
+
+A file's format comes from its Content-Type, else its name, else its first bytes
+(format_sniff): a file URL often has no extension, and object stores serve what they do
+not know as application/octet-stream.
 """
 
 from __future__ import annotations
@@ -22,16 +26,31 @@ from typing import IO, Any
 from batches.ingest import ItemProblem
 
 JSONL_TYPES = frozenset({"application/x-ndjson", "application/jsonl", "application/x-jsonlines"})
+JSON_TYPES = frozenset({"application/json"})
 CSV_TYPES = frozenset({"text/csv", "application/csv"})
 ZIP_TYPES = frozenset({"application/zip", "application/x-zip-compressed"})
 ITEM_COLUMNS = ("external_id", "type", "key")
 UTF8_BOM = codecs.BOM_UTF8
 COPY_BLOCK = 64 * 1024
+# A body of this type is read by its content (format_sniff), not refused.
+OCTET_STREAM = "application/octet-stream"
+# How much of a file format_sniff looks at.
+SNIFF_BYTES = 8 * 1024
+# A ZIP starts with a local file header, or (empty) with the end of its central directory.
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+# What format_sniff recognises, for messages that refuse a body.
+SNIFFED_FORMATS = (
+    "JSON Lines, a JSON array of items, CSV (a header row of comma-separated column names) or ZIP"
+)
 
 Record = tuple[int, dict[str, Any] | ItemProblem]
 # Numbers as JSON writes them, in ASCII digits only: "1_000" or full-width digits stay text.
 JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 JSON_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]*)")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+NOT_BLANK = re.compile(r"[^ \t\r\n]")
+# Characters read past a decoded element before it is trusted not to have been cut short.
+LOOKAHEAD = 64
 
 
 class FileRejected(Exception):
@@ -43,11 +62,18 @@ class FileRejected(Exception):
         self.errors = errors or []
 
 
+def media_type(content_type: str) -> str:
+    """Return a Content-Type's media type without its parameters, in lower case."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
 def format_of(content_type: str) -> str | None:
-    """Return "jsonl", "csv" or "zip" for a Content-Type, or None if unsupported."""
-    media = content_type.split(";", 1)[0].strip().lower()
+    """Return "jsonl", "json", "csv" or "zip" for a Content-Type, or None if unsupported."""
+    media = media_type(content_type)
     if media in JSONL_TYPES:
         return "jsonl"
+    if media in JSON_TYPES:
+        return "json"
     if media in CSV_TYPES:
         return "csv"
     if media in ZIP_TYPES:
@@ -59,6 +85,38 @@ def format_of_name(name: str) -> str | None:
     """Guess the format from a file name's extension."""
     suffix = PurePosixPath(name).suffix.lower()
     return {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".zip": "zip"}.get(suffix)
+
+
+def format_sniff(head: bytes) -> str | None:
+    """Return the format a file's first bytes show ("zip", "json", "jsonl" or "csv"), or None.
+
+    ZIP by its magic bytes; a JSON array by its `[` and JSON Lines by its `{` (after any
+    BOM and blank space); CSV by a first line of UTF-8 text holding a comma, in a file
+    without NUL bytes. So a one-column CSV needs its Content-Type or extension.
+    """
+    if head.startswith(ZIP_MAGIC):
+        return "zip"
+    text = head.removeprefix(UTF8_BOM)
+    start = text.lstrip(b" \t\r\n")[:1]
+    if start == b"[":
+        return "json"
+    if start == b"{":
+        return "jsonl"
+    first_line = text.split(b"\n", 1)[0].rstrip(b"\r")
+    if b"\x00" in head or b"," not in first_line:
+        return None
+    try:
+        # The first line may be cut short by the head's end, in the middle of a character.
+        line = codecs.getincrementaldecoder("utf-8")().decode(first_line, final=False)
+    except UnicodeDecodeError:
+        return None
+    return None if CONTROL_CHARACTERS.search(line) else "csv"
+
+
+def format_sniff_file(path: Path) -> str | None:
+    """Return the format the first bytes of the file at `path` show, or None."""
+    with open(path, "rb") as file:
+        return format_sniff(file.read(SNIFF_BYTES))
 
 
 # --- JSONL ---------------------------------------------------------------------------------------
@@ -102,6 +160,123 @@ def jsonl_records(file: IO[bytes], *, max_line: int = 1024 * 1024) -> Iterator[R
             yield index, ItemProblem(index, {"line": f"is not JSON: {exc}"}, code="invalid_json")
             continue
         yield index, record
+
+
+# --- a JSON array --------------------------------------------------------------------------------
+
+_DECODER = json.JSONDecoder()
+
+
+class _JsonArrayReader:
+    """Decode the elements of a JSON array one at a time from a sliding text buffer.
+
+    The buffer holds the element being decoded and at most the next read, so memory is
+    bounded by `max_item` however many elements the array has. Bytes that are not UTF-8
+    come through as lone surrogates, which item_parse refuses for their item only.
+    """
+
+    def __init__(self, file: IO[bytes], max_item: int):
+        self.file = file
+        self.max_item = max_item
+        self.decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="surrogateescape")
+        self.buffer = ""
+        self.pos = 0
+        self.eof = False
+
+    def more(self, size: int = COPY_BLOCK) -> bool:
+        """Read up to `size` more bytes into the buffer; False once the file has ended."""
+        if self.eof:
+            return False
+        block = self.file.read(size)
+        self.eof = not block
+        self.buffer = self.buffer[self.pos :] + self.decoder.decode(block, final=self.eof)
+        self.pos = 0
+        return True
+
+    def peek(self) -> str:
+        """Skip blank space; return the next character without taking it, "" at the end."""
+        while True:
+            found = NOT_BLANK.search(self.buffer, self.pos)
+            if found:
+                self.pos = found.start()
+                return self.buffer[self.pos]
+            self.pos = len(self.buffer)
+            if not self.more():
+                return ""
+
+    def value(self, index: int) -> Any:
+        """Decode the element that starts at the next non-blank character, and take it."""
+        self.peek()
+        while True:
+            try:
+                value, end = _DECODER.raw_decode(self.buffer, self.pos)
+            except json.JSONDecodeError as exc:
+                error = exc.msg
+                # An element cut by the buffer's end fails near it, or inside an open string.
+                cut = exc.pos >= len(self.buffer) - LOOKAHEAD or exc.msg.startswith(
+                    "Unterminated string"
+                )
+            except RecursionError:
+                error, cut = "it nests too deeply", False
+            else:
+                # A number cut by the buffer's end reads as a shorter one: decode it again.
+                if self.eof or end <= len(self.buffer) - LOOKAHEAD:
+                    self.pos = end
+                    return value
+                error, cut = "it is cut short", True
+            if not cut or self.eof:
+                raise _element_rejected(index, f"is not JSON: {error}")
+            held = len(self.buffer) - self.pos
+            if held > self.max_item:
+                raise _element_rejected(index, f"is longer than {self.max_item} characters")
+            # Read as much again as is held, so a long element is decoded a few times at most.
+            self.more(max(COPY_BLOCK, held))
+
+
+def _element_rejected(index: int, message: str) -> FileRejected:
+    """Return the refusal of a whole JSON array for what is wrong at its element `index`."""
+    return FileRejected(
+        f"item {index} of the JSON array {message}", [{"index": index, "message": message}]
+    )
+
+
+def json_array_records(file: IO[bytes], *, max_item: int = 1024 * 1024) -> Iterator[Record]:
+    """Yield each element of a JSON array of items, indexed by its position.
+
+    Unlike a bad line of JSON Lines, a syntax error leaves no way to tell where the next
+    element starts, so it refuses the whole file, naming the element's index; so does an
+    element longer than `max_item` characters, which is never held whole.
+    """
+    reader = _JsonArrayReader(file, max_item)
+    start = reader.peek()
+    if start != "[":
+        found = f"starts with {start!r}" if start else "is empty"
+        raise FileRejected(
+            f"the body is not a JSON array of items: it {found} "
+            "(JSON Lines go as application/x-ndjson)",
+            [{"field": "file", "message": "must be a JSON array of item objects"}],
+        )
+    reader.pos += 1
+    if reader.peek() == "]":
+        reader.pos += 1
+    else:
+        index = 0
+        while True:
+            yield index, reader.value(index)
+            after = reader.peek()
+            reader.pos += 1
+            if after == "]":
+                break
+            if after != ",":
+                found = repr(after) if after else "the end of the file"
+                raise _element_rejected(index, f"is followed by {found}, not ',' or ']'")
+            index += 1
+    rest = reader.peek()
+    if rest:
+        raise FileRejected(
+            "the JSON array is followed by more text",
+            [{"field": "file", "message": f"has {rest!r} after the closing ']'"}],
+        )
 
 
 # --- CSV -----------------------------------------------------------------------------------------

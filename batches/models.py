@@ -259,6 +259,9 @@ class Item(models.Model):
     type = models.CharField(max_length=100)
     payload = models.JSONField(default=dict)
     input_file = models.CharField(max_length=500, blank=True)
+    # The item's line, row, element or member in the uploaded file or source it came from
+    # (0-based, like a refused line's index); it differs from `index` once a line is skipped.
+    source_index = models.BigIntegerField(null=True, blank=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     result = models.JSONField(null=True, blank=True)
     output_files = models.JSONField(default=list, blank=True)

@@ -355,25 +355,24 @@ def batch_upload(
     csv_types: Literal["string", "infer"] = "string",
     payload: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Add the items of an uploaded JSONL, CSV or ZIP file; return what was added and refused.
+    """Add the items of an uploaded JSONL, JSON array, CSV or ZIP file; return what was
+    added and refused.
 
-    With on_error="skip" bad lines become BatchErrors and the good ones are added; with
+    An application/octet-stream body is read in the format its first bytes show. With
+    on_error="skip" bad lines become BatchErrors and the good ones are added; with
     "reject" any bad line refuses the whole file. Either way the items are inserted in one
     transaction, and a dry run validates without adding anything.
     """
     fmt = formats.format_of(content_type or "")
-    if fmt is None:
+    sniff = fmt is None and formats.media_type(content_type or "") == formats.OCTET_STREAM
+    if fmt is None and not sniff:
         raise UnsupportedMediaType(
             f"cannot read {content_type or 'a body without a Content-Type'}; send "
-            "application/x-ndjson, text/csv or application/zip"
+            "application/x-ndjson, application/json (an array of items), text/csv or "
+            f"application/zip, or {formats.OCTET_STREAM} to have the format read from the body"
         )
     if batch.status not in Batch.ACCEPTS_ITEMS:
         raise BatchNotOpen(f"batch is {batch.status}; items can be added only before commit")
-    if payload is not None and fmt != "zip":
-        raise InvalidInput(
-            "a payload for every item goes with ZIP packages only; JSONL and CSV carry their own",
-            errors=[{"field": "payload", "message": "only with application/zip"}],
-        )
     if fmt == "zip":
         # Every member becomes an item of the batch's type: refuse before reading the body.
         job_types_ready_check([batch.type])
@@ -381,6 +380,19 @@ def batch_upload(
         stream, content_length=content_length, limit=settings.BATCHSITE_MAX_UPLOAD_BYTES
     )
     try:
+        if sniff:
+            fmt = formats.format_sniff_file(path)
+            if fmt is None:
+                raise UnsupportedMediaType(
+                    f"cannot tell the format of the {formats.OCTET_STREAM} body: it is none "
+                    f"of {formats.SNIFFED_FORMATS}"
+                )
+        if payload is not None and fmt != "zip":
+            raise InvalidInput(
+                "a payload for every item goes with ZIP packages only; the other formats "
+                "carry their own",
+                errors=[{"field": "payload", "message": "only with application/zip"}],
+            )
         staged = uploads.stage(
             path,
             fmt=fmt,

@@ -2,7 +2,8 @@
 
 The download goes through the outbound guard (allow-list, public addresses, every
 redirect checked), is capped in size and time, and lands in a temporary file; the file is
-then read like an upload. If the source cannot be fetched or read, the batch ends
+then read like an upload, in the format its Content-Type, its URL's extension or else its
+content shows. If the source cannot be fetched or read, the batch ends
 `failed` with a BatchError saying why.
 """
 
@@ -94,14 +95,17 @@ def _ingest(batch: Batch) -> str:
         services.batch_fail(batch=batch, code="source_unreadable", message=str(exc), actor=ACTOR)
         return "source unreadable"
     try:
-        fmt = formats.format_of(content_type) or formats.format_of_name(
-            urlsplit(batch.source_url).path
+        # The Content-Type, else the URL's extension, else the content: a file URL may have
+        # no extension, and stores serve what they do not know as application/octet-stream.
+        fmt = (
+            formats.format_of(content_type)
+            or formats.format_of_name(urlsplit(batch.source_url).path)
+            or formats.format_sniff_file(path)
         )
         if fmt is None:
             message = (
-                f"cannot tell the format of the source (Content-Type {content_type!r}); "
-                "serve it as application/x-ndjson, text/csv or application/zip, "
-                "or name it .jsonl, .csv or .zip"
+                f"cannot tell the format of the source (Content-Type {content_type!r}): "
+                f"its content is none of {formats.SNIFFED_FORMATS}"
             )
             services.batch_fail(batch=batch, code="source_format", message=message, actor=ACTOR)
             return "unknown format"

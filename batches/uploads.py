@@ -72,8 +72,9 @@ class Staged:
     # The job types of the staged items.
     types: set[str] = field(default_factory=set)
 
-    def items(self) -> Iterator[tuple[str, str, str, str, str]]:
-        """Yield (external_id, key, type, payload JSON, input file) for each staged item."""
+    def items(self) -> Iterator[tuple[str, str, str, str, str, int]]:
+        """Yield (external_id, key, type, payload JSON, input file, index in the file) for
+        each staged item."""
         return _read_groups(self.path)
 
     def all_problems(self) -> Iterator[dict[str, Any]]:
@@ -152,7 +153,14 @@ def stage(
                 staged.added += 1
                 staged.types.add(parsed.type)
                 out.add(
-                    (parsed.external_id, parsed.key, parsed.type, parsed.payload_json, input_file)
+                    (
+                        parsed.external_id,
+                        parsed.key,
+                        parsed.type,
+                        parsed.payload_json,
+                        input_file,
+                        index,
+                    )
                 )
         if not seen:
             raise InvalidInput(
@@ -211,10 +219,12 @@ def _read_groups(path: Path) -> Iterator[Any]:
 
 
 def _records(source, path, fmt, default_type, dest, csv_types, payload) -> Iterator[formats.Record]:
+    # A line or element may hold a payload at its limit, plus the item's other fields.
+    max_item = settings.BATCHSITE_MAX_PAYLOAD_BYTES * 2 + 4096
     if fmt == "jsonl":
-        # A line may hold a payload at its limit, plus the item's other fields.
-        max_line = settings.BATCHSITE_MAX_PAYLOAD_BYTES * 2 + 4096
-        return formats.jsonl_records(source, max_line=max_line)
+        return formats.jsonl_records(source, max_line=max_item)
+    if fmt == "json":
+        return formats.json_array_records(source, max_item=max_item)
     if fmt == "csv":
         return formats.csv_records(source, infer_types=csv_types == "infer")
     job_type = get_job_type(default_type)

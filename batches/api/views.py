@@ -276,8 +276,10 @@ class BatchViewSet(viewsets.GenericViewSet):
     @extend_schema(
         request={
             "application/x-ndjson": OpenApiTypes.BINARY,
+            "application/json": OpenApiTypes.BINARY,
             "text/csv": OpenApiTypes.BINARY,
             "application/zip": OpenApiTypes.BINARY,
+            "application/octet-stream": OpenApiTypes.BINARY,
         },
         parameters=[
             OpenApiParameter("on_error", str, enum=["skip", "reject"]),
@@ -289,7 +291,10 @@ class BatchViewSet(viewsets.GenericViewSet):
     )
     @action(detail=True, methods=["post"], parser_classes=[RawBodyParser], filterset_class=None)
     def upload(self, request, pk=None):
-        """Add the items of a JSONL, CSV or ZIP file sent as the body, streamed."""
+        """Add the items of a JSONL, JSON array, CSV or ZIP file sent as the body, streamed.
+
+        An application/octet-stream body is read in the format its first bytes show.
+        """
         options = UploadOptionsSerializer(data=request.query_params)
         options.is_valid(raise_exception=True)
         length = request.META.get("CONTENT_LENGTH")

@@ -1,4 +1,5 @@
-"""Tests for batches.formats (the JSONL, CSV and ZIP readers) and batches.uploads (receive, stage).
+"""Tests for batches.formats (the JSONL, JSON array, CSV and ZIP readers, format_sniff) and
+batches.uploads (receive, stage).
 
 Everything here runs without the database: readers see bytes, stage sees a file on disk.
 """
@@ -86,7 +87,8 @@ def tree(path: Path) -> list[str]:
         ("text/csv", "csv"),
         ("text/csv; charset=utf-8; header=present", "csv"),
         ("application/zip", "zip"),
-        ("application/json", None),
+        ("application/json", "json"),
+        ("Application/JSON; charset=utf-8", "json"),
         ("text/plain", None),
         ("application/octet-stream", None),
         ("", None),
@@ -193,6 +195,118 @@ def test_jsonl_records__round_trip(items, ensure_ascii, crlf):
     found = read_jsonl(body)
 
     assert found == list(enumerate(items))
+
+
+# --- a JSON array --------------------------------------------------------------------------------
+
+
+class Trickle(io.BytesIO):
+    """A file that hands out at most `size` bytes a read, so elements are cut everywhere."""
+
+    def __init__(self, body: bytes, size: int):
+        super().__init__(body)
+        self.size = size
+
+    def read(self, n=-1):
+        return super().read(self.size if n is None or n < 0 else min(n, self.size))
+
+
+def read_json(body: bytes, *, trickle: int | None = None, max_item: int = MB):
+    file = Trickle(body, trickle) if trickle else io.BytesIO(body)
+    return records(formats.json_array_records(file, max_item=max_item))
+
+
+def test_json_array_records__one_record_per_element_indexed_by_position():
+    body = (
+        formats.UTF8_BOM
+        + b' [\r\n {"external_id": "a", "payload": {"n": 0}},\n\t{"payload": {}} ]\n'
+    )
+
+    assert read_json(body) == [(0, {"external_id": "a", "payload": {"n": 0}}), (1, {"payload": {}})]
+
+
+def test_json_array_records__empty_array_yields_nothing():
+    assert read_json(b" [ \n ] \n") == []
+
+
+def test_json_array_records__elements_cut_anywhere_by_the_reads_come_out_whole():
+    items = [{"payload": {"n": n, "third": n / 3, "s": "é€" * n}} for n in range(40)]
+    # Bare values are passed on for validation; a number cut short must not read as shorter.
+    items += [12345678901234567890, -1.5e-7, "text", None, True, []]
+    body = json.dumps(items, ensure_ascii=False).encode()
+
+    for size in (1, 2, 3, 7, 64, 1000):
+        assert read_json(body, trickle=size) == list(enumerate(items)), size
+
+
+@given(
+    items=jsonl_items,
+    indent=st.sampled_from([None, 0, 2]),
+    ensure_ascii=st.booleans(),
+    trickle=st.integers(min_value=1, max_value=100),
+)
+def test_json_array_records__round_trip(items, indent, ensure_ascii, trickle):
+    body = json.dumps(items, indent=indent, ensure_ascii=ensure_ascii).encode()
+
+    assert read_json(body, trickle=trickle) == list(enumerate(items))
+
+
+@pytest.mark.parametrize(
+    ("body", "index", "message"),
+    [
+        (b'[{"payload": {}}, {"payload": }]', 1, "is not JSON: Expecting value"),
+        (b'[{"payload": {}},]', 1, "is not JSON: Expecting value"),
+        (b'[{"payload": {}} {"payload": {}}]', 0, "is followed by '{', not ',' or ']'"),
+        (b'[{"payload": {}}', 0, "is followed by the end of the file"),
+        (b'[{"payload": {}}, {"payload": {"s": "open', 1, "is not JSON: Unterminated string"),
+    ],
+    ids=["bad-value", "trailing-comma", "no-comma", "no-closing-bracket", "open-string"],
+)
+def test_json_array_records__syntax_error_rejects_the_whole_file_naming_the_item(
+    body, index, message
+):
+    with pytest.raises(FileRejected, match=f"item {index} of the JSON array") as caught:
+        read_json(body, trickle=5)
+
+    [error] = caught.value.errors
+    assert error["index"] == index
+    assert message in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (jsonl({"payload": {}}), "it starts with '{' (JSON Lines go as application/x-ndjson)"),
+        (b"", "it is empty"),
+        (b"  \n", "it is empty"),
+        (b'"items"', "it starts with '\"'"),
+    ],
+    ids=["jsonl", "empty", "blank", "string"],
+)
+def test_json_array_records__body_that_is_not_an_array_is_rejected(body, message):
+    with pytest.raises(FileRejected, match="not a JSON array of items") as caught:
+        read_json(body)
+
+    assert message in caught.value.message
+    assert caught.value.errors == [
+        {"field": "file", "message": "must be a JSON array of item objects"}
+    ]
+
+
+def test_json_array_records__text_after_the_array_is_rejected():
+    with pytest.raises(FileRejected, match="followed by more text") as caught:
+        read_json(b'[{"payload": {}}]\n[{"payload": {}}]')
+
+    assert caught.value.errors == [{"field": "file", "message": "has '[' after the closing ']'"}]
+
+
+def test_json_array_records__element_over_the_limit_is_rejected_naming_it():
+    body = b'[{"payload": {}}, {"payload": {"blob": "' + b"x" * 10_000 + b'"}}]'
+
+    with pytest.raises(FileRejected) as caught:
+        read_json(body, max_item=4096)
+
+    assert caught.value.errors == [{"index": 1, "message": "is longer than 4096 characters"}]
 
 
 # --- CSV -----------------------------------------------------------------------------------------
@@ -664,6 +778,92 @@ def test_zip_records__package_without_members_is_rejected(tmp_path):
     assert caught.value.errors == [{"field": "package", "message": "is empty"}]
 
 
+# --- format_sniff --------------------------------------------------------------------------------
+
+# One file of each format a body is recognised as without its Content-Type or name, each
+# holding the items "a" and "b": (format, body, the job type its items need).
+SNIFFED_FILES = [
+    pytest.param(
+        "jsonl",
+        jsonl({"external_id": "a", "payload": {"n": "1"}}, {"external_id": "b", "payload": {}}),
+        "echo",
+        id="jsonl",
+    ),
+    pytest.param(
+        "json",
+        json.dumps(
+            [{"external_id": "a", "payload": {"n": "1"}}, {"external_id": "b", "payload": {}}]
+        ).encode(),
+        "echo",
+        id="json",
+    ),
+    pytest.param("csv", csv_bytes(["external_id", "n"], ["a", "1"], ["b", ""]), "echo", id="csv"),
+    pytest.param("zip", zip_data([("a", b"alpha"), ("b", b"beta")]), "test.stamp", id="zip"),
+]
+# Bodies whose first bytes show none of the formats.
+UNRECOGNISABLE = [
+    pytest.param(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", id="png"),
+    pytest.param(b"hello world\nthis is not a batch file\n", id="text-without-a-comma"),
+]
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        (b"PK\x03\x04\x14\x00\x00\x00", "zip"),
+        (zip_data([]), "zip"),
+        (b'[{"payload": {}}]', "json"),
+        (formats.UTF8_BOM + b"\r\n  [", "json"),
+        (b'{"payload": {}}\n', "jsonl"),
+        (b'\n\n {"payload"', "jsonl"),
+        (b"external_id,n\na,1\n", "csv"),
+        (formats.UTF8_BOM + b"external_id,n\r\n", "csv"),
+        ("name,città".encode()[:-1], "csv"),
+        (b"", None),
+        (b"hello world\n", None),
+        (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3", None),
+        (b"a,b\n\x00\x01", None),
+        ("a,b".encode("utf-16"), None),
+        (b"a,\x01b\n", None),
+    ],
+    ids=[
+        "zip",
+        "empty-zip",
+        "json-array",
+        "json-array-after-bom-and-blanks",
+        "jsonl",
+        "jsonl-after-blank-lines",
+        "csv",
+        "csv-after-bom",
+        "csv-head-cut-in-a-character",
+        "empty",
+        "text-without-a-comma",
+        "pdf",
+        "nul-byte",
+        "utf-16",
+        "control-character",
+    ],
+)
+def test_format_sniff__tells_the_format_by_the_first_bytes(head, expected):
+    assert formats.format_sniff(head) == expected
+
+
+@pytest.mark.parametrize(("fmt", "body", "job_type"), SNIFFED_FILES)
+def test_format_sniff_file__recognises_each_sample_file(tmp_path, fmt, body, job_type):
+    path = tmp_path / "no-extension"
+    path.write_bytes(body)
+
+    assert formats.format_sniff_file(path) == fmt
+
+
+def test_format_sniff_file__reads_only_the_head(tmp_path):
+    path = tmp_path / "no-extension"
+    # The first line's comma lies past the bytes looked at.
+    path.write_bytes(b"x" * formats.SNIFF_BYTES + b",y\n1,2\n")
+
+    assert formats.format_sniff_file(path) is None
+
+
 # --- receive -------------------------------------------------------------------------------------
 
 
@@ -734,9 +934,10 @@ def test_stage__writes_good_items_and_reports_bad_ones(tmp_path):
     staged = stage_bytes(tmp_path, body)
 
     assert (staged.added, staged.rejected, staged.format) == (2, 1, "jsonl")
+    # The last value is the item's line in the file: the refused line leaves a gap.
     assert [tuple(row) for row in staged.items()] == [
-        ("a", "k", "echo", '{"n":0}', ""),
-        ("", "", "test.flaky", '{"n":2}', ""),
+        ("a", "k", "echo", '{"n":0}', "", 0),
+        ("", "", "test.flaky", '{"n":2}', "", 2),
     ]
     assert [(p["index"], p["code"]) for p in staged.all_problems()] == [(1, "invalid_json")]
     assert staged.report(dry_run=False) == {
@@ -815,6 +1016,46 @@ def test_stage__file_without_items_is_invalid_and_leaves_nothing(tmp_path, fmt, 
         stage_bytes(tmp_path, body, fmt=fmt)
 
     assert caught.value.errors == [{"field": "file", "message": "holds no items"}]
+    assert staging_files() == []
+
+
+def test_stage__json_array_items_keep_their_position_in_the_file(tmp_path):
+    body = json.dumps(
+        [
+            {"external_id": "a", "payload": {}},
+            {"external_id": "b", "payload": {"fail": "yes"}},
+            {"external_id": "c", "payload": {"n": 2}},
+        ]
+    ).encode()
+
+    staged = stage_bytes(tmp_path, body, fmt="json")
+
+    assert (staged.added, staged.rejected, staged.format) == (2, 1, "json")
+    assert [tuple(row) for row in staged.items()] == [
+        ("a", "", "echo", "{}", "", 0),
+        ("c", "", "echo", '{"n":2}', "", 2),
+    ]
+    [problem] = staged.problems
+    assert (problem["index"], problem["external_id"]) == (1, "b")
+    staged.close()
+
+
+def test_stage__json_array_bytes_that_are_not_utf8_spoil_only_their_item(tmp_path):
+    body = b'[{"payload": {"s": "caf\xe9"}}, {"payload": {}}]'
+
+    staged = stage_bytes(tmp_path, body, fmt="json")
+
+    assert (staged.added, staged.rejected) == (1, 1)
+    [problem] = staged.problems
+    assert problem["index"] == 0
+    assert problem["fields"] == {"payload": "contains text that is not valid Unicode"}
+    staged.close()
+
+
+def test_stage__json_array_with_a_syntax_error_is_rejected_and_leaves_nothing(tmp_path):
+    with pytest.raises(FileRejected, match="item 1 of the JSON array"):
+        stage_bytes(tmp_path, b'[{"payload": {}}, {oops}]', fmt="json")
+
     assert staging_files() == []
 
 
@@ -941,3 +1182,37 @@ def test_stage__one_huge_jsonl_line_is_refused_without_loading_it(tmp_path):
     assert staged.problems[0]["index"] == 0
     assert peak < 20 * MB, f"peak {peak / MB:.1f} MB for a 40 MB line"
     staged.close()
+
+
+def test_stage__memory_stays_flat_for_a_large_json_array(tmp_path):
+    path = tmp_path / "big.json"
+    filler = "x" * 100
+    with open(path, "w", encoding="utf-8") as out:
+        out.write("[\n")
+        for n in range(LINES):
+            item = {"external_id": f"ext-{n}", "payload": {"n": n, "text": filler}}
+            out.write(("," if n else "") + json.dumps(item) + "\n")
+        out.write("]\n")
+    assert path.stat().st_size > 25 * MB
+
+    staged, peak = peak_while(
+        lambda: uploads.stage(path, fmt="json", default_type="echo", files_dir=files_dir())
+    )
+
+    assert (staged.added, staged.rejected) == (LINES, 0)
+    assert peak < MEMORY_BOUND, f"peak {peak / MB:.1f} MB"
+    staged.close()
+
+
+def test_stage__one_huge_json_array_element_is_refused_without_loading_it(tmp_path):
+    path = tmp_path / "huge.json"
+    path.write_bytes(b'[{"external_id": "huge", "payload": {"blob": "' + b"x" * (40 * MB) + b'"}}]')
+
+    def refused():
+        with pytest.raises(FileRejected, match="item 0 of the JSON array is longer than"):
+            uploads.stage(path, fmt="json", default_type="echo", files_dir=files_dir())
+
+    _, peak = peak_while(refused)
+
+    assert peak < 20 * MB, f"peak {peak / MB:.1f} MB for a 40 MB element"
+    assert staging_files() == []

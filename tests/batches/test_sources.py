@@ -18,6 +18,7 @@ from werkzeug import Response
 from batches import services, sources
 from batches.models import Batch, BatchError, Item
 from tests.batches.test_api_problems import BATCHES, assert_problem, batch_url, row_counts
+from tests.batches.test_formats import SNIFFED_FILES, UNRECOGNISABLE
 
 JSONL = "application/x-ndjson"
 
@@ -152,6 +153,63 @@ def test_source_ingest__octet_stream_source_is_read_by_its_url_extension(
 
     assert batch.status == Batch.Status.OPEN
     assert [(ext, payload) for _, ext, payload, _ in items_of(batch)] == [expected]
+
+
+@pytest.mark.parametrize(("fmt", "body", "job_type"), SNIFFED_FILES)
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/1234", "application/octet-stream"),
+        ("/1234", ""),
+        ("/export.dat", "binary/octet-stream"),
+        ("/download", "text/plain; charset=utf-8"),
+    ],
+    ids=["no-extension", "no-content-type", "unknown-extension", "text-plain"],
+)
+def test_source_ingest__source_is_read_by_its_content_when_nothing_else_tells(
+    httpserver, ingest, path, content_type, fmt, body, job_type
+):
+    response = Response(body)
+    del response.headers["Content-Type"]
+    if content_type:
+        response.headers["Content-Type"] = content_type
+    httpserver.expect_request(path).respond_with_response(response)
+
+    _, batch = ingest(httpserver.url_for(path), type=job_type)
+
+    assert batch.status == Batch.Status.OPEN, list(BatchError.objects.values_list("message"))
+    assert [ext for _, ext, _, _ in items_of(batch)] == ["a", "b"]
+    [event] = batch.events.filter(kind="items_uploaded")
+    assert event.detail["format"] == fmt
+
+
+def test_source_ingest__json_source_is_an_array_of_items(httpserver, ingest):
+    body = json.dumps([{"external_id": f"e{n}", "payload": {"n": n}} for n in range(3)])
+    url = serve(httpserver, "/items.json", body, content_type="application/json")
+
+    _, batch = ingest(url)
+
+    assert batch.status == Batch.Status.OPEN
+    assert items_of(batch) == [(n, f"e{n}", {"n": n}, "pending") for n in range(3)]
+
+
+@pytest.mark.parametrize("body", UNRECOGNISABLE)
+def test_source_ingest__content_of_no_known_format_fails_saying_what_is_read(
+    httpserver, ingest, body
+):
+    url = serve(httpserver, "/1234", body, content_type="application/octet-stream")
+
+    _, batch = ingest(url)
+
+    assert batch.status == Batch.Status.FAILED
+    assert batch.total_items == 0
+    error = only_error(batch)
+    assert error.code == "source_format"
+    assert error.message == (
+        "cannot tell the format of the source (Content-Type 'application/octet-stream'): its "
+        "content is none of JSON Lines, a JSON array of items, CSV (a header row of "
+        "comma-separated column names) or ZIP"
+    )
 
 
 def test_source_ingest__zip_source_gives_file_items(httpserver, ingest):

@@ -1,4 +1,5 @@
-"""POST batches/{id}/upload/: a JSONL, CSV or ZIP file as the raw body, streamed and staged.
+"""POST batches/{id}/upload/: a JSONL, JSON array, CSV or ZIP file as the raw body, streamed
+and staged; an application/octet-stream body is read in the format its first bytes show.
 
 Every refusal is checked for its status, code and reported index, and for leaving nothing
 behind: no rows, no counters moved, no extracted or staging files.
@@ -7,6 +8,7 @@ behind: no rows, no counters moved, no extracted or staging files.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -23,6 +25,8 @@ from tests.batches.test_api_problems import (
 )
 from tests.batches.test_formats import (
     MB,
+    SNIFFED_FILES,
+    UNRECOGNISABLE,
     bomb_data,
     csv_bytes,
     encrypted_zip_data,
@@ -35,8 +39,10 @@ from tests.batches.test_formats import (
 from tests.factories import open_batch
 
 JSONL = "application/x-ndjson"
+JSON = "application/json"
 CSV = "text/csv"
 ZIP = "application/zip"
+OCTET_STREAM = "application/octet-stream"
 
 
 @pytest.fixture(autouse=True)
@@ -712,13 +718,12 @@ def test_upload__zip_member_refused_as_an_item_leaves_no_file(client_a, file_bat
     "content_type",
     [
         "text/plain",
-        "application/json",
-        "application/octet-stream",
+        "binary/octet-stream",
         "multipart/form-data; boundary=x",
     ],
 )
 def test_upload__unsupported_content_type_is_415(client_a, empty_batch, content_type):
-    refused(
+    problem = refused(
         client_a,
         empty_batch,
         jsonl({"payload": {}}),
@@ -726,6 +731,99 @@ def test_upload__unsupported_content_type_is_415(client_a, empty_batch, content_
         status=415,
         code="unsupported_media_type",
     )
+
+    assert problem["detail"] == (
+        f"cannot read {content_type}; send application/x-ndjson, application/json (an array "
+        "of items), text/csv or application/zip, or application/octet-stream to have the "
+        "format read from the body"
+    )
+
+
+# --- a body recognised by its content ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("fmt", "body", "job_type"), SNIFFED_FILES)
+@pytest.mark.parametrize(
+    "content_type", [OCTET_STREAM, "Application/Octet-Stream; charset=binary"], ids=["plain", "odd"]
+)
+def test_upload__octet_stream_is_read_by_its_content(
+    client_a, account, content_type, fmt, body, job_type
+):
+    batch, _ = services.batch_create(account=account, actor="test", type=job_type)
+
+    response = upload(client_a, batch, body, content_type)
+
+    assert response.status_code == 200, response.content
+    assert response.json() == {
+        "added": 2,
+        "rejected": 0,
+        "valid": 2,
+        "dry_run": False,
+        "format": fmt,
+        "errors": [],
+    }
+    assert [item[1] for item in items_of(batch)] == ["a", "b"]
+    assert counters(batch) == (Batch.Status.OPEN, 2, 2, 0)
+
+
+@pytest.mark.parametrize("body", UNRECOGNISABLE)
+def test_upload__octet_stream_of_no_known_format_is_415(client_a, empty_batch, body):
+    problem = refused(
+        client_a, empty_batch, body, OCTET_STREAM, status=415, code="unsupported_media_type"
+    )
+
+    assert problem["detail"] == (
+        "cannot tell the format of the application/octet-stream body: it is none of JSON "
+        "Lines, a JSON array of items, CSV (a header row of comma-separated column names) or ZIP"
+    )
+
+
+def test_upload__octet_stream_with_a_payload_must_be_a_zip(client_a, empty_batch):
+    problem = refused(
+        client_a, empty_batch, jsonl({"payload": {}}), OCTET_STREAM, payload='{"n": 1}'
+    )
+
+    assert error_fields(problem) == {"payload"}
+
+
+def test_upload__json_array_adds_one_item_per_element(client_a, empty_batch):
+    body = json.dumps(
+        [
+            {"external_id": "a", "key": "k-a", "payload": {"n": 0}},
+            {"external_id": "b", "payload": {"fail": "yes"}},
+            {"type": "test.flaky", "payload": {"n": 2}},
+        ]
+    ).encode()
+
+    response = upload(client_a, empty_batch, body, JSON)
+
+    assert response.status_code == 200, response.content
+    report = response.json()
+    assert (report["added"], report["rejected"], report["format"]) == (2, 1, "json")
+    assert [(error["index"], error["external_id"]) for error in report["errors"]] == [(1, "b")]
+    assert items_of(empty_batch) == [
+        (0, "a", "k-a", "echo", {"n": 0}),
+        (1, "", "", "test.flaky", {"n": 2}),
+    ]
+    # An item remembers its place in the file: the refused element left a gap.
+    assert list(
+        Item.objects.filter(batch=empty_batch).order_by("index").values_list("source_index")
+    ) == [(0,), (2,)]
+    assert counters(empty_batch) == (Batch.Status.OPEN, 2, 2, 1)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (jsonl({"payload": {}}, {"payload": {}}), "the body is not a JSON array of items"),
+        (b'[{"payload": {}}, {"payload": {]', "item 1 of the JSON array is not JSON"),
+    ],
+    ids=["jsonl-sent-as-json", "syntax-error"],
+)
+def test_upload__json_that_is_not_a_clean_array_is_400(client_a, empty_batch, body, message):
+    problem = refused(client_a, empty_batch, body, JSON)
+
+    assert problem["detail"].startswith(message)
 
 
 def test_upload__body_over_the_limit_by_content_length_is_413(client_a, empty_batch, settings):

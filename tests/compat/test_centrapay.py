@@ -7,20 +7,22 @@ chunks it queues) run inline once the create's on-commit callbacks run.
 
 from __future__ import annotations
 
-import json
 import uuid
 
 import pytest
 from rest_framework.test import APIClient
 
 from batches import services, tasks
+from batches.compat.centrapay import serializers
 from batches.models import Batch, Chunk
 from jobs import job_types
 from jobs.echo import Echo
+from tests.batches.test_formats import SNIFFED_FILES, UNRECOGNISABLE
+from tests.batches.test_sources import jsonl, serve
+from tests.factories import open_batch
 
 BATCHES = "/compat/centrapay/api/batches"
 BATCH_TYPES = "/compat/centrapay/api/batch-types"
-JSONL = "application/x-ndjson"
 NOT_FOUND = {"message": "Batch not found"}
 
 
@@ -43,15 +45,6 @@ def client(account) -> APIClient:
 @pytest.fixture
 def other_client(other_account) -> APIClient:
     return key_client(other_account)
-
-
-def jsonl(lines: list) -> str:
-    return "".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines)
-
-
-def serve(httpserver, path: str, body: str, *, status: int = 200) -> str:
-    httpserver.expect_request(path).respond_with_data(body, status=status, content_type=JSONL)
-    return httpserver.url_for(path)
 
 
 def failure(response, status_code: int) -> dict:
@@ -176,6 +169,135 @@ def test_centrapay__a_refused_line_names_its_external_id(
     ]
 
 
+def test_centrapay__items_that_fail_when_run_are_errors_with_their_line_in_the_file(
+    client, account, httpserver, django_capture_on_commit_callbacks
+):
+    lines: list = [
+        {"external_id": "e0", "payload": {}},
+        "{not json",
+        {"external_id": "e2", "payload": {"fail": True}},
+        {"payload": {}},
+        {"payload": {"fail": True}},
+        {"external_id": "1234", "payload": {"fail": "not a boolean"}},
+        {"external_id": "e6", "payload": {"fail": True}},
+    ]
+    url = serve(httpserver, "/assets.jsonl", jsonl(lines))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        batch_id = create(client, account, url).json()["id"]
+
+    failed = "the payload asked echo to fail"
+    assert poll(client, batch_id) == {
+        "id": batch_id,
+        "status": "complete",
+        "type": "echo",
+        "count": "5",
+        "errorCount": "5",
+        "errors": [
+            {
+                "index": "1",
+                "message": (
+                    "line: is not JSON: Expecting property name enclosed in double quotes: "
+                    "line 1 column 2 (char 1)"
+                ),
+            },
+            {"externalId": "1234", "index": "5", "message": "payload.fail: must be true or false"},
+            {"externalId": "e2", "index": "2", "message": failed},
+            {"index": "4", "message": failed},
+            {"externalId": "e6", "index": "6", "message": failed},
+        ],
+    }
+    batch = Batch.objects.get(pk=batch_id)
+    assert (batch.error_count, batch.failed_items, batch.succeeded_items) == (2, 3, 2)
+
+
+def test_centrapay__errors_lists_the_first_ones_and_error_count_counts_them_all(
+    client, account, httpserver, monkeypatch, django_capture_on_commit_callbacks
+):
+    monkeypatch.setattr(serializers, "ERRORS_SHOWN", 3)
+    lines: list = ["{bad", "{bad"] + [
+        {"external_id": f"f{n}", "payload": {"fail": True}} for n in range(3)
+    ]
+    url = serve(httpserver, "/assets.jsonl", jsonl(lines))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        batch_id = create(client, account, url).json()["id"]
+
+    batch = poll(client, batch_id)
+    assert (batch["count"], batch["errorCount"]) == ("3", "5")
+    assert [(error["index"], error.get("externalId")) for error in batch["errors"]] == [
+        ("0", None),
+        ("1", None),
+        ("2", "f0"),
+    ]
+
+
+def test_centrapay__an_item_added_without_a_file_is_named_by_its_index_in_the_batch(
+    client, account, django_capture_on_commit_callbacks
+):
+    batch = open_batch(
+        account=account, items=[{"payload": {}}, {"external_id": "x", "payload": {"fail": True}}]
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        services.batch_commit(batch=batch, actor="test")
+
+    assert poll(client, str(batch.pk)) == {
+        "id": str(batch.pk),
+        "status": "complete",
+        "type": "echo",
+        "count": "2",
+        "errorCount": "1",
+        "errors": [{"externalId": "x", "index": "1", "message": "the payload asked echo to fail"}],
+    }
+
+
+@pytest.mark.parametrize(("fmt", "body", "job_type"), SNIFFED_FILES)
+def test_centrapay__a_file_url_without_extension_is_read_by_its_content(
+    client, account, httpserver, django_capture_on_commit_callbacks, fmt, body, job_type
+):
+    # As in Centrapay's own example: `"url": "https://azurebuckets.com/1234"`.
+    url = serve(httpserver, "/1234", body, content_type="application/octet-stream")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        batch_id = create(client, account, url, type=job_type).json()["id"]
+
+    assert poll(client, batch_id) == {
+        "id": batch_id,
+        "status": "complete",
+        "type": job_type,
+        "count": "2",
+        "errorCount": "0",
+        "errors": [],
+    }
+
+
+@pytest.mark.parametrize("body", UNRECOGNISABLE)
+def test_centrapay__a_file_of_no_known_format_ends_in_error(
+    client, account, httpserver, django_capture_on_commit_callbacks, body
+):
+    url = serve(httpserver, "/1234", body, content_type="application/octet-stream")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        batch_id = create(client, account, url).json()["id"]
+
+    assert poll(client, batch_id) == {
+        "id": batch_id,
+        "status": "error",
+        "type": "echo",
+        "count": "0",
+        "errorCount": "1",
+        "errors": [
+            {
+                "message": (
+                    "cannot tell the format of the source (Content-Type "
+                    "'application/octet-stream'): its content is none of JSON Lines, a JSON "
+                    "array of items, CSV (a header row of comma-separated column names) or ZIP"
+                )
+            }
+        ],
+    }
+
+
 def test_centrapay__an_unreadable_file_ends_in_error(
     client, account, httpserver, django_capture_on_commit_callbacks
 ):
@@ -204,6 +326,43 @@ def test_centrapay__another_accounts_id_is_403(client, account, other_account, h
     url = serve(httpserver, "/assets.jsonl", jsonl([{"payload": {}}]))
 
     response = create(client, account, url, accountId=str(other_account.number))
+
+    assert failure(response, 403) == {
+        "message": "accountId names an account this API key cannot act for"
+    }
+    assert not Batch.objects.exists()
+
+
+def test_centrapay__account_id_may_be_the_accounts_name(
+    client, account, httpserver, django_capture_on_commit_callbacks
+):
+    url = serve(httpserver, "/assets.jsonl", jsonl([{"payload": {}}]))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = create(client, account, url, accountId=account.name)
+
+    assert response.status_code == 200, response.content
+    batch = Batch.objects.get(pk=response.json()["id"])
+    assert batch.account == account
+    assert poll(client, str(batch.pk))["status"] == "complete"
+
+
+@pytest.mark.parametrize(
+    "account_id",
+    [
+        lambda other: other.name,
+        lambda other: str(other.number),
+        lambda other: "no-such-account",
+        lambda other: str(other.number + 1000),
+    ],
+    ids=["other-name", "other-number", "unknown-name", "unknown-number"],
+)
+def test_centrapay__any_account_but_the_keys_own_is_the_same_403(
+    client, account, other_account, httpserver, account_id
+):
+    url = serve(httpserver, "/assets.jsonl", jsonl([{"payload": {}}]))
+
+    response = create(client, account, url, accountId=account_id(other_account))
 
     assert failure(response, 403) == {
         "message": "accountId names an account this API key cannot act for"

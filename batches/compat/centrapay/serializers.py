@@ -5,7 +5,7 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from batches.models import Batch, BatchError
+from batches.models import Batch, BatchError, Item
 from jobs import get_job_type
 
 # batchsite state -> Centrapay's lifecycle: created -> copied -> chunked -> complete | error.
@@ -29,12 +29,35 @@ STATUS_NAMES = ["created", "copied", "chunked", "complete", "error"]
 ERRORS_SHOWN = 1000
 
 
+def _failed_items(batch: Batch, limit: int) -> list[dict]:
+    """Return the first `limit` failed items of the batch as errors, by index.
+
+    An item's `index` is its line, row or member in the batch file when it came from
+    one (so it points where a refused line's index does), else its index in the batch.
+    """
+    if limit <= 0 or not batch.failed_items:
+        return []
+    failed = (
+        Item.objects.filter(batch=batch, status=Item.Status.FAILED)
+        .order_by("index")
+        .values("index", "source_index", "external_id", "error_code", "error_message")[:limit]
+    )
+    return [
+        {
+            "external_id": item["external_id"],
+            "index": item["index"] if item["source_index"] is None else item["source_index"],
+            "message": item["error_message"] or item["error_code"],
+        }
+        for item in failed
+    ]
+
+
 class CentrapayBatchCreateSerializer(serializers.Serializer):
     """The body of `POST /api/batches`."""
 
     type = serializers.CharField(help_text="A batch type from `GET /api/batch-types`.")
     url = serializers.URLField(max_length=2000, help_text="Where the batch file is located.")
-    accountId = serializers.CharField(help_text="The caller's account number.")
+    accountId = serializers.CharField(help_text="The caller's account: its number or its name.")
 
     def validate_type(self, value: str) -> str:
         """Refuse a type that is not registered."""
@@ -46,7 +69,8 @@ class CentrapayBatchCreateSerializer(serializers.Serializer):
 
 
 class CentrapayBatchErrorSerializer(serializers.Serializer):
-    """One error of a batch; externalId and index only when the error has them."""
+    """One error of a batch (a BatchError, or a failed item as a dict); externalId and
+    index only when the error has them."""
 
     externalId = serializers.CharField(source="external_id", required=False)
     index = serializers.CharField(required=False, help_text="A BigNumber, as a string.")
@@ -65,7 +89,7 @@ class CentrapayBatchSerializer(serializers.Serializer):
     status = serializers.SerializerMethodField()
     type = serializers.CharField()
     count = serializers.CharField(source="total_items", help_text="A BigNumber, as a string.")
-    errorCount = serializers.CharField(source="error_count", help_text="A BigNumber, as a string.")
+    errorCount = serializers.SerializerMethodField(method_name="get_error_count")
     errors = serializers.SerializerMethodField()
 
     @extend_schema_field(serializers.ChoiceField(choices=STATUS_NAMES))
@@ -73,10 +97,17 @@ class CentrapayBatchSerializer(serializers.Serializer):
         """Return the batch's state in Centrapay's lifecycle."""
         return BATCH_STATUSES[batch.status]
 
+    @extend_schema_field(serializers.CharField(help_text="A BigNumber, as a string."))
+    def get_error_count(self, batch: Batch) -> str:
+        """Count refused lines, batch-level failures and failed items, from the counters."""
+        return str(batch.error_count + batch.failed_items)
+
     @extend_schema_field(CentrapayBatchErrorSerializer(many=True))
     def get_errors(self, batch: Batch) -> list[dict]:
-        """Return the batch's first errors, in the order they were found."""
-        errors = BatchError.objects.filter(batch=batch).order_by("id")[:ERRORS_SHOWN]
+        """Return the batch's first errors: refused lines and batch-level failures in the
+        order they were found, then failed items by index."""
+        errors = list(BatchError.objects.filter(batch=batch).order_by("id")[:ERRORS_SHOWN])
+        errors += _failed_items(batch, ERRORS_SHOWN - len(errors))
         return CentrapayBatchErrorSerializer(errors, many=True).data
 
 

@@ -6,16 +6,20 @@ A client written for Centrapay works unchanged against `/compat/centrapay/api/..
   `url` (read by a worker, then committed and processed) and answers 200 with the batch:
   `{"id", "status": "created", "type", "count": "0", "errorCount": "0", "errors": []}`.
   `id` is the batch's UUID; BigNumbers (`count`, `errorCount`, an error's `index`) are
-  strings, as Centrapay documents them.
+  strings, as Centrapay documents them. The file is JSON Lines, a JSON array of items,
+  CSV or ZIP: by its Content-Type, else its URL's extension, else its first bytes.
 - `GET /api/batches/{id}` returns the same shape as the batch goes through
   created -> copied -> chunked -> complete, or error when its file cannot be read.
   `count` is the number of items read from the file; `errors` lists the lines that could
   not become items (`index`, and `externalId` when the line named one) and batch-level
-  failures (`message` only), at most the first 1000; `errorCount` counts all of them.
+  failures (`message` only), in the order found, then the items that failed when they
+  ran (`index` is the item's line in the file, `externalId` when it has one, `message`),
+  by index: at most 1000 in all. `errorCount` counts every one of them.
 - `GET /api/batch-types` lists the registered job types as `{"name", "description"}`.
 
-The key is the `X-Api-Key` header. `accountId` is the account's number as a string; naming
-any other account (or one that does not exist) is 403, as the key may not act for it.
+The key is the `X-Api-Key` header. `accountId` is the key's account, by its number (as a
+string) or its name; naming any other account, or one that does not exist, is the same
+403, so a key cannot learn which other accounts exist.
 
 Centrapay documents no error schema, so every failure here is `{"message": "..."}` with
 the HTTP status: 400 bad body (each refused field as `field: reason`, joined by "; "),
@@ -189,7 +193,7 @@ class BatchCreateView(CentrapayView):
         body = CentrapayBatchCreateSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         account = request.user.account
-        if body.validated_data["accountId"] != str(account.number):
+        if body.validated_data["accountId"] not in (str(account.number), account.name):
             raise CentrapayError(
                 "accountId names an account this API key cannot act for", status_code=403
             )
