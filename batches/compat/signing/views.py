@@ -38,7 +38,7 @@ from rest_framework.views import APIView
 from batches import exports, services
 from batches.api.authentication import ApiKeyAuthentication, request_account, request_actor
 from batches.api.parsers import RawBodyParser
-from batches.api.problems import flatten_errors, request_refusal
+from batches.api.problems import domain_error_line, flatten_errors, request_refusal
 from batches.api.views import CatchAllNotFound
 from batches.compat.signing.serializers import (
     DELETED,
@@ -71,14 +71,7 @@ def error_message(exc: Exception) -> str:
         return "; ".join(error["message"] for error in flatten_errors(exc.detail)[:5])
     if isinstance(exc, exceptions.APIException):
         return str(exc.detail)
-    message = exc.message
-    details = []
-    for error in getattr(exc, "errors", [])[:5]:
-        if error["message"] in message:
-            continue  # a whole-file problem repeated as its only detail
-        where = error.get("external_id") or error.get("field") or ""
-        details.append(f"{where}: {error['message']}" if where else error["message"])
-    return f"{message}: {'; '.join(details)}" if details else message
+    return domain_error_line(exc)
 
 
 def signing_exception_handler(exc: Exception, context: dict) -> Response | None:
