@@ -332,12 +332,14 @@ def batch_upload(
     dry_run: bool = False,
     csv_types: Literal["string", "infer"] = "string",
     payload: dict[str, Any] | None = None,
+    regroup: uploads.Regroup | None = None,
 ) -> dict[str, Any]:
     """Add the items of an uploaded JSONL, CSV or ZIP file; return what was added and refused.
 
     With on_error="skip" bad lines become BatchErrors and the good ones are added; with
     "reject" any bad line refuses the whole file. Either way the items are inserted in one
-    transaction, and a dry run validates without adding anything.
+    transaction, and a dry run validates without adding anything. `regroup` is passed on
+    to uploads.stage.
     """
     fmt = formats.format_of(content_type or "")
     if fmt is None:
@@ -363,6 +365,7 @@ def batch_upload(
             files_dir=batch_files_dir(batch.pk) / "in",
             csv_types=csv_types,
             payload=payload,
+            regroup=regroup,
         )
     except formats.FileRejected as exc:
         errors = exc.errors or [{"field": "file", "message": exc.message}]
