@@ -246,6 +246,8 @@ def test_signing__validation_process_checks_a_signed_package(
     assert (contract.status, contract.result["valid"]) == ("succeeded", True)
     assert (letter.status, letter.result["valid"]) == ("succeeded", False)
     assert (manifest.status, manifest.error_code) == ("failed", "no_signature")
+    validated = b"".join(client_a.get(f"{API}/batchfile/{batch_id}").streaming_content)
+    assert zipfile.ZipFile(io.BytesIO(validated)).namelist() == ["manifest.json"]
 
 
 def test_signing_upload__validation_package_pairs_each_signature_with_its_document(client_a):
