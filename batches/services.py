@@ -354,6 +354,7 @@ def batch_upload(
     dry_run: bool = False,
     csv_types: Literal["string", "infer"] = "string",
     payload: dict[str, Any] | None = None,
+    regroup: uploads.Regroup | None = None,
 ) -> dict[str, Any]:
     """Add the items of an uploaded JSONL, JSON array, CSV or ZIP file; return what was
     added and refused.
@@ -361,7 +362,8 @@ def batch_upload(
     An application/octet-stream body is read in the format its first bytes show. With
     on_error="skip" bad lines become BatchErrors and the good ones are added; with
     "reject" any bad line refuses the whole file. Either way the items are inserted in one
-    transaction, and a dry run validates without adding anything.
+    transaction, and a dry run validates without adding anything. `regroup` is passed on
+    to uploads.stage.
     """
     fmt = formats.format_of(content_type or "")
     sniff = fmt is None and formats.media_type(content_type or "") == formats.OCTET_STREAM
@@ -400,6 +402,7 @@ def batch_upload(
             files_dir=batch_files_dir(batch.pk) / "in",
             csv_types=csv_types,
             payload=payload,
+            regroup=regroup,
         )
     except formats.FileRejected as exc:
         errors = exc.errors or [{"field": "file", "message": exc.message}]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -27,7 +26,6 @@ from jobs import outbound
 logger = logging.getLogger(__name__)
 
 ACTOR = "source"
-DOWNLOAD_BLOCK = 256 * 1024
 
 
 class SourceUnreadable(Exception):
@@ -38,29 +36,19 @@ def download(url: str) -> tuple[Path, str]:
     """Fetch `url` into a temporary file; return its path and the response's Content-Type."""
     limit = settings.BATCHSITE_MAX_UPLOAD_BYTES
     timeout = settings.BATCHSITE_SOURCE_TIMEOUT
-    deadline = time.monotonic() + timeout
     handle = tempfile.NamedTemporaryFile(dir=uploads.work_dir(), prefix="source-", delete=False)  # noqa: SIM115
     path = Path(handle.name)
     try:
-        with (
-            handle,
-            httpx.Client(timeout=timeout) as client,
-            outbound.fetch(client, "GET", url) as response,
-        ):
-            if response.status_code != 200:
-                raise SourceUnreadable(f"the source answered HTTP {response.status_code}")
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > limit:
-                raise TooLarge(f"the source is {declared} bytes; the limit is {limit}")
-            received = 0
-            for block in response.iter_bytes(DOWNLOAD_BLOCK):
-                received += len(block)
-                if received > limit:
-                    raise TooLarge(f"the source is more than {limit} bytes")
-                if time.monotonic() > deadline:
-                    raise SourceUnreadable(f"the download took more than {timeout} seconds")
-                handle.write(block)
-            content_type = response.headers.get("content-type", "")
+        with handle, httpx.Client(timeout=timeout) as client:
+            content_type = outbound.download(
+                client, url, handle, max_bytes=limit, timeout=timeout, what="the source"
+            )
+    except outbound.DownloadTooLarge as exc:
+        path.unlink(missing_ok=True)
+        raise TooLarge(str(exc)) from exc
+    except outbound.DownloadFailed as exc:
+        path.unlink(missing_ok=True)
+        raise SourceUnreadable(str(exc)) from exc
     except outbound.OutboundRefused as exc:
         path.unlink(missing_ok=True)
         raise SourceUnreadable(f"refused: {exc}") from exc

@@ -14,7 +14,7 @@ import pickle
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -28,6 +28,7 @@ from jobs import get_job_type
 
 READ_BLOCK = 1024 * 1024
 REPORTED_ERRORS = 100
+Regroup = Callable[[Iterator[formats.Record]], Iterator[formats.Record]]
 
 
 def work_dir() -> Path:
@@ -112,11 +113,14 @@ def stage(
     files_dir: Path,
     csv_types: str = "string",
     payload: dict[str, Any] | None = None,
+    regroup: Regroup | None = None,
 ) -> Staged:
     """Read and validate every record of the file at `path`; raise FileRejected on a
     whole-file problem and InvalidInput when it holds no record at all.
 
     `payload` is every ZIP member's payload (the other formats carry their own).
+    `regroup`, if given, sees the records as read and yields the ones to validate (a
+    dialect folds files that belong together into one record with it).
     """
     upload_files = files_dir / f"upload-{uuid.uuid4().hex[:12]}"
     staged = Staged(
@@ -133,6 +137,8 @@ def stage(
         ):
             seen = 0
             records = _records(source, path, fmt, default_type, upload_files, csv_types, payload)
+            if regroup is not None:
+                records = regroup(records)
             for index, record in records:
                 seen += 1
                 parsed = record

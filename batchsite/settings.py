@@ -38,6 +38,19 @@ def env_list(name: str, default: str = "") -> list[str]:
     return [part.strip() for part in os.environ.get(name, default).split(",") if part.strip()]
 
 
+def env_int_map(name: str, default: str) -> dict[int, str]:
+    """Read a comma-separated list of INTEGER=NAME pairs, failing clearly on garbage."""
+    found: dict[int, str] = {}
+    for pair in env_list(name, default):
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip().isdigit() or not value.strip():
+            raise ImproperlyConfigured(
+                f"{name} must be a comma list of INTEGER=NAME pairs, not {pair!r} in it"
+            )
+        found[int(key)] = value.strip()
+    return found
+
+
 DEBUG = env_bool("DJANGO_DEBUG")
 
 BATCHSITE_DATA_DIR = Path(os.environ.get("BATCHSITE_DATA_DIR", BASE_DIR / "var")).resolve()
@@ -373,6 +386,10 @@ BATCHSITE_IMAGE_MAX_PIXELS = env_int("BATCHSITE_IMAGE_MAX_PIXELS", 50_000_000)
 # `manage.py createsigningkey`.
 BATCHSITE_SIGNING_KEY = os.environ.get("BATCHSITE_SIGNING_KEY") or None
 BATCHSITE_SIGNING_CERT = os.environ.get("BATCHSITE_SIGNING_CERT") or None
+# The signing dialect's processes: processId -> the job type its batches run.
+BATCHSITE_SIGNING_PROCESSES = env_int_map(
+    "BATCHSITE_SIGNING_PROCESSES", "1=document.sign,2=document.verify"
+)
 
 # Mail for email.send: Django's settings of these names, each set only when the
 # environment sets it, so that email.send can tell a mail server someone named from

@@ -344,19 +344,7 @@ class HttpRequest(JobType):
     def _url_error(url: Any, given: bool) -> str:
         if not given:
             return "is required"
-        if not isinstance(url, str) or not url:
-            return "must be a non-empty string"
-        if len(url) > MAX_URL_LENGTH:
-            return f"must be at most {MAX_URL_LENGTH} characters"
-        try:
-            httpx.URL(url)
-        except (httpx.InvalidURL, ValueError) as exc:
-            return f"is not a valid URL: {exc}"
-        try:
-            outbound.check_url(url)
-        except outbound.OutboundRefused as exc:
-            return str(exc)
-        return ""
+        return outbound.url_problem(url, max_length=MAX_URL_LENGTH)
 
     @staticmethod
     def _headers_errors(headers: Any) -> dict[str, str]:

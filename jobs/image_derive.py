@@ -1,6 +1,9 @@
 """The `image.derive` job type: DLCS-style derivatives (thumbnails, format conversion) with Pillow.
 
-Each item is one image file; the type writes one derivative per requested box, named
+Each item is one image: its file, or, for an item without a file, the image at its
+payload's `origin` URL, fetched by the worker through the outbound guard (allow-list,
+public addresses, every redirect checked) within BATCHSITE_MAX_UPLOAD_BYTES and
+BATCHSITE_SOURCE_TIMEOUT. The type writes one derivative per requested box, named
 `<stem>_<w>x<h>.<ext>`, so the batch package holds them all. Sizes are boxes: `fit`
 scales the image down to fit inside the box keeping its aspect ratio (never up), `fill`
 scales and centre-crops it to exactly the box.
@@ -15,14 +18,18 @@ shown, and is not copied to them.
 
 from __future__ import annotations
 
+import tempfile
 import warnings
 from pathlib import PurePosixPath
-from typing import Any
+from typing import IO, Any
+from urllib.parse import urlsplit
 
+import httpx
 from django.conf import settings
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from jobs.base import JobType, PayloadError, PermanentError
+from jobs import outbound
+from jobs.base import JobError, JobType, PayloadError, PermanentError, TransientError
 
 DEFAULT_MAX_PIXELS = 50_000_000
 # DLCS's default thumbnail boxes; used when a payload names no sizes (a ZIP member's
@@ -38,12 +45,59 @@ DEFAULT_QUALITY = 85
 DEFAULT_MODE = "fit"
 # Formats Pillow may open: plain raster decoders only.
 SOURCE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP")
-FIELDS = ("sizes", "format", "quality", "mode")
+FIELDS = ("sizes", "format", "quality", "mode", "origin")
+MAX_ORIGIN_LENGTH = 2000
+# A fetched origin stays in memory up to this size, then spills to a temporary file.
+ORIGIN_SPOOL_BYTES = 8 * 1024 * 1024
+DEFAULT_ORIGIN_MAX_BYTES = 2 * 1024**3
+DEFAULT_ORIGIN_TIMEOUT = 60
 
 
 def max_pixels() -> int:
     """Return the most pixels a source image may have."""
     return getattr(settings, "BATCHSITE_IMAGE_MAX_PIXELS", DEFAULT_MAX_PIXELS)
+
+
+def origin_fetch(url: str) -> IO[bytes]:
+    """Fetch an image from its origin into a temporary file, rewound; the caller closes it.
+
+    A refused URL, a 4xx answer (429 aside) and an image over the size limit fail the
+    item permanently; an unreachable or slow origin, a 5xx and a 429 are transient, so
+    the item is tried again.
+    """
+    limit = getattr(settings, "BATCHSITE_MAX_UPLOAD_BYTES", DEFAULT_ORIGIN_MAX_BYTES)
+    timeout = getattr(settings, "BATCHSITE_SOURCE_TIMEOUT", DEFAULT_ORIGIN_TIMEOUT)
+    spool = tempfile.SpooledTemporaryFile(max_size=ORIGIN_SPOOL_BYTES)  # noqa: SIM115
+    try:
+        with httpx.Client(timeout=timeout) as client:
+            outbound.download(
+                client, url, spool, max_bytes=limit, timeout=timeout, what="the origin"
+            )
+    except BaseException as exc:
+        spool.close()
+        error = _origin_error(exc, url)
+        if error is None:
+            raise
+        raise error from exc
+    spool.seek(0)
+    return spool
+
+
+def _origin_error(exc: BaseException, url: str) -> JobError | None:
+    host = urlsplit(url).hostname
+    if isinstance(exc, outbound.OutboundRefused):
+        return PermanentError(f"the origin is refused: {exc}", code="origin_refused")
+    if isinstance(exc, outbound.DownloadTooLarge):
+        return PermanentError(str(exc), code="origin_too_large")
+    if isinstance(exc, outbound.DownloadFailed):
+        if exc.status is not None and exc.status < 500 and exc.status != 429:
+            return PermanentError(f"{exc} ({url})", code="origin_unreadable")
+        return TransientError(f"{exc} ({url})", code="origin_unreadable")
+    if isinstance(exc, httpx.TimeoutException):
+        return TransientError(f"the origin {host} did not answer in time", code="origin_timeout")
+    if isinstance(exc, httpx.HTTPError):
+        return TransientError(f"cannot reach the origin {host}: {exc}", code="origin_unreachable")
+    return None
 
 
 def _is_int(value: Any) -> bool:
@@ -84,6 +138,15 @@ class ImageDerive(JobType):
                 "default": DEFAULT_QUALITY,
             },
             "mode": {"enum": list(MODES), "default": DEFAULT_MODE},
+            "origin": {
+                "type": "string",
+                "format": "uri",
+                "maxLength": MAX_ORIGIN_LENGTH,
+                "description": (
+                    "for an item without a file: the image's URL, fetched by the worker; "
+                    "its host must be in BATCHSITE_OUTBOUND_ALLOWED_HOSTS"
+                ),
+            },
         },
         "additionalProperties": False,
     }
@@ -93,7 +156,7 @@ class ImageDerive(JobType):
     max_attempts = 2
 
     def validate_payload(self, payload):
-        """Check sizes, format, quality and mode; refuse unknown fields."""
+        """Check sizes, format, quality, mode and origin; refuse unknown fields."""
         super().validate_payload(payload)
         errors: dict[str, str] = {}
         for name in sorted(set(payload) - set(FIELDS)):
@@ -110,6 +173,10 @@ class ImageDerive(JobType):
                 errors["payload.quality"] = "must be an integer from 1 to 100"
         if "mode" in payload and payload["mode"] not in MODES:
             errors["payload.mode"] = f"must be one of {', '.join(MODES)}"
+        if "origin" in payload:
+            problem = outbound.url_problem(payload["origin"], max_length=MAX_ORIGIN_LENGTH)
+            if problem:
+                errors["payload.origin"] = problem
         if errors:
             raise PayloadError(errors)
 
@@ -140,9 +207,16 @@ class ImageDerive(JobType):
         return ""
 
     def process(self, payload, file, context):
-        """Decode the image safely, then write one derivative per box."""
-        if file is None:
-            raise PermanentError("image.derive needs an image file", code="no_file")
+        """Decode the image (its file, else fetched from its origin), then derive each box."""
+        if file is not None:
+            return self._derive(payload, file, context.input_name, context)
+        if "origin" not in payload:
+            raise PermanentError("image.derive needs an image file or an origin", code="no_file")
+        with origin_fetch(payload["origin"]) as fetched:
+            name = PurePosixPath(urlsplit(payload["origin"]).path).name
+            return self._derive(payload, fetched, name, context)
+
+    def _derive(self, payload, file, name: str, context) -> dict[str, Any]:
         sizes = payload.get("sizes", DEFAULT_SIZES)
         fmt = payload.get("format", DEFAULT_FORMAT)
         quality = payload.get("quality", DEFAULT_QUALITY)
@@ -151,7 +225,7 @@ class ImageDerive(JobType):
         source = {"width": image.width, "height": image.height, "format": image.format.lower()}
         icc_profile = image.info.get("icc_profile")
         image = _prepared(image, fmt)
-        stem = PurePosixPath(context.input_name).stem or "image"
+        stem = PurePosixPath(name).stem or "image"
         pil_format, extension = FORMATS[fmt]
         derivatives = []
         for width, height in sizes:

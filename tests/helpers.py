@@ -1,6 +1,8 @@
-"""Assertions about batches that many test modules share."""
+"""Assertions about batches, and other small helpers, that many test modules share."""
 
 from __future__ import annotations
+
+import socket
 
 from django.db.models import Count
 
@@ -40,3 +42,10 @@ def kinds(batch: Batch) -> list[str]:
 def statuses(batch: Batch) -> list[str]:
     """Return the batch's item statuses in index order."""
     return list(Item.objects.filter(batch=batch).order_by("index").values_list("status", flat=True))
+
+
+def refused_port() -> int:
+    """Return a loopback port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -76,6 +76,21 @@ def flatten_errors(detail: Any, prefix: str = "") -> list[dict[str, str]]:
     return [{"field": prefix or "body", "message": str(detail)}]
 
 
+def domain_error_line(exc: DomainError) -> str:
+    """Say on one line what a domain error refuses, with the first details it carries.
+
+    For the dialects, whose error bodies are one string rather than a problem document.
+    """
+    message = exc.message
+    details = []
+    for error in getattr(exc, "errors", [])[:5]:
+        if error["message"] in message:
+            continue  # a whole-file problem repeated as its only detail
+        where = error.get("external_id") or error.get("field") or ""
+        details.append(f"{where}: {error['message']}" if where else error["message"])
+    return f"{message}: {'; '.join(details)}" if details else message
+
+
 def request_refusal(exc: SuspiciousOperation) -> DomainError:
     """Translate Django's refusal of a request body (too big, too many fields) for the API."""
     if isinstance(exc, RequestDataTooBig):

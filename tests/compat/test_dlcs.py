@@ -4,12 +4,14 @@ A client POSTs a hydra:Collection of images (ids and origin URLs) to its custome
 gets a vocab:Batch back, polls it, lists its images, and forces `superseded` to be
 recomputed with /test. Origins are real PNG and JPEG files served by pytest-httpserver on
 loopback; the allow-list names `localhost`, which lets them through the outbound guard.
-django-q2 runs in sync mode, so the images are processed inline when the submission's
-transaction commits (django_capture_on_commit_callbacks(execute=True)).
+django-q2 runs in sync mode, so the images are fetched and processed inline when the
+submission's transaction commits (django_capture_on_commit_callbacks(execute=True)), that
+is once the request has answered.
 """
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 from datetime import datetime
@@ -18,8 +20,9 @@ import pytest
 from PIL import Image
 from rest_framework.test import APIClient
 
-from batches import uploads
+from batches import services, uploads
 from batches.models import Batch, Item
+from tests.helpers import refused_port
 
 HYDRA = "http://www.w3.org/ns/hydra/context.jsonld"
 SERVER = "http://testserver"
@@ -208,8 +211,13 @@ def test_dlcs_queue__images_are_image_derive_items_keyed_by_their_id(
 
     stored = Batch.objects.get(number=int(batch["@id"].rsplit("/", 1)[1]))
     assert (stored.account, stored.type, stored.status) == (account, "image.derive", "finished")
-    items = list(stored.items.order_by("index").values_list("external_id", "key", "payload"))
-    assert items == [("page-1", "page-1", {}), ("page-2", "page-2", {})]
+    items = list(
+        stored.items.order_by("index").values_list("external_id", "key", "payload", "input_file")
+    )
+    assert items == [
+        ("page-1", "page-1", {"origin": origins["page-1"]}, ""),
+        ("page-2", "page-2", {"origin": origins["page-2"]}, ""),
+    ]
 
 
 def test_dlcs_queue__accepts_json_ld_and_answers_it_when_asked(client_a, account, origins):
@@ -257,6 +265,76 @@ def test_dlcs_images__lists_unprocessed_images_as_ingesting(client_a, account, o
     ]
 
 
+# --- origins are fetched by workers, one image at a time -----------------------------------------
+
+
+def test_dlcs_queue__answers_at_once_and_a_dead_origin_fails_only_its_image(
+    client_a, account, httpserver, django_capture_on_commit_callbacks
+):
+    live = serve(httpserver, "/live.png", image_bytes("PNG", (48, 32)))
+    dead = f"http://localhost:{refused_port()}/dead.png"
+    members = [{"id": "live", "origin": live}, {"id": "dead", "origin": dead}]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = submit(client_a, account, members)
+
+        # The answer comes before any worker runs: nothing fetched, both images queued.
+        assert response.status_code == 201, response.content
+        batch = response.json()
+        assert (batch["count"], batch["completed"], batch["errors"]) == (2, 0, 0)
+        assert httpserver.log == []
+        queued = get(client_a, relative(batch["images"]))["member"]
+        assert [(m["id"], m["origin"], m["status"], m["ingesting"]) for m in queued] == [
+            ("live", live, "queued", True),
+            ("dead", dead, "queued", True),
+        ]
+
+    polled = get(client_a, relative(batch["@id"]))
+    assert (polled["count"], polled["completed"], polled["errors"]) == (2, 1, 1)
+    assert polled["finished"] is not None
+    done, failed = get(client_a, relative(batch["images"]))["member"]
+    assert (done["id"], done["status"], done["error"]) == ("live", "succeeded", "")
+    assert (done["width"], done["height"]) == (48, 32)
+    assert (failed["id"], failed["status"], failed["ingesting"]) == ("dead", "failed", False)
+    assert failed["error"].startswith(
+        "gave up after 2 attempts: cannot reach the origin localhost: "
+    ), failed["error"]
+    assert Item.objects.get(external_id="dead").error_code == "origin_unreachable"
+    assert len(httpserver.log) == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "limit", "code", "error"),
+    [
+        (404, None, "origin_unreadable", "the origin answered HTTP 404 ({origin})"),
+        (200, 100, "origin_too_large", "the origin is {size} bytes; the limit is 100"),
+    ],
+)
+def test_dlcs_queue__origin_that_cannot_be_fetched_fails_only_its_image(
+    client_a, account, origins, httpserver, settings, django_capture_on_commit_callbacks,
+    status, limit, code, error,
+):  # fmt: skip
+    big = image_bytes("PNG", (300, 300))
+    httpserver.expect_request("/bad.png").respond_with_data(
+        big, status=status, content_type="image/png"
+    )
+    origin = httpserver.url_for("/bad.png")
+    if limit:
+        settings.BATCHSITE_MAX_UPLOAD_BYTES = limit
+        origins = {"small": serve(httpserver, "/small.png", image_bytes("PNG", (4, 4)))}
+        assert len(image_bytes("PNG", (4, 4))) <= limit
+    members = [*members_of(origins), {"id": "bad", "origin": origin}]
+
+    batch = submitted(client_a, account, members, django_capture_on_commit_callbacks)
+
+    polled = get(client_a, relative(batch["@id"]))
+    assert (polled["completed"], polled["errors"]) == (len(origins), 1)
+    images = get(client_a, relative(batch["images"]))["member"]
+    assert [image["status"] for image in images] == ["succeeded"] * len(origins) + ["failed"]
+    assert images[-1]["error"] == error.format(origin=origin, size=len(big))
+    assert Item.objects.get(external_id="bad").error_code == code
+
+
 # --- refused submissions -------------------------------------------------------------------------
 
 
@@ -277,46 +355,11 @@ def test_dlcs_queue__origin_outside_the_allow_list_refuses_the_whole_submission(
         response,
         400,
         "Bad Request",
-        "image 'far' cannot be fetched from its origin: refused: host 'example.com' is not "
-        "in BATCHSITE_OUTBOUND_ALLOWED_HOSTS",
+        "1 of 3 items are invalid; nothing was added: far: payload.origin: host 'example.com' "
+        "is not in BATCHSITE_OUTBOUND_ALLOWED_HOSTS",
     )
     assert_nothing_stored()
     assert get(client_a, batches_url(account))["totalItems"] == 0
-
-
-def test_dlcs_queue__unreadable_origin_refuses_the_whole_submission(
-    client_a, account, origins, httpserver, django_capture_on_commit_callbacks
-):
-    httpserver.expect_request("/gone.png").respond_with_data("gone", status=404)
-    members = [*members_of(origins), {"id": "gone", "origin": httpserver.url_for("/gone.png")}]
-
-    response = submit(client_a, account, members, django_capture_on_commit_callbacks)
-
-    assert_error(
-        response,
-        400,
-        "Bad Request",
-        "image 'gone' cannot be fetched from its origin: the source answered HTTP 404",
-    )
-    assert_nothing_stored()
-
-
-def test_dlcs_queue__origin_over_the_size_limit_refuses_the_whole_submission(
-    client_a, account, origins, settings, django_capture_on_commit_callbacks
-):
-    settings.BATCHSITE_MAX_UPLOAD_BYTES = 100
-
-    response = submit(client_a, account, members_of(origins), django_capture_on_commit_callbacks)
-
-    size = len(image_bytes("PNG", (48, 32)))
-    assert_error(
-        response,
-        400,
-        "Bad Request",
-        f"image 'page-1' cannot be fetched from its origin: the source is {size} bytes; "
-        "the limit is 100",
-    )
-    assert_nothing_stored()
 
 
 def test_dlcs_queue__image_refused_after_others_were_added_leaves_nothing_behind(
@@ -326,7 +369,12 @@ def test_dlcs_queue__image_refused_after_others_were_added_leaves_nothing_behind
 
     response = submit(client_a, account, members_of(origins), django_capture_on_commit_callbacks)
 
-    assert_error(response, 400, "Bad Request", "a batch holds at most 1 items")
+    assert_error(
+        response,
+        400,
+        "Bad Request",
+        "a batch holds at most 1 items: items: too many items for one batch",
+    )
     assert_nothing_stored()
     files = settings.MEDIA_ROOT / "batches"
     assert not files.exists() or not any(files.iterdir()), "an added image's file was left"
@@ -502,18 +550,68 @@ def test_dlcs_batches__list_runs_a_constant_number_of_queries(
 # --- authentication, tenancy, unknown paths ------------------------------------------------------
 
 
-def test_dlcs__requests_without_a_usable_key_are_refused(account):
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_dlcs__basic_auth_carries_the_key_whole_or_split_at_its_dot(account):
+    _, raw = services.api_key_create(account=account, name="dlcs")
+    prefix, secret = raw.split(".")
+
+    for credentials in (basic("any-user", raw), basic(prefix, secret)):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=credentials)
+        listed = get(client, batches_url(account))
+
+        assert listed["totalItems"] == 0
+
+
+def test_dlcs__requests_without_a_usable_key_are_refused_with_a_basic_challenge(account):
+    _, raw = services.api_key_create(account=account, name="dlcs")
+    prefix = raw.split(".")[0]
+    challenge = 'Basic realm="batchsite"'
+
     anonymous = APIClient().get(batches_url(account))
 
     assert_error(anonymous, 401, "Unauthorized", "Authentication credentials were not provided.")
-    assert anonymous["WWW-Authenticate"] == "Api-Key"
-    forged = APIClient()
-    forged.credentials(HTTP_AUTHORIZATION="Api-Key abc.def")
-    assert_error(forged.get(batches_url(account)), 401, "Unauthorized", "Invalid API key.")
+    assert anonymous["WWW-Authenticate"] == challenge
+    for credentials, description in [
+        (basic(prefix, "wrong-secret"), "Invalid API key."),
+        (basic("any-user", f"{prefix}.wrong-secret"), "Invalid API key."),
+        (basic("", ""), "Invalid API key."),
+        ("Basic not-base64!", "Invalid basic header. Credentials not correctly base64 encoded."),
+        ("Basic", "Invalid basic header. No credentials provided."),
+        ("Api-Key abc.def", "Invalid API key."),
+    ]:
+        forged = APIClient()
+        forged.credentials(HTTP_AUTHORIZATION=credentials)
+        response = forged.get(batches_url(account))
+
+        assert_error(response, 401, "Unauthorized", description)
+        assert response["WWW-Authenticate"] == challenge, credentials
+
+
+def test_dlcs_batches__lists_and_finds_image_batches_only(
+    client_a, account, origins, django_capture_on_commit_callbacks
+):
+    echo = client_a.post(
+        "/api/v1/batches/", {"type": "echo", "items": [{"payload": {}}]}, format="json"
+    ).json()
+    image = submitted(client_a, account, members_of(origins), django_capture_on_commit_callbacks)
+
+    listed = get(client_a, batches_url(account))
+
+    assert listed["totalItems"] == 1
+    assert [member["@id"] for member in listed["member"]] == [image["@id"]]
+    missing = f"batch {echo['number']} not found"
+    echo_url = f"{batches_url(account)}/{echo['number']}"
+    assert_error(client_a.get(echo_url), 404, "Not Found", missing)
+    assert_error(client_a.get(f"{echo_url}/images"), 404, "Not Found", missing)
+    assert_error(client_a.post(f"{echo_url}/test"), 404, "Not Found", missing)
 
 
 def test_dlcs_images__a_batch_made_through_the_api_has_images_without_an_origin(client_a, account):
-    body = {"type": "echo", "items": [{"external_id": "x", "payload": {}}]}
+    body = {"type": "image.derive", "items": [{"external_id": "x", "payload": {}}]}
     created = client_a.post("/api/v1/batches/", body, format="json").json()
 
     images = get(client_a, f"{batches_url(account)}/{created['number']}/images")

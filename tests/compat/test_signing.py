@@ -8,6 +8,7 @@ accept's transaction commits (django_capture_on_commit_callbacks(execute=True)).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -15,16 +16,20 @@ import re
 import subprocess
 import zipfile
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
 from batches import services
 from batches.models import Batch, Item
+from batchsite.settings import env_int_map
 
 API = "/compat/signing/api"
 OCTETS = "application/octet-stream"
+FORM = "application/x-www-form-urlencoded"
 DATE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
 DOCUMENTS = {
     "contract.pdf": b"%PDF-1.7\n" + bytes(range(256)) * 8 + b"\n%%EOF\n",
@@ -55,7 +60,7 @@ def zip_of(files: dict[str, bytes]) -> bytes:
     return buffer.getvalue()
 
 
-def create(client, process_id="7") -> dict:
+def create(client, process_id="1") -> dict:
     response = client.post(f"{API}/CreateBatch/{process_id}")
     assert response.status_code == 201, response.content
     return response.json()
@@ -76,11 +81,16 @@ def accept(client, batch_id, capture):
         return client.post(f"{API}/AcceptBatch?batchId={batch_id}")
 
 
+def uploaded_batch_of(client, created: dict, documents: dict[str, bytes] = DOCUMENTS) -> int:
+    """Upload `documents` to the batch CreateBatch answered with `created`; return its id."""
+    batch_id = int(created["id"])
+    assert upload(client, batch_id, zip_of(documents)).status_code == 202
+    return batch_id
+
+
 def uploaded_batch(client) -> int:
     """Create a batch with DOCUMENTS uploaded; return its id."""
-    batch_id = int(create(client)["id"])
-    assert upload(client, batch_id, zip_of(DOCUMENTS)).status_code == 202
-    return batch_id
+    return uploaded_batch_of(client, create(client))
 
 
 def assert_error(response, status: int, message: str) -> None:
@@ -95,7 +105,7 @@ def assert_error(response, status: int, message: str) -> None:
 def test_signing__create_upload_accept_poll_download_delete(
     client_a, signer, tmp_path, django_capture_on_commit_callbacks
 ):
-    created = create(client_a, "42")
+    created = create(client_a, "1")
     assert set(created) == {"id", "providerSettingsId", "creationDate", "status"}
     assert created["id"].isdigit()
     assert created["providerSettingsId"] == "1"
@@ -193,14 +203,97 @@ def test_signing__create_upload_accept_poll_download_delete(
     assert_error(client_a.post(f"{API}/AcceptBatch?batchId={batch_id}"), 404, missing)
 
 
+def test_signing__validation_process_checks_a_signed_package(
+    client_a, signer, django_capture_on_commit_callbacks
+):
+    signed_id = uploaded_batch(client_a)
+    assert accept(client_a, signed_id, django_capture_on_commit_callbacks).status_code == 202
+    package = b"".join(client_a.get(f"{API}/batchfile/{signed_id}").streaming_content)
+    with zipfile.ZipFile(io.BytesIO(package)) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    files["letter.txt"] = b"Dear client,\r\nplease pay twice.\n"  # its signature no longer fits
+    created = create(client_a, "2")
+
+    batch_id = uploaded_batch_of(client_a, created, files)
+
+    uploaded = status_of(client_a, batch_id)
+    names = ["contract.pdf", "letter.txt", "manifest.json"]  # each .p7s went with its document
+    assert [doc["fileName"] for doc in uploaded["documents"]] == names
+
+    response = accept(client_a, batch_id, django_capture_on_commit_callbacks)
+
+    assert response.status_code == 202, response.content
+    assert response.json() == {
+        "id": batch_id,
+        "providerSettingsId": "1",
+        "creationDate": created["creationDate"],
+        "status": "2",
+    }
+    ids = [doc["id"] for doc in uploaded["documents"]]
+    assert status_of(client_a, batch_id) == {
+        "id": batch_id,
+        "status": "CLOSED",
+        "creationDate": created["creationDate"],
+        "documents": [
+            {"id": ids[0], "signed": "true", "fileName": "contract.pdf",
+             "signingResult_Success": "true"},
+            {"id": ids[1], "signed": "false", "fileName": "letter.txt",
+             "signingResult_Success": "false"},
+            {"id": ids[2], "signed": "false", "fileName": "manifest.json",
+             "signingResult_Success": "false"},
+        ],
+    }  # fmt: skip
+    items = Item.objects.filter(batch__number=batch_id).order_by("index")
+    contract, letter, manifest = items
+    assert (contract.status, contract.result["valid"]) == ("succeeded", True)
+    assert (letter.status, letter.result["valid"]) == ("succeeded", False)
+    assert (manifest.status, manifest.error_code) == ("failed", "no_signature")
+    validated = b"".join(client_a.get(f"{API}/batchfile/{batch_id}").streaming_content)
+    assert zipfile.ZipFile(io.BytesIO(validated)).namelist() == ["manifest.json"]
+
+
+def test_signing_upload__validation_package_pairs_each_signature_with_its_document(client_a):
+    batch_id = int(create(client_a, "2")["id"])
+    package = {"b.txt.p7s": b"signature of b", "b.txt": b"b", "lonely.txt.p7s": b"no document"}
+
+    upload_response = upload(client_a, batch_id, zip_of(package))
+
+    assert upload_response.status_code == 202, upload_response.content
+    names = [doc["fileName"] for doc in status_of(client_a, batch_id)["documents"]]
+    assert names == ["b.txt", "lonely.txt.p7s"]
+    items = Item.objects.filter(batch__number=batch_id).order_by("index")
+    assert [item.payload for item in items] == [
+        {"signature": base64.b64encode(b"signature of b").decode()},
+        {},
+    ]
+    stored = services.batch_files_dir(items[0].batch_id) / "in"
+    kept = sorted(path.read_bytes() for path in stored.rglob("*") if path.is_file())
+    assert kept == [b"b", b"no document"], "a paired signature's file was left behind"
+
+
+def test_signing_upload__validation_package_with_a_signature_too_big_is_refused(client_a, settings):
+    settings.BATCHSITE_MAX_PAYLOAD_BYTES = 400
+    batch_id = int(create(client_a, "2")["id"])
+
+    response = upload(client_a, batch_id, zip_of({"b.txt": b"b", "b.txt.p7s": b"s" * 301}))
+
+    assert_error(
+        response,
+        400,
+        "1 lines of the file are invalid; nothing was added: "
+        "b.txt: b.txt.p7s: is 301 bytes; a signature may be at most 300",
+    )
+    assert status_of(client_a, batch_id)["documents"] == []
+
+
 def test_signing_create__records_the_process_on_a_document_sign_batch(client_a, account):
-    created = create(client_a, "31")
+    created = create(client_a, "1")
 
     batch = Batch.objects.get(number=int(created["id"]))
     assert (batch.account, batch.type, batch.metadata) == (
         account,
         "document.sign",
-        {"processId": 31},
+        {"processId": 1},
     )
 
 
@@ -212,7 +305,181 @@ def test_signing_create__non_integer_process_id_is_refused(client_a):
     assert not Batch.objects.exists()
 
 
+def test_signing_create__unknown_process_id_is_the_documented_400(client_a):
+    response = client_a.post(f"{API}/CreateBatch/7")
+
+    assert_error(
+        response,
+        400,
+        "The processId value 7 is not valid; the processes are 1 (document.sign), "
+        "2 (document.verify)",
+    )
+    assert not Batch.objects.exists()
+
+
+def test_signing_create__process_2_validates(client_a, account):
+    created = create(client_a, "2")
+
+    batch = Batch.objects.get(number=int(created["id"]))
+    assert (batch.type, batch.metadata) == ("document.verify", {"processId": 2})
+
+
+def test_signing_create__processes_come_from_the_setting(client_a, settings):
+    settings.BATCHSITE_SIGNING_PROCESSES = {5: "document.verify", 9: "document.sign"}
+
+    created = create(client_a, "5")
+
+    assert Batch.objects.get(number=int(created["id"])).type == "document.verify"
+    assert_error(
+        client_a.post(f"{API}/CreateBatch/1"),
+        400,
+        "The processId value 1 is not valid; the processes are 5 (document.verify), "
+        "9 (document.sign)",
+    )
+
+
+def test_signing_processes__setting_reads_integer_name_pairs(monkeypatch):
+    monkeypatch.setenv("BATCHSITE_SIGNING_PROCESSES", " 3=document.verify, 4 = acme.seal ")
+
+    assert env_int_map("BATCHSITE_SIGNING_PROCESSES", "1=x") == {
+        3: "document.verify",
+        4: "acme.seal",
+    }
+    monkeypatch.setenv("BATCHSITE_SIGNING_PROCESSES", "sign=document.sign")
+    with pytest.raises(
+        ImproperlyConfigured, match=r"INTEGER=NAME pairs, not 'sign=document\.sign'"
+    ):
+        env_int_map("BATCHSITE_SIGNING_PROCESSES", "1=x")
+    monkeypatch.delenv("BATCHSITE_SIGNING_PROCESSES")
+    assert env_int_map("BATCHSITE_SIGNING_PROCESSES", "1=document.sign,2=document.verify") == {
+        1: "document.sign",
+        2: "document.verify",
+    }
+
+
+def post_fields(client, url: str, fields: dict, how: str):
+    """POST `fields` to `url` as JSON, a urlencoded or multipart form, or a query string."""
+    if how == "query":
+        return client.post(f"{url}?{urlencode(fields)}")
+    if how == FORM:
+        return client.post(url, urlencode(fields), content_type=FORM)
+    return client.post(url, fields, format=how)
+
+
+@pytest.mark.parametrize(
+    ("how", "value"),
+    [("json", "3"), ("json", 3), (FORM, "3"), ("multipart", "3"), ("query", "3")],
+)
+def test_signing_create__echoes_the_provider_settings_id_sent(client_a, how, value):
+    response = post_fields(client_a, f"{API}/CreateBatch/1", {"providerSettingsId": value}, how)
+
+    assert response.status_code == 201, response.content
+    created = response.json()
+    assert created == {
+        "id": created["id"],
+        "providerSettingsId": "3",
+        "creationDate": created["creationDate"],
+        "status": "0",
+    }
+    batch_id = int(created["id"])
+    assert upload(client_a, batch_id, zip_of({"a.txt": b"a"})).status_code == 202
+    accepted = client_a.post(f"{API}/AcceptBatch/{batch_id}")
+    assert accepted.json() == {
+        "id": batch_id,
+        "providerSettingsId": "3",
+        "creationDate": created["creationDate"],
+        "status": "2",
+    }
+
+
+def test_signing_create__provider_settings_id_sent_twice_differently_is_refused(client_a):
+    response = client_a.post(
+        f"{API}/CreateBatch/1?providerSettingsId=3", {"providerSettingsId": "4"}, format="json"
+    )
+
+    assert_error(response, 400, "providerSettingsId is sent more than once, with different values")
+    assert not Batch.objects.exists()
+
+
+def test_signing_create__provider_settings_id_that_is_not_a_value_is_refused(client_a):
+    response = client_a.post(
+        f"{API}/CreateBatch/1", {"providerSettingsId": {"id": 3}}, format="json"
+    )
+
+    assert_error(response, 400, "Not a valid string.")
+    assert not Batch.objects.exists()
+
+
 # --- upload --------------------------------------------------------------------------------------
+
+
+def test_signing_upload__echoes_the_counterparty_and_tsa_ids_sent(client_a):
+    batch_id = int(create(client_a)["id"])
+    package = zip_of({"a.txt": b"a"})
+
+    # Sent as `curl --data-binary` sends it: labelled a form, but the body is the package.
+    response = client_a.generic(
+        "POST", f"{API}/upload/{batch_id}?counterpartyId=12&tsaId=4", package, FORM
+    )
+
+    assert response.status_code == 202, response.content
+    record = response.json()
+    assert record == {
+        "id": record["id"],
+        "counterpartyId": "12",
+        "name": "package.zip",
+        "signed": "false",
+        "hash": hashlib.sha256(package).hexdigest(),
+        "signature": None,
+        "batchId": batch_id,
+        "creationDate": record["creationDate"],
+        "isZip": "true",
+        "tsaId": "4",
+    }
+
+
+def test_signing_upload__takes_the_package_from_a_multipart_body(client_a):
+    batch_id = int(create(client_a)["id"])
+    package = zip_of(DOCUMENTS)
+    file = io.BytesIO(package)
+    file.name = "deal.zip"
+
+    response = client_a.post(
+        f"{API}/upload/{batch_id}", {"file": file, "counterpartyId": "12"}, format="multipart"
+    )
+
+    assert response.status_code == 202, response.content
+    record = response.json()
+    assert record == {
+        "id": record["id"],
+        "counterpartyId": "12",
+        "name": "deal.zip",
+        "signed": "false",
+        "hash": hashlib.sha256(package).hexdigest(),
+        "signature": None,
+        "batchId": batch_id,
+        "creationDate": record["creationDate"],
+        "isZip": "true",
+        "tsaId": None,
+    }
+    assert [d["fileName"] for d in status_of(client_a, batch_id)["documents"]] == list(DOCUMENTS)
+
+
+@pytest.mark.parametrize("count", [0, 2])
+def test_signing_upload__multipart_body_without_exactly_one_file_is_refused(client_a, count):
+    batch_id = int(create(client_a)["id"])
+    body = {"counterpartyId": "12"}
+    for n in range(count):
+        body[f"file{n}"] = io.BytesIO(zip_of({"a.txt": b"a"}))
+
+    response = client_a.post(f"{API}/upload/{batch_id}", body, format="multipart")
+
+    assert_error(
+        response,
+        400,
+        f"a multipart upload carries exactly one file, the ZIP package; this one has {count}",
+    )
+    assert status_of(client_a, batch_id)["documents"] == []
 
 
 def test_signing_upload__names_the_package_package_zip_without_a_filename(client_a):
@@ -307,6 +574,64 @@ def test_signing_accept__takes_the_batch_id_from_a_json_body(client_a):
     assert response.status_code == 202, response.content
     assert response.json()["status"] == "2"
     assert status_of(client_a, batch_id)["status"] == "ACCEPTED"
+
+
+def test_signing_accept__takes_the_batch_id_from_the_path(client_a):
+    created = create(client_a)
+    batch_id = uploaded_batch_of(client_a, created)
+
+    response = client_a.post(f"{API}/AcceptBatch/{batch_id}")
+
+    assert response.status_code == 202, response.content
+    assert response.json() == {
+        "id": batch_id,
+        "providerSettingsId": "1",
+        "creationDate": created["creationDate"],
+        "status": "2",
+    }
+    assert status_of(client_a, batch_id)["status"] == "ACCEPTED"
+
+
+@pytest.mark.parametrize("encoding", [FORM, "multipart"])
+def test_signing_accept__takes_the_batch_id_from_a_form_body(client_a, encoding):
+    created = create(client_a)
+    batch_id = uploaded_batch_of(client_a, created)
+
+    response = post_fields(client_a, f"{API}/AcceptBatch", {"batchId": batch_id}, encoding)
+
+    assert response.status_code == 202, response.content
+    assert response.json() == {
+        "id": batch_id,
+        "providerSettingsId": "1",
+        "creationDate": created["creationDate"],
+        "status": "2",
+    }
+
+
+def test_signing_accept__batch_ids_that_disagree_are_refused(client_a):
+    batch_id = uploaded_batch(client_a)
+    different = "batchId is sent more than once, with different values"
+
+    other = batch_id + 1
+    assert_error(client_a.post(f"{API}/AcceptBatch/{batch_id}?batchId={other}"), 400, different)
+    assert_error(
+        client_a.post(f"{API}/AcceptBatch/{batch_id}", {"batchId": other}, format="json"),
+        400,
+        different,
+    )
+    assert_error(
+        client_a.post(f"{API}/AcceptBatch?batchId={batch_id}", {"batchId": other}, format="json"),
+        400,
+        different,
+    )
+    assert status_of(client_a, batch_id)["status"] == "UPLOADED"
+    same = client_a.post(f"{API}/AcceptBatch/{batch_id}?batchId={batch_id}")
+    assert same.status_code == 202, same.content
+
+
+def test_signing_accept__path_batch_id_that_names_no_batch_is_not_found(client_a):
+    assert_error(client_a.post(f"{API}/AcceptBatch/abc"), 404, "batch abc not found")
+    assert_error(client_a.post(f"{API}/AcceptBatch/999999"), 404, "batch 999999 not found")
 
 
 def test_signing_accept__without_a_batch_id_is_refused(client_a):
@@ -448,6 +773,7 @@ def test_signing__schema_lists_every_endpoint_under_its_tag(db):
         ("/compat/signing/api/upload/{batchId}", "post"),
         ("/compat/signing/api/BatchStatus/{batchId}", "get"),
         ("/compat/signing/api/AcceptBatch", "post"),
+        ("/compat/signing/api/AcceptBatch/{batchId}", "post"),
         ("/compat/signing/api/batchfile/{batchId}", "get"),
         ("/compat/signing/api/BatchDeleteCache/{batchId}", "delete"),
     }

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import threading
 
 import pytest
@@ -22,6 +21,7 @@ from jobs import JobContext, PermanentError, TransientError, get_job_type, http_
 from jobs.base import PayloadError
 from jobs.http_request import HttpRequest
 from tests.batches.test_api_problems import BATCHES, assert_problem, error_fields
+from tests.helpers import refused_port
 
 TYPE_PATH = "jobs.http_request.HttpRequest"
 LOCAL = {"url": "http://localhost/"}
@@ -53,13 +53,6 @@ def backoffs(monkeypatch) -> list[int]:
 
 def run(job: HttpRequest, payload: dict, attempt: int = 1):
     return job.process(payload, None, JobContext(attempt=attempt, label="test#0"))
-
-
-def refused_port() -> int:
-    """Return a loopback port nothing listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- validate_payload ---------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from batches.models import Batch, Item
-from jobs.base import JobContext, PayloadError, PermanentError
+from jobs.base import JobContext, PayloadError, PermanentError, TransientError
 from jobs.image_derive import DEFAULT_SIZES, ImageDerive
 from tests.batches.test_api_problems import assert_problem, batch_url, create_batch, error_fields
 
@@ -270,13 +270,87 @@ def test_image_derive__image_under_the_pixel_limit_is_derived(tmp_path, settings
     assert dimensions(result) == [(10, 10)]
 
 
-def test_image_derive__item_without_a_file_fails(tmp_path):
+def test_image_derive__item_without_a_file_or_an_origin_fails(tmp_path):
     context = JobContext(output_dir=tmp_path)
 
     with pytest.raises(PermanentError) as caught:
         ImageDerive().process({"sizes": [[1, 1]]}, None, context)
 
     assert caught.value.code == "no_file"
+
+
+# --- origins -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def origin_allowed(settings):
+    settings.BATCHSITE_OUTBOUND_ALLOWED_HOSTS = ["localhost"]
+
+
+def test_image_derive__item_without_a_file_fetches_its_origin(tmp_path, httpserver, origin_allowed):
+    httpserver.expect_request("/scans/page-7.png").respond_with_data(
+        image_bytes((400, 200)), content_type="image/png"
+    )
+    payload = {"origin": httpserver.url_for("/scans/page-7.png"), "sizes": [[100, 100]]}
+    ImageDerive().validate_payload(payload)
+    context = JobContext(output_dir=tmp_path / "out")
+
+    result = ImageDerive().process(payload, None, context)
+
+    assert result["source"] == {"width": 400, "height": 200, "format": "png"}
+    assert dimensions(result) == [(100, 50)]
+    assert [name for name, _ in context.outputs] == ["page-7_100x100.jpg"]
+
+
+@pytest.mark.parametrize(
+    ("origin", "message"),
+    [
+        (
+            "http://example.com/a.png",
+            "host 'example.com' is not in BATCHSITE_OUTBOUND_ALLOWED_HOSTS",
+        ),
+        ("ftp://localhost/a.png", "only http and https URLs can be fetched, not 'ftp'"),
+        ("http://[::1", "is not a valid URL: Invalid port: ':1'"),
+        ("", "must be a non-empty string"),
+        (5, "must be a non-empty string"),
+        ("http://localhost/" + "a" * 2000, "must be at most 2000 characters"),
+    ],
+)
+def test_image_derive__origin_that_cannot_be_fetched_is_refused_at_submission(
+    origin_allowed, origin, message
+):
+    with pytest.raises(PayloadError) as caught:
+        ImageDerive().validate_payload({"origin": origin})
+
+    assert caught.value.errors == {"payload.origin": message}
+
+
+def test_image_derive__origin_refused_at_run_time_fails_permanently(tmp_path, settings):
+    settings.BATCHSITE_OUTBOUND_ALLOWED_HOSTS = []  # allowed once, since taken off the list
+
+    with pytest.raises(PermanentError) as caught:
+        ImageDerive().process({"origin": "http://localhost/a.png"}, None, JobContext())
+
+    assert (caught.value.code, caught.value.message) == (
+        "origin_refused",
+        "the origin is refused: host 'localhost' is not in BATCHSITE_OUTBOUND_ALLOWED_HOSTS",
+    )
+
+
+@pytest.mark.parametrize("status", [503, 429])
+def test_image_derive__origin_answering_5xx_or_429_is_tried_again(
+    httpserver, origin_allowed, status
+):
+    httpserver.expect_request("/busy.png").respond_with_data("busy", status=status)
+    origin = httpserver.url_for("/busy.png")
+
+    with pytest.raises(TransientError) as caught:
+        ImageDerive().process({"origin": origin}, None, JobContext())
+
+    assert (caught.value.code, caught.value.message) == (
+        "origin_unreadable",
+        f"the origin answered HTTP {status} ({origin})",
+    )
 
 
 # --- payloads ------------------------------------------------------------------------------------

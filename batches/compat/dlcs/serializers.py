@@ -141,8 +141,10 @@ class DlcsImageSerializer(JsonLdSerializer):
     # A string, not a URI: empty for an item of a batch made through another interface.
     @extend_schema_field(OpenApiTypes.STR)
     def get_origin(self, item: Item) -> str:
-        """Return the URL the image was fetched from, or an empty string."""
-        return self.context["batch"].metadata.get("origins", {}).get(item.external_id, "")
+        """Return the URL the image is fetched from, or an empty string."""
+        payload = item.payload if isinstance(item.payload, dict) else {}
+        origin = payload.get("origin")
+        return origin if isinstance(origin, str) else ""
 
     @extend_schema_field(OpenApiTypes.BOOL)
     def get_ingesting(self, item: Item) -> bool:

@@ -2,13 +2,19 @@
 
 What differs from DLCS, and why:
 
-- Authentication: `Authorization: Api-Key <key>` (DLCS uses HTTP Basic with a key and
-  secret). `{customer}` is the key's account `number`; any other customer is 404.
-- A batch is named by its integer `number`. Submitting to the queue fetches every
-  origin during the request (through the outbound guard, so origin hosts must be in
-  BATCHSITE_OUTBOUND_ALLOWED_HOSTS), then adds the images and commits the batch: a
-  refused or unreadable origin answers 400 and no batch remains. DLCS fetches origins
-  later; an image that is fetched but cannot be processed counts in the batch's `errors`.
+- Authentication: HTTP Basic carrying a batchsite API key, as DLCS clients send their key
+  and secret (see authentication.py for how the key maps), or `Authorization: Api-Key
+  <key>`. A request without usable credentials is 401 with a Basic challenge.
+  `{customer}` is the key's account `number`; any other customer is 404.
+- A batch is named by its integer `number`; the dialect sees only the customer's
+  `image.derive` batches, so batches made through other interfaces are neither listed
+  nor found here.
+- Submitting to the queue adds one `image.derive` item per image, its `origin` in the
+  payload, and commits the batch, all at once: nothing is downloaded during the request.
+  Workers fetch each origin through the outbound guard (origin hosts must be in
+  BATCHSITE_OUTBOUND_ALLOWED_HOSTS; a host outside it refuses the whole submission with
+  400); an origin that cannot be fetched, or an image that cannot be processed, fails
+  only its image, which counts in the batch's `errors` and says why in its `error`.
 - Every image is processed by `image.derive` with its default sizes; image fields other
   than `id` and `origin` are ignored. `id` is the image's key, which is what makes
   `superseded` work across batches.
@@ -35,9 +41,9 @@ from rest_framework.views import APIView
 
 from batches import services
 from batches.api.authentication import ApiKeyAuthentication, request_account, request_actor
-from batches.api.problems import flatten_errors, request_refusal
+from batches.api.problems import domain_error_line, flatten_errors, request_refusal
 from batches.api.views import CatchAllNotFound
-from batches.compat.dlcs import ingest
+from batches.compat.dlcs.authentication import BasicApiKeyAuthentication
 from batches.compat.dlcs.serializers import (
     HYDRA_CONTEXT,
     MAX_PAGE,
@@ -86,7 +92,7 @@ def error_description(exc: Exception) -> str:
         )
     if isinstance(exc, exceptions.APIException):
         return str(exc.detail)
-    return exc.message
+    return domain_error_line(exc)
 
 
 def dlcs_exception_handler(exc: Exception, context: dict) -> Response | None:
@@ -134,7 +140,8 @@ class AnyAcceptNegotiation(DefaultContentNegotiation):
 class DlcsView(APIView):
     """A DLCS-dialect endpoint: the customer's API keys only, errors as Hydra Errors."""
 
-    authentication_classes = [ApiKeyAuthentication]
+    # The first class names the challenge of a 401: Basic, as DLCS clients expect.
+    authentication_classes = [BasicApiKeyAuthentication, ApiKeyAuthentication]
     permission_classes = [IsAuthenticated]
     renderer_classes = [JSONRenderer, JsonLdRenderer]
     parser_classes = [JSONParser, JsonLdParser]
@@ -155,8 +162,8 @@ class DlcsView(APIView):
         return account
 
     def get_batches(self):
-        """Return the customer's batches."""
-        return Batch.objects.for_account(self.get_account())
+        """Return the customer's image batches: the only batches DLCS knows."""
+        return Batch.objects.for_account(self.get_account()).filter(type=JOB_TYPE)
 
     def get_batch(self) -> Batch:
         """Return the customer's batch named in the path."""
@@ -218,20 +225,26 @@ class Queue(DlcsView):
         responses={201: DlcsBatchSerializer, 400: HydraErrorSerializer, **ERRORS},
     )
     def post(self, request, customer):
-        """Submit a collection of images: fetch them, then create and commit their batch."""
+        """Submit a collection of images: one committed batch, its workers fetch the origins."""
         account = self.get_account()
         body = QueueSubmissionSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        members = body.validated_data["member"]
-        actor = request_actor(request)
+        images = [
+            {
+                "external_id": member["id"],
+                "key": member["id"],
+                "payload": {"origin": member["origin"]},
+            }
+            for member in body.validated_data["member"]
+        ]
         batch, _ = services.batch_create(
             account=account,
-            actor=actor,
+            actor=request_actor(request),
             type=JOB_TYPE,
             label="dlcs queue",
-            metadata={"origins": {member["id"]: member["origin"] for member in members}},
+            items=images,
+            commit=True,
         )
-        batch = ingest.images_from_origins(batch=batch, members=members, actor=actor)
         data = DlcsBatchSerializer(batch, context=self.get_serializer_context()).data
         return Response(data, status=status.HTTP_201_CREATED)
 
@@ -245,7 +258,7 @@ class BatchList(DlcsView):
         responses={200: DlcsBatchCollectionSerializer, 400: HydraErrorSerializer, **ERRORS},
     )
     def get(self, request, customer):
-        """List the customer's batches, newest first."""
+        """List the customer's image batches, newest first."""
         batches = self.get_batches()
         return self.paged(batches, batches.count(), DlcsBatchCollectionSerializer)
 

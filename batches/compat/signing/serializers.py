@@ -16,8 +16,11 @@ from batches.models import Batch, Item
 STATUSES = ["NEW", "UPLOADED", "ACCEPTED", "READY", "IN_PROGRESS", "FINISHING", "CLOSED", "DELETED"]
 DELETED = "DELETED"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
-# batchsite has one signer and no provider settings; the source API's example value.
+# batchsite has one signer and no provider settings: a batch created without a
+# providerSettingsId says the source API's example value.
 PROVIDER_SETTINGS_ID = "1"
+# Fields a client may send that the dialect keeps and answers with, as they were sent.
+ECHO_MAX_LENGTH = 100
 
 _STATUS_OF = {
     Batch.Status.CREATED: "NEW",
@@ -60,14 +63,32 @@ def flag(value: bool) -> str:
     return "true" if value else "false"
 
 
+def echoed_field() -> serializers.CharField:
+    """Return a field whose value is answered back as sent (a number is answered as a string)."""
+    return serializers.CharField(required=False, max_length=ECHO_MAX_LENGTH)
+
+
 class SigningProcessIdSerializer(serializers.Serializer):
     """The path parameter of CreateBatch."""
 
     processId = serializers.IntegerField(error_messages={"invalid": "processId must be an integer"})
 
 
+class SigningCreateFieldsSerializer(serializers.Serializer):
+    """What CreateBatch keeps from the query string or the body (JSON or a form)."""
+
+    providerSettingsId = echoed_field()
+
+
+class SigningUploadFieldsSerializer(serializers.Serializer):
+    """What upload answers with from the query string (or the fields of a multipart body)."""
+
+    counterpartyId = echoed_field()
+    tsaId = echoed_field()
+
+
 class SigningBatchIdSerializer(serializers.Serializer):
-    """The batchId of AcceptBatch, from the query string or the JSON body."""
+    """The batchId of AcceptBatch, from the query string or the body (JSON or a form)."""
 
     batchId = serializers.IntegerField(
         error_messages={
@@ -88,8 +109,8 @@ class SigningBatchRecordSerializer(serializers.Serializer):
 
     @extend_schema_field(OpenApiTypes.STR)
     def get_providerSettingsId(self, batch: Batch) -> str:
-        """Return the one provider-settings id batchsite has."""
-        return PROVIDER_SETTINGS_ID
+        """Return the providerSettingsId the batch was created with ("1" if none was sent)."""
+        return batch.metadata.get("providerSettingsId", PROVIDER_SETTINGS_ID)
 
     @extend_schema_field(OpenApiTypes.STR)
     def get_status(self, batch: Batch) -> str:
@@ -118,6 +139,12 @@ class SigningPackageRecordSerializer(serializers.Serializer):
     tsaId = serializers.CharField(allow_null=True)
 
 
+def document_succeeded(item: Item) -> bool:
+    """Say whether the document's process succeeded: signed, or its signature found valid."""
+    result = item.result if isinstance(item.result, dict) else {}
+    return item.status == Item.Status.SUCCEEDED and result.get("valid") is not False
+
+
 class SigningDocumentSerializer(serializers.Serializer):
     """One document of a batch: an item, named by its pk and its file name.
 
@@ -131,16 +158,16 @@ class SigningDocumentSerializer(serializers.Serializer):
 
     def _signed(self, item: Item) -> bool:
         # A signature counts once the batch may show its results (Batch.results_visible).
-        return item.status == Item.Status.SUCCEEDED and self.context["batch"].results_visible
+        return document_succeeded(item) and self.context["batch"].results_visible
 
     @extend_schema_field(OpenApiTypes.STR)
     def get_signed(self, item: Item) -> str:
-        """Return "true" once the document is signed."""
+        """Return "true" once the document is signed (or, validated, its signature is valid)."""
         return flag(self._signed(item))
 
     @extend_schema_field(OpenApiTypes.STR)
     def get_signingResult_Success(self, item: Item) -> str:
-        """Return "true" when signing succeeded, "false" while pending or after a failure."""
+        """Return "true" when signing (or validation) succeeded; "false" while pending or not."""
         return flag(self._signed(item))
 
 
@@ -160,7 +187,7 @@ class SigningBatchStatusSerializer(serializers.Serializer):
     @extend_schema_field(SigningDocumentSerializer(many=True))
     def get_documents(self, batch: Batch) -> list[dict]:
         """Return every document of the batch, in upload order, in one query."""
-        items = batch.items.order_by("index").only("pk", "external_id", "status")
+        items = batch.items.order_by("index").only("pk", "external_id", "status", "result")
         return SigningDocumentSerializer(items, many=True, context={"batch": batch}).data
 
 

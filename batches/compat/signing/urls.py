@@ -11,6 +11,9 @@ urlpatterns = [
     path("api/upload/<str:batchId>", views.UploadPackage.as_view(), name="upload"),
     path("api/BatchStatus/<str:batchId>", views.BatchStatus.as_view(), name="batch-status"),
     path("api/AcceptBatch", views.AcceptBatch.as_view(), name="accept-batch"),
+    path(
+        "api/AcceptBatch/<str:batchId>", views.AcceptBatchById.as_view(), name="accept-batch-by-id"
+    ),
     path("api/batchfile/<str:batchId>", views.BatchFile.as_view(), name="batch-file"),
     path(
         "api/BatchDeleteCache/<str:batchId>",

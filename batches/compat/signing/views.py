@@ -7,20 +7,31 @@ What differs from the source API, and why:
 - Error bodies: the source API documents statuses without bodies; errors here answer
   `{"error": "<what is wrong>"}` with the documented status (400, 404) or, for cases it
   does not document, the status batchsite uses (401, 409 for a batch in the wrong
-  state, 413 for a package over the size limit).
+  state, 413 for a package over the size limit, 415 for a body it cannot read).
+- Processes: `processId` names a job type through BATCHSITE_SIGNING_PROCESSES (by
+  default 1 signs with `document.sign`, 2 validates with `document.verify`); any other
+  processId is the documented 400. A validation package holds each document beside its
+  detached signature `NAME.EXT.p7s`; each pair is one document.
 - Ids: a batch's id is its integer `number`. CreateBatch sends it as a string and the
   other records as an integer, as the source API's examples do. A document's id is its
   item's primary key, as a string; an uploaded package's id is its upload's entry in the
   batch timeline.
-- `providerSettingsId` is always "1" (one signer); `creationDate` is in UTC.
-- A non-integer batchId names no batch: 404.
+- Fields the client sends are answered as sent: `providerSettingsId` (CreateBatch; "1"
+  when not sent, as batchsite has one signer), `counterpartyId` and `tsaId` (upload; null
+  when not sent). They are kept, not acted on. `creationDate` is in UTC.
+- Parameters may come in the path, the query string or the body (JSON, a form, or
+  multipart); the same parameter sent twice with different values is refused (400).
+  AcceptBatch takes its batchId in the path (as the document lists it) or the query
+  string or the body. The package is the body whatever its Content-Type, or the one file
+  of a multipart body.
+- A non-integer batchId in the path names no batch: 404.
 """
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import PurePosixPath
-from typing import IO
+from typing import IO, Any
 
 from django.core.exceptions import SuspiciousOperation
 from django.http import Http404, StreamingHttpResponse
@@ -29,7 +40,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.negotiation import DefaultContentNegotiation
-from rest_framework.parsers import JSONParser
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -38,29 +49,33 @@ from rest_framework.views import APIView
 from batches import exports, services
 from batches.api.authentication import ApiKeyAuthentication, request_account, request_actor
 from batches.api.parsers import RawBodyParser
-from batches.api.problems import flatten_errors, request_refusal
+from batches.api.problems import domain_error_line, flatten_errors, request_refusal
 from batches.api.views import CatchAllNotFound
+from batches.compat.signing import packages
 from batches.compat.signing.serializers import (
     DELETED,
     SigningAcceptedBatchSerializer,
     SigningBatchIdSerializer,
     SigningBatchRecordSerializer,
     SigningBatchStatusSerializer,
+    SigningCreateFieldsSerializer,
     SigningErrorSerializer,
     SigningPackageRecordSerializer,
     SigningProcessIdSerializer,
+    SigningUploadFieldsSerializer,
     flag,
 )
-from batches.exceptions import DomainError, NotFound
+from batches.exceptions import DomainError, InvalidInput, NotFound
 from batches.models import Batch
 
-JOB_TYPE = "document.sign"
 ZIP = "application/zip"
+MULTIPART = "multipart/form-data"
 DEFAULT_PACKAGE_NAME = "package.zip"
 TAG = "compat: signing"
 # Every endpoint may answer these.
 ERRORS = {401: SigningErrorSerializer, 404: SigningErrorSerializer}
 BATCH_ID = OpenApiParameter("batchId", int, OpenApiParameter.PATH)
+BODY = ["application/json", "application/x-www-form-urlencoded", MULTIPART]
 # Batch numbers are 64-bit; a longer string of digits names no batch.
 MAX_ID_DIGITS = 18
 
@@ -71,14 +86,7 @@ def error_message(exc: Exception) -> str:
         return "; ".join(error["message"] for error in flatten_errors(exc.detail)[:5])
     if isinstance(exc, exceptions.APIException):
         return str(exc.detail)
-    message = exc.message
-    details = []
-    for error in getattr(exc, "errors", [])[:5]:
-        if error["message"] in message:
-            continue  # a whole-file problem repeated as its only detail
-        where = error.get("external_id") or error.get("field") or ""
-        details.append(f"{where}: {error['message']}" if where else error["message"])
-    return f"{message}: {'; '.join(details)}" if details else message
+    return domain_error_line(exc)
 
 
 def signing_exception_handler(exc: Exception, context: dict) -> Response | None:
@@ -129,12 +137,33 @@ class SigningView(APIView):
     authentication_classes = [ApiKeyAuthentication]
     permission_classes = [IsAuthenticated]
     renderer_classes = [JSONRenderer]
-    parser_classes = [JSONParser]
+    parser_classes = [JSONParser, FormParser, MultiPartParser]
     content_negotiation_class = AnyAcceptNegotiation
 
     def get_exception_handler(self):
         """Use the dialect's error bodies."""
         return signing_exception_handler
+
+    def sent(self, names: tuple[str, ...], **path: str | None) -> dict[str, Any]:
+        """Return which of `names` the client sent, in the path, the query string or the body.
+
+        The same field sent twice with different values is refused rather than guessed at.
+        """
+        body = self.request.data if isinstance(self.request.data, dict) else {}
+        found = {}
+        for name in names:
+            values = [
+                value
+                for value in (path.get(name), self.request.query_params.get(name), body.get(name))
+                if value is not None
+            ]
+            if len({str(value) for value in values}) > 1:
+                raise exceptions.ValidationError(
+                    {name: f"{name} is sent more than once, with different values"}
+                )
+            if values:
+                found[name] = values[0]
+        return found
 
     def get_batch(self, batch_id: str) -> Batch:
         """Return the caller's batch with this number: the one place the dialect scopes."""
@@ -155,21 +184,41 @@ class CreateBatch(SigningView):
 
     @extend_schema(
         operation_id="signing_create_batch",
-        request=None,
-        parameters=[OpenApiParameter("processId", int, OpenApiParameter.PATH)],
-        responses={201: SigningBatchRecordSerializer, 400: SigningErrorSerializer, **ERRORS},
+        request={media: SigningCreateFieldsSerializer for media in BODY},
+        parameters=[
+            OpenApiParameter("processId", int, OpenApiParameter.PATH),
+            OpenApiParameter("providerSettingsId", str, description="or in the body"),
+        ],
+        responses={
+            201: SigningBatchRecordSerializer,
+            400: SigningErrorSerializer,
+            415: SigningErrorSerializer,
+            **ERRORS,
+        },
+        description=(
+            "The process names the job: by default 1 signs (document.sign) and 2 validates "
+            "(document.verify); see BATCHSITE_SIGNING_PROCESSES."
+        ),
     )
     def post(self, request, processId):
-        """Create a document.sign batch for the process."""
+        """Create a batch of the process's job type."""
         path = SigningProcessIdSerializer(data={"processId": processId})
         path.is_valid(raise_exception=True)
         process_id = path.validated_data["processId"]
+        job_type = packages.process_job_type(process_id)
+        if job_type is None:
+            raise InvalidInput(
+                f"The processId value {process_id} is not valid; the processes are "
+                f"{packages.processes_described()}"
+            )
+        fields = SigningCreateFieldsSerializer(data=self.sent(("providerSettingsId",)))
+        fields.is_valid(raise_exception=True)
         batch, _ = services.batch_create(
             account=request_account(request),
             actor=request_actor(request),
-            type=JOB_TYPE,
+            type=job_type,
             label=f"signing process {process_id}",
-            metadata={"processId": process_id},
+            metadata={"processId": process_id, **fields.validated_data},
         )
         return Response(SigningBatchRecordSerializer(batch).data, status=status.HTTP_201_CREATED)
 
@@ -177,12 +226,28 @@ class CreateBatch(SigningView):
 class UploadPackage(SigningView):
     """POST /api/upload/{batchId}."""
 
-    parser_classes = [RawBodyParser]
+    # A multipart body carries the package as a file; any other body is the package.
+    parser_classes = [MultiPartParser, RawBodyParser]
 
     @extend_schema(
         operation_id="signing_upload",
-        request={"application/octet-stream": OpenApiTypes.BINARY},
-        parameters=[BATCH_ID],
+        request={
+            "application/octet-stream": OpenApiTypes.BINARY,
+            MULTIPART: {
+                "type": "object",
+                "properties": {
+                    "file": {"type": "string", "format": "binary"},
+                    "counterpartyId": {"type": "string"},
+                    "tsaId": {"type": "string"},
+                },
+                "required": ["file"],
+            },
+        },
+        parameters=[
+            BATCH_ID,
+            OpenApiParameter("counterpartyId", str, description="answered as sent"),
+            OpenApiParameter("tsaId", str, description="answered as sent"),
+        ],
         responses={
             202: SigningPackageRecordSerializer,
             400: SigningErrorSerializer,
@@ -192,43 +257,67 @@ class UploadPackage(SigningView):
         },
         description=(
             "The body is the ZIP package (files only, no directories), whatever its "
-            "Content-Type says; a Content-Disposition filename names it."
+            "Content-Type says, or the one file of a multipart body; a Content-Disposition "
+            "filename (or the file's) names it. For a validation process, each document "
+            "NAME.EXT goes beside its detached signature NAME.EXT.p7s."
         ),
     )
     def post(self, request, batchId):
         """Add the files of the ZIP package in the body as documents of the batch."""
         batch = self.get_batch(batchId)
-        body = _HashingReader(request._request)
-        length = request.META.get("CONTENT_LENGTH")
+        fields = SigningUploadFieldsSerializer(data=self.sent(("counterpartyId", "tsaId")))
+        fields.is_valid(raise_exception=True)
+        if request.content_type.startswith(MULTIPART):
+            package = self._package_file()
+            body, length, name = _HashingReader(package), package.size, package.name
+        else:
+            header = request.META.get("CONTENT_LENGTH")
+            body = _HashingReader(request._request)
+            length = int(header) if header and header.isdigit() else None
+            name = self._disposition_name()
         services.batch_upload(
             batch=batch,
             stream=body,
             content_type=ZIP,
-            content_length=int(length) if length and length.isdigit() else None,
+            content_length=length,
             actor=request_actor(request),
             on_error="reject",
+            regroup=packages.signature_pairs if packages.pairs_signatures(batch.type) else None,
         )
         upload = batch.events.filter(kind="items_uploaded").order_by("-id").first()
         record = {
             "id": str(upload.pk),
-            "counterpartyId": None,
-            "name": self._package_name(),
+            "counterpartyId": fields.validated_data.get("counterpartyId"),
+            "name": _base_name(name) or DEFAULT_PACKAGE_NAME,
             "signed": flag(False),
             "hash": body.digest.hexdigest(),
             "signature": None,
             "batchId": batch.number,
             "creationDate": upload.created_at,
             "isZip": flag(True),
-            "tsaId": None,
+            "tsaId": fields.validated_data.get("tsaId"),
         }
         return Response(
             SigningPackageRecordSerializer(record).data, status=status.HTTP_202_ACCEPTED
         )
 
-    def _package_name(self) -> str:
+    def _package_file(self):
+        files = [upload for _, upload in self.request.FILES.items()]
+        if len(files) != 1:
+            raise InvalidInput(
+                f"a multipart upload carries exactly one file, the ZIP package; this one has "
+                f"{len(files)}"
+            )
+        return files[0]
+
+    def _disposition_name(self) -> str:
         _, params = parse_header_parameters(self.request.headers.get("Content-Disposition", ""))
-        name = PurePosixPath(params.get("filename", "").replace("\\", "/")).name
-        return name or DEFAULT_PACKAGE_NAME
+        return params.get("filename", "")
+
+
+def _base_name(name: str) -> str:
+    """Return a client-given file name without any folder it names."""
+    return PurePosixPath(name.replace("\\", "/")).name
 
 
 class BatchStatus(SigningView):
@@ -244,36 +333,51 @@ class BatchStatus(SigningView):
         return Response(SigningBatchStatusSerializer(self.get_batch(batchId)).data)
 
 
+ACCEPTED_RESPONSES = {
+    202: SigningAcceptedBatchSerializer,
+    400: SigningErrorSerializer,
+    409: SigningErrorSerializer,
+    415: SigningErrorSerializer,
+    **ERRORS,
+}
+
+
 class AcceptBatch(SigningView):
-    """POST /api/AcceptBatch."""
+    """POST /api/AcceptBatch?batchId= (or batchId in the body)."""
 
     @extend_schema(
         operation_id="signing_accept_batch",
-        request=SigningBatchIdSerializer,
+        request={media: SigningBatchIdSerializer for media in BODY},
         parameters=[
-            OpenApiParameter(
-                "batchId", int, OpenApiParameter.QUERY, description="or in the JSON body"
-            )
+            OpenApiParameter("batchId", int, OpenApiParameter.QUERY, description="or in the body")
         ],
-        responses={
-            202: SigningAcceptedBatchSerializer,
-            400: SigningErrorSerializer,
-            409: SigningErrorSerializer,
-            **ERRORS,
-        },
+        responses=ACCEPTED_RESPONSES,
     )
     def post(self, request):
-        """Accept the batch: close it and start signing."""
-        given = request.query_params.get("batchId")
-        if given is None and isinstance(request.data, dict):
-            given = request.data.get("batchId")
-        fields = SigningBatchIdSerializer(data={"batchId": given})
+        """Accept the batch: close it and start its process."""
+        fields = SigningBatchIdSerializer(data={"batchId": self.sent(("batchId",)).get("batchId")})
         fields.is_valid(raise_exception=True)
-        batch = services.batch_commit(
-            batch=self.get_batch(str(fields.validated_data["batchId"])),
-            actor=request_actor(request),
-        )
+        return self.accept(self.get_batch(str(fields.validated_data["batchId"])))
+
+    def accept(self, batch: Batch) -> Response:
+        """Commit the batch and answer its record."""
+        batch = services.batch_commit(batch=batch, actor=request_actor(self.request))
         return Response(SigningAcceptedBatchSerializer(batch).data, status=status.HTTP_202_ACCEPTED)
+
+
+class AcceptBatchById(AcceptBatch):
+    """POST /api/AcceptBatch/{batchId}, as the document lists batchId: a path parameter."""
+
+    @extend_schema(
+        operation_id="signing_accept_batch_by_id",
+        request=None,
+        parameters=[BATCH_ID],
+        responses=ACCEPTED_RESPONSES,
+    )
+    def post(self, request, batchId):
+        """Accept the batch named in the path."""
+        self.sent(("batchId",), batchId=batchId)  # refuses a different batchId elsewhere
+        return self.accept(self.get_batch(batchId))
 
 
 class BatchFile(SigningView):
