@@ -670,6 +670,7 @@ class ChunkRunner:
             return self._run()
         finally:
             keeper.stop()
+            self.watch.close()
 
     def _run(self) -> str:
         cursor = self.chunk.start_index
@@ -713,7 +714,7 @@ class ChunkRunner:
         """Run the slice's items until it is done, must stop, or has taken its time.
 
         Before each item the worker asks whether its batch was stopped, cancelled or
-        paused (a stat of the nudge file; a read of the batch every 100 ms); after a
+        paused (an fstat of the nudge file; a read of the batch every 100 ms); after a
         failure that may trip the batch's failure policy it stops to write it at once.
         A slice also ends early once it has taken BATCHSITE_SLICE_SECONDS, which keeps
         progress live for slow items. Items not reached stay `running` in our range and

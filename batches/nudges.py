@@ -2,10 +2,10 @@
 
 Each batch has a nudge file on this host (`<data dir>/run/nudges/<batch id>`). Whoever
 stops, cancels or pauses a batch appends a byte to it while still holding the batch's row
-lock; a worker looks at the file's size before every item (one stat, about a microsecond)
-and, when it grew, reads the batch under the row lock, which waits for the nudging
-transaction to commit. So a worker on the same host starts at most the one item it was
-already starting. Workers on other hosts see no file: they read the batch from the
+lock; a worker holds the file open and looks at its size before every item (one fstat,
+about a microsecond) and, when it grew, reads the batch under the row lock, which waits
+for the nudging transaction to commit. So a worker on the same host starts at most the
+one item it was already starting. Workers on other hosts see no file: they read the batch from the
 database every POLL_SECONDS instead, and that read catches everything a nudge would.
 """
 
@@ -47,23 +47,35 @@ def batch_nudge(batch_id) -> None:
 
 
 def nudges_clear(batch_id) -> None:
-    """Remove the batch's nudge file; for a batch that ended or was deleted."""
+    """Remove the batch's nudge file; for a batch that ended or was deleted.
+
+    Only when no worker runs the batch: one that holds the file open would not see a
+    nudge written to a new one (its poll still would).
+    """
     nudge_path(batch_id).unlink(missing_ok=True)
 
 
 class BatchWatch:
-    """Say, cheaply and before every item, whether a worker must look at its batch again."""
+    """Say, cheaply and before every item, whether a worker must look at its batch again.
+
+    Holds the nudge file open (creating it), so a look is one fstat. Call close() when done.
+    """
 
     def __init__(self, batch_id):
-        self.path = str(nudge_path(batch_id))
+        path = nudge_path(batch_id)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.fd: int | None = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+        except OSError:
+            logger.warning("no nudge file for batch %s; polling only", batch_id, exc_info=True)
+            self.fd = None
         self.seen = self._size()
         self.next_poll = time.monotonic() + POLL_SECONDS
 
     def _size(self) -> int:
-        try:
-            return os.stat(self.path).st_size
-        except OSError:
+        if self.fd is None:
             return 0
+        return os.fstat(self.fd).st_size
 
     def due(self) -> str:
         """Return "nudged" if the batch was nudged, "poll" if a poll is due, else ""."""
@@ -77,3 +89,9 @@ class BatchWatch:
             self.next_poll = now + POLL_SECONDS
             return "poll"
         return ""
+
+    def close(self) -> None:
+        """Let go of the nudge file."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
