@@ -88,13 +88,29 @@ def as_jsonl(rows: Iterable[dict[str, Any]]) -> Iterator[bytes]:
         yield ("\n".join(buffer) + "\n").encode()
 
 
+# A spreadsheet reads a cell that starts with one of these as a formula (OWASP's "CSV
+# injection"), so a CSV cell that does is written with a leading apostrophe.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> str:
+    """Return the value as CSV cell text that no spreadsheet runs as a formula."""
+    text = _text(value)
+    if text.startswith(FORMULA_STARTS):
+        return "'" + text
+    return text
+
+
 def as_csv(rows: Iterable[dict[str, Any]], fields: list[str]) -> Iterator[bytes]:
-    """Render rows as CSV with a header row; nested values are written as JSON."""
+    """Render rows as CSV with a header row; nested values are written as JSON.
+
+    Every cell goes through csv_cell; JSONL exports and the API keep values as they are.
+    """
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(fields)
     for count, row in enumerate(rows, start=1):
-        writer.writerow([_text(row[name]) for name in fields])
+        writer.writerow([csv_cell(row[name]) for name in fields])
         if count % PAGE == 0:
             yield out.getvalue().encode()
             out.seek(0)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
+from django.urls import reverse
 
 from batches import bulk, engine, exports, services
 from batches.models import Batch, BatchError, BatchEvent, Chunk, Item
@@ -496,3 +497,55 @@ def test_package__failed_atomic_batch_has_no_outputs_and_no_package(
     assert discarded.detail == {"items": 2}  # both stamps were written, then thrown away
     assert_problem(client_a.get(batch_url(batch, "package/")), 409, "results_hidden")
     assert not engine.batch_outputs_dir(failed.pk).exists()
+
+
+# --- no formulas in CSV ---------------------------------------------------------------------------
+
+FORMULA = '=HYPERLINK("http://attacker.example/","click")'
+
+
+@pytest.fixture
+def formula_batch(client_a, django_capture_on_commit_callbacks) -> Batch:
+    """A finished batch whose external ids look like spreadsheet formulas."""
+    batch = create_batch(client_a)
+    ids = [FORMULA, "+1+1", "-2", "@SUM(A1)", "\tTAB", "\rCR", "plain"]
+    response = client_a.post(
+        batch_url(batch, "items/"),
+        [{"external_id": external_id, "payload": {"n": n}} for n, external_id in enumerate(ids)],
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    return run_commit(client_a, batch, django_capture_on_commit_callbacks)
+
+
+EXPECTED_CELLS = ["'" + FORMULA, "'+1+1", "'-2", "'@SUM(A1)", "'\tTAB", "'\rCR", "plain"]
+
+
+def test_export__csv_cells_never_start_a_formula(client_a, formula_batch):
+    _, rows = csv_rows(client_a.get(batch_url(formula_batch, "export/?format=csv")))
+
+    assert [row["external_id"] for row in rows] == EXPECTED_CELLS
+
+
+def test_export__jsonl_keeps_the_values_as_they_came(client_a, formula_batch):
+    rows = jsonl_rows(client_a.get(batch_url(formula_batch, "export/?format=jsonl")))
+
+    assert rows[0]["external_id"] == FORMULA
+    assert rows[2]["external_id"] == "-2"
+
+
+def test_errors_csv__cells_never_start_a_formula(client_a):
+    batch = create_batch(client_a)
+    line = {"external_id": FORMULA, "payload": "not an object"}
+    upload(client_a, batch, json.dumps(line).encode(), JSONL)
+
+    _, rows = csv_rows(client_a.get(batch_url(batch, "errors/?format=csv")))
+
+    assert [row["external_id"] for row in rows] == ["'" + FORMULA]
+
+
+def test_dashboard_download__items_csv_cells_never_start_a_formula(staff, formula_batch):
+    response = staff.get(reverse("dashboard:batch-download", args=[formula_batch.pk, "items.csv"]))
+
+    _, rows = csv_rows(response)
+    assert [row["external_id"] for row in rows] == EXPECTED_CELLS
