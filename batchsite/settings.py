@@ -15,11 +15,16 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 
 def env_bool(name: str, default: bool = False) -> bool:
-    """Read a yes/no environment variable."""
+    """Read a yes/no environment variable, failing clearly on anything else."""
     value = os.environ.get(name)
-    if value is None:
+    if value is None or value.strip() == "":
         return default
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+    word = value.strip().lower()
+    if word in {"1", "true", "yes", "on"}:
+        return True
+    if word in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be 1/0, true/false, yes/no or on/off, not {value!r}")
 
 
 def env_int(name: str, default: int) -> int:
@@ -31,6 +36,20 @@ def env_int(name: str, default: int) -> int:
         return int(value)
     except ValueError as exc:
         raise ImproperlyConfigured(f"{name} must be an integer, not {value!r}") from exc
+
+
+def env_float(name: str, default: float) -> float:
+    """Read a number environment variable, failing clearly on garbage."""
+    value = os.environ.get(name)
+    if value is None or value.strip() == "":
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ImproperlyConfigured(f"{name} must be a number, not {value!r}")
+    return number
 
 
 def env_list(name: str, default: str = "") -> list[str]:
@@ -367,7 +386,7 @@ BATCHSITE_RATE_WINDOW_SECONDS = env_int("BATCHSITE_RATE_WINDOW_SECONDS", 60)
 # The dashboard flags a running batch that made no progress for this many minutes.
 BATCHSITE_STUCK_MINUTES = env_int("BATCHSITE_STUCK_MINUTES", 10)
 # A worker writes its outcomes at least this often (seconds), so progress stays live.
-BATCHSITE_SLICE_SECONDS = float(os.environ.get("BATCHSITE_SLICE_SECONDS", "1.0"))
+BATCHSITE_SLICE_SECONDS = env_float("BATCHSITE_SLICE_SECONDS", 1.0)
 BATCHSITE_OUTBOUND_ALLOWED_HOSTS = env_list("BATCHSITE_OUTBOUND_ALLOWED_HOSTS")
 # Webhooks: seconds per attempt; the first retry's delay (doubling, at most an hour); how
 # long a delivery is retried; how long the previous secret still signs after a rotation.
