@@ -164,10 +164,17 @@ def package_check(batch: Batch) -> None:
         raise refusal
 
 
+MANIFEST_NAME = "manifest.json"
+
+
 def package_entries(batch: Batch) -> Iterator[tuple[str, Path, dict[str, Any]]]:
-    """Yield (name in the package, file on disk, item facts) for every output file."""
+    """Yield (name in the package, file on disk, item facts) for every output file.
+
+    Names are unique regardless of case (archives are unpacked on case-blind disks too),
+    and the manifest's name is reserved: an output called that is renamed like any clash.
+    """
     root = Path(settings.MEDIA_ROOT)
-    taken: set[str] = set()
+    taken: set[str] = {MANIFEST_NAME.casefold()}
     items = Item.objects.filter(batch=batch, status=Item.Status.SUCCEEDED).exclude(output_files=[])
     after = -1
     while True:
@@ -184,10 +191,10 @@ def package_entries(batch: Batch) -> Iterator[tuple[str, Path, dict[str, Any]]]:
             for output in row["output_files"]:
                 name = output["name"]
                 attempt = 1
-                while name in taken:
+                while name.casefold() in taken:
                     name = f"{row['index']}-{attempt}-{output['name']}"
                     attempt += 1
-                taken.add(name)
+                taken.add(name.casefold())
                 yield name, root / output["path"], facts
         if len(page) < PAGE:
             return
@@ -218,5 +225,5 @@ def package_stream(batch: Batch) -> Iterator[bytes]:
             "created": timezone.now().isoformat(),
             "files": manifest,
         }
-        archive.writestr("manifest.json", json.dumps(summary, indent=2))
+        archive.writestr(MANIFEST_NAME, json.dumps(summary, indent=2))
     yield sink.drain()

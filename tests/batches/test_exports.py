@@ -462,6 +462,24 @@ def test_package__a_renamed_output_never_takes_a_name_already_used(
     assert len(set(names)) == 4, names
 
 
+@pytest.mark.parametrize("name", ["manifest.json", "MANIFEST.json"])
+def test_package__an_output_named_like_the_manifest_never_shadows_it(
+    client_a, django_capture_on_commit_callbacks, name
+):
+    # As document.sign would write, signing a tenant's member called manifest.json.
+    batch = stamp_batch(client_a, {"x.txt": b"tenant"})
+    run_commit(client_a, batch, django_capture_on_commit_callbacks)
+    item = Item.objects.get(batch_id=batch["id"])
+    item.output_files = [{**item.output_files[0], "name": name}]
+    item.save(update_fields=["output_files"])
+
+    archive = open_package(client_a.get(batch_url(batch, "package/")))
+
+    assert sorted(archive.namelist()) == sorted(["manifest.json", f"0-1-{name}"])
+    assert json.loads(archive.read("manifest.json"))["batch"] == batch["id"]
+    assert archive.read(f"0-1-{name}").decode() == sha256(b"tenant")
+
+
 def test_package__after_delete_is_404_and_the_files_are_gone(
     client_a, django_capture_on_commit_callbacks
 ):
