@@ -405,6 +405,9 @@ BATCHSITE_IMAGE_MAX_PIXELS = env_int("BATCHSITE_IMAGE_MAX_PIXELS", 50_000_000)
 # `manage.py createsigningkey`.
 BATCHSITE_SIGNING_KEY = os.environ.get("BATCHSITE_SIGNING_KEY") or None
 BATCHSITE_SIGNING_CERT = os.environ.get("BATCHSITE_SIGNING_CERT") or None
+# document.verify: trust anchors (a PEM bundle of certificates); when set, a valid
+# signature's chain is checked against them too and the result says which anchor it ends at.
+BATCHSITE_SIGNING_TRUST = os.environ.get("BATCHSITE_SIGNING_TRUST") or None
 # The signing dialect's processes: processId -> the job type its batches run.
 BATCHSITE_SIGNING_PROCESSES = env_int_map(
     "BATCHSITE_SIGNING_PROCESSES", "1=document.sign,2=document.verify"

@@ -12,11 +12,22 @@ PKCS#7 signatures but has no public API to verify them, and parsing the SignedDa
 ourselves would mean a new dependency (asn1crypto) or hand-written ASN.1 and signature
 checks. So verification is delegated to the `openssl cms -verify` CLI (OpenSSL is what
 cryptography itself is built on), run with argument lists, never a shell, on files in a
-private temporary folder. `-noverify` checks the signature against the certificate the
-signature carries but not that certificate's chain: there is no trust store to check it
-against, so the result names the signer (subject and certificate fingerprint, read with
-cryptography) and leaves trusting it to the caller. A signature that does not match is a
-result (`valid: false` with OpenSSL's reason), not a failed item.
+private temporary folder. `-noverify` checks the signature against the certificate its
+SignerInfo names (matched by issuer and serial number or subject key identifier among the
+certificates the signature carries) but not that certificate's chain. The result names
+that certificate, the one OpenSSL wrote with `-signer` after checking the signature with
+it, never merely the first certificate of the bundle (which may be anyone's). A signature
+that does not match is a result (`valid: false` with a `code` and OpenSSL's reason), not
+a failed item; it still names the certificate its SignerInfo claims, found the same way
+with `-nosigs`. A SignerInfo that matches none of the carried certificates is not valid:
+`signer_not_found`, with no signer.
+
+Where the operator names trust anchors (`BATCHSITE_SIGNING_TRUST`, a PEM bundle), a valid
+signature is checked again without `-noverify`, against `-CAfile` that bundle alone (not
+OpenSSL's default CA path or store; OpenSSL's S/MIME signing purpose; the carried
+certificates as intermediates), and the result adds
+`trusted` and the `trust_anchor` the chain ends at (found with cryptography, among the
+anchors, by walking issuers from the signer), or `trust_reason` when it is not trusted.
 """
 
 from __future__ import annotations
@@ -35,6 +46,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
@@ -161,8 +173,22 @@ def openssl_binary() -> str:
     return getattr(settings, "BATCHSITE_OPENSSL", None) or "openssl"
 
 
-def openssl_cms_verify(document: Path, signature: Path) -> tuple[bool, str]:
-    """Check the detached DER signature over the document; return (valid, OpenSSL's reason)."""
+@dataclass(frozen=True)
+class Verification:
+    """What `openssl cms -verify` said of a signature."""
+
+    valid: bool
+    reason: str = ""
+    # "" when valid; "signer_not_found" or "invalid_signature" when not.
+    code: str = ""
+    # The certificate the SignerInfo names: the one that verified, when valid.
+    signer: x509.Certificate | None = None
+
+
+def _openssl_cms_verify_run(
+    document: Path, signature: Path, *options: str
+) -> subprocess.CompletedProcess:
+    """Run `openssl cms -verify` on a detached DER signature with extra options."""
     binary = openssl_binary()
     found = shutil.which(binary)
     if found is None:
@@ -172,10 +198,10 @@ def openssl_cms_verify(document: Path, signature: Path) -> tuple[bool, str]:
         )
     command = [
         found, "cms", "-verify", "-binary", "-inform", "DER",
-        "-content", str(document), "-in", str(signature), "-noverify", "-out", os.devnull,
+        "-content", str(document), "-in", str(signature), "-out", os.devnull, *options,
     ]  # fmt: skip
     try:
-        done = subprocess.run(
+        return subprocess.run(
             command,
             capture_output=True,
             timeout=getattr(settings, "BATCHSITE_OPENSSL_TIMEOUT", DEFAULT_OPENSSL_TIMEOUT),
@@ -183,6 +209,101 @@ def openssl_cms_verify(document: Path, signature: Path) -> tuple[bool, str]:
         )
     except subprocess.TimeoutExpired:
         raise TransientError("openssl took too long to verify", code="verify_timeout") from None
+
+
+def _signer_written(path: Path) -> x509.Certificate | None:
+    """Return the (first) certificate OpenSSL's `-signer` wrote to `path`, if any."""
+    try:
+        certificates = x509.load_pem_x509_certificates(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return certificates[0] if certificates else None
+
+
+def openssl_cms_verify(document: Path, signature: Path) -> Verification:
+    """Check the detached DER signature over the document; say who signed it.
+
+    The signer is the certificate OpenSSL matched to the SignerInfo and checked the
+    signature with (`-signer`), written next to the signature in its private folder.
+    """
+    signer_file = signature.with_name(signature.name + ".signer.pem")
+    done = _openssl_cms_verify_run(document, signature, "-noverify", "-signer", str(signer_file))
+    if done.returncode == 0:
+        signer = _signer_written(signer_file)
+        if signer is None:  # OpenSSL said yes but named nobody: do not trust the yes.
+            return Verification(False, "openssl named no signer", "signer_not_found")
+        return Verification(True, signer=signer)
+    output = done.stderr.decode(errors="replace")
+    reason = openssl_reason(output)
+    if ":signer certificate not found:" in output:
+        return Verification(
+            False,
+            "no certificate in the signature matches its signer: " + reason,
+            "signer_not_found",
+        )
+    # Which certificate the SignerInfo claims, without checking the signature (-nosigs).
+    claimed = _openssl_cms_verify_run(
+        document, signature, "-noverify", "-nosigs", "-signer", str(signer_file)
+    )
+    signer = _signer_written(signer_file) if claimed.returncode == 0 else None
+    return Verification(False, reason, "invalid_signature", signer)
+
+
+# --- trust anchors -------------------------------------------------------------------------------
+
+
+def trust_path() -> Path | None:
+    """Return the path of the operator's trust anchors (a PEM bundle), if configured."""
+    path = getattr(settings, "BATCHSITE_SIGNING_TRUST", None)
+    return Path(path) if path else None
+
+
+def trust_anchors(path: Path) -> list[x509.Certificate]:
+    """Return the certificates in the trust bundle, refusing an unreadable or empty one."""
+    try:
+        anchors = x509.load_pem_x509_certificates(path.read_bytes())
+    except (OSError, ValueError):
+        anchors = []
+    if not anchors:
+        raise PermanentError(
+            "the trust anchors in BATCHSITE_SIGNING_TRUST cannot be read (a PEM bundle of "
+            "certificates is needed)",
+            code="bad_trust",
+        )
+    return anchors
+
+
+def _issued_by(certificate: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        certificate.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def trust_anchor_of(
+    signer: x509.Certificate,
+    carried: list[x509.Certificate],
+    anchors: list[x509.Certificate],
+) -> x509.Certificate | None:
+    """Return the anchor a chain from `signer` ends at: issuers among anchors, then carried."""
+    chain, current = [signer], signer
+    candidates = [*anchors, *carried]
+    while not (current in anchors and _issued_by(current, current)):
+        issuer = next((c for c in candidates if c not in chain and _issued_by(current, c)), None)
+        if issuer is None:
+            break
+        chain.append(issuer)
+        current = issuer
+    return current if current in anchors else None
+
+
+def openssl_cms_trust(document: Path, signature: Path, anchors: Path) -> tuple[bool, str]:
+    """Check the signer's chain up to the trust anchors; return (trusted, OpenSSL's reason)."""
+    # Only the operator's anchors: not OpenSSL's default certificate directory or store.
+    done = _openssl_cms_verify_run(
+        document, signature, "-CAfile", str(anchors), "-no-CApath", "-no-CAstore"
+    )
     if done.returncode == 0:
         return True, ""
     return False, openssl_reason(done.stderr.decode(errors="replace"))
@@ -285,8 +406,11 @@ class DocumentVerify(JobType):
         "Verifies a detached CMS/PKCS#7 signature over the item's file. Either the payload "
         "carries the DER signature in base64 as `signature`, or the file is a ZIP holding "
         "exactly a document NAME.EXT and its NAME.EXT.p7s. The result says `valid`, why not "
-        "(`reason`), the document's `sha256` and the `signer` named in the signature; the "
-        "signer's certificate chain is not checked."
+        "(`reason` and `code`: `invalid_signature`, or `signer_not_found` when no carried "
+        "certificate matches the SignerInfo), the document's `sha256` and the `signer`: the "
+        "certificate the SignerInfo names, the one the signature verified with. The chain "
+        "is checked only against trust anchors the operator configured "
+        "(BATCHSITE_SIGNING_TRUST): then `trusted` and `trust_anchor` say whether and which."
     )
     payload_schema = {
         "type": "object",
@@ -310,6 +434,12 @@ class DocumentVerify(JobType):
                 "the openssl program is not installed; install OpenSSL (or name it in "
                 "BATCHSITE_OPENSSL)"
             )
+        anchors = trust_path()
+        if anchors is not None:
+            try:
+                trust_anchors(anchors)
+            except PermanentError as exc:
+                return exc.message
         return None
 
     def validate_payload(self, payload):
@@ -332,6 +462,8 @@ class DocumentVerify(JobType):
         """Put the document and signature in a private folder and have OpenSSL check them."""
         if file is None:
             raise PermanentError("document.verify needs a file", code="no_file")
+        anchors_path = trust_path()
+        anchors = trust_anchors(anchors_path) if anchors_path is not None else []
         with tempfile.TemporaryDirectory(prefix="batchsite-verify-") as work:
             document = Path(work) / "document"
             signature = Path(work) / "signature.p7s"
@@ -342,19 +474,41 @@ class DocumentVerify(JobType):
                 signature_name = ""
             else:
                 name, signature_name, sha256 = self._unpack_pair(file, document, signature)
-            valid, reason = openssl_cms_verify(document, signature)
-            signer, fingerprint = _signer_named_in(signature.read_bytes())
-        result: dict[str, Any] = {
-            "valid": valid,
-            "reason": reason,
-            "document": name,
-            "sha256": sha256,
-            "signer": signer,
-            "certificate_sha256": fingerprint,
-        }
+            checked = openssl_cms_verify(document, signature)
+            signer = checked.signer
+            result: dict[str, Any] = {
+                "valid": checked.valid,
+                "reason": checked.reason,
+                "document": name,
+                "sha256": sha256,
+                "signer": signer.subject.rfc4514_string() if signer else None,
+                "certificate_sha256": signer.fingerprint(hashes.SHA256()).hex() if signer else None,
+            }
+            if not checked.valid:
+                result["code"] = checked.code
+            if anchors_path is not None:
+                result.update(self._trust(document, signature, signer, anchors_path, anchors))
         if signature_name:
             result["signature"] = signature_name
         return result
+
+    @staticmethod
+    def _trust(document, signature, signer, anchors_path, anchors) -> dict[str, Any]:
+        """Check the signer's chain against the operator's trust anchors."""
+        if signer is None:
+            return {"trusted": False, "trust_anchor": None, "trust_reason": "no valid signer"}
+        trusted, reason = openssl_cms_trust(document, signature, anchors_path)
+        if not trusted:
+            return {"trusted": False, "trust_anchor": None, "trust_reason": reason}
+        try:
+            carried = pkcs7.load_der_pkcs7_certificates(signature.read_bytes())
+        except ValueError:
+            carried = []
+        anchor = trust_anchor_of(signer, carried, anchors)
+        return {
+            "trusted": True,
+            "trust_anchor": anchor.subject.rfc4514_string() if anchor else None,
+        }
 
     @staticmethod
     def _unpack_pair(file: IO[bytes], document: Path, signature: Path) -> tuple[str, str, str]:
@@ -391,15 +545,3 @@ class DocumentVerify(JobType):
             # RuntimeError: an encrypted member.
             raise PermanentError(f"the ZIP pair cannot be read: {exc}", code="bad_zip") from None
         return PurePosixPath(documents[0]).name, PurePosixPath(signatures[0]).name, sha256
-
-
-def _signer_named_in(signature: bytes) -> tuple[str | None, str | None]:
-    """Return the subject and SHA-256 fingerprint of the first certificate in a signature."""
-    try:
-        certificates = pkcs7.load_der_pkcs7_certificates(signature)
-    except ValueError:
-        return None, None
-    if not certificates:
-        return None, None
-    first = certificates[0]
-    return first.subject.rfc4514_string(), first.fingerprint(hashes.SHA256()).hex()

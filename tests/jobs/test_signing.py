@@ -13,10 +13,14 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import pkcs7
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from django.core.management import call_command
 from django.utils import timezone
 
+from batches.management.commands.createsigningkey import certificate_self_signed
 from batches.models import Batch, Item
 from jobs.base import JobContext, PayloadError, PermanentError, TransientError
 from jobs.signing import DocumentSign, DocumentVerify, openssl_reason, signer_load
@@ -67,6 +71,59 @@ def openssl_verify(document: Path, signature: Path, *extra: str) -> subprocess.C
     command = [OPENSSL, "cms", "-verify", "-binary", "-inform", "DER", "-out", "/dev/null"]
     command += ["-content", str(document), "-in", str(signature), *extra]
     return subprocess.run(command, capture_output=True, check=False)
+
+
+def certificate(
+    common_name: str, key, *, issuer: tuple[x509.Certificate, object] | None = None, ca=False
+) -> x509.Certificate:
+    """Return a bare certificate for `key`: self-signed, or issued by (certificate, key)."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = timezone.now()
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer[0].subject if issuer else name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timezone.timedelta(minutes=5))
+        .not_valid_after(now + timezone.timedelta(days=1))
+    )
+    if ca:
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+    elif issuer:
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False
+        )
+    return builder.sign(issuer[1] if issuer else key, hashes.SHA256())
+
+
+def cms_sign(data: bytes, cert: x509.Certificate, key, *extra: x509.Certificate) -> bytes:
+    """Sign `data` with (cert, key): a detached DER signature also carrying `extra`."""
+    builder = pkcs7.PKCS7SignatureBuilder().set_data(data).add_signer(cert, key, hashes.SHA256())
+    for other in extra:
+        builder = builder.add_certificate(other)
+    options = [pkcs7.PKCS7Options.DetachedSignature, pkcs7.PKCS7Options.Binary]
+    return builder.sign(serialization.Encoding.DER, options)
+
+
+def write_pem(path: Path, *certificates: x509.Certificate) -> Path:
+    path.write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certificates))
+    return path
+
+
+@pytest.fixture
+def swapped_bundle() -> dict:
+    """A signature by key M ("Real Signer") whose certificate set lists a decoy first."""
+    real_key = ec.generate_private_key(ec.SECP256R1())
+    real = certificate_self_signed(key=real_key, common_name="Real Signer", days=1)
+    # An unrelated certificate with no extensions: its DER is shorter, so it sorts first
+    # in the DER SET OF certificates, whatever order the builder was given.
+    decoy = certificate("Trusted Signer", ec.generate_private_key(ec.SECP256R1()))
+    document = DOCUMENTS["contract.pdf"]
+    signature = cms_sign(document, real, real_key, decoy)
+    carried = pkcs7.load_der_pkcs7_certificates(signature)
+    assert carried == [decoy, real]  # the decoy really is first in the bundle
+    return {"document": document, "signature": signature, "real": real, "decoy": decoy}
 
 
 def zip_of(files: dict[str, bytes]) -> bytes:
@@ -304,6 +361,158 @@ def test_document_verify__tampered_zip_pair_is_invalid(tmp_path, signer):
 
     assert result["valid"] is False
     assert result["reason"]
+
+
+def test_document_verify__reports_the_certificate_that_signed_not_the_first_in_the_bundle(
+    swapped_bundle,
+):
+    signature = base64.b64encode(swapped_bundle["signature"]).decode()
+
+    result = verify({"signature": signature}, swapped_bundle["document"], "contract.pdf")
+
+    assert result["valid"] is True, result["reason"]
+    assert result["signer"] == "CN=Real Signer"
+    assert result["certificate_sha256"] == swapped_bundle["real"].fingerprint(hashes.SHA256()).hex()
+    assert "Trusted Signer" not in json.dumps(result)
+
+
+def test_document_verify__swapped_bundle_in_a_zip_pair_names_the_real_signer(swapped_bundle):
+    pair = zip_of(
+        {
+            "contract.pdf": swapped_bundle["document"],
+            "contract.pdf.p7s": swapped_bundle["signature"],
+        }
+    )
+
+    result = verify({}, pair, "contract.zip")
+
+    assert (result["valid"], result["signer"]) == (True, "CN=Real Signer")
+
+
+def test_document_verify__tampered_swapped_bundle_names_the_claimed_signer(swapped_bundle):
+    signature = base64.b64encode(swapped_bundle["signature"]).decode()
+
+    result = verify({"signature": signature}, swapped_bundle["document"] + b"x", "contract.pdf")
+
+    assert (result["valid"], result["code"]) == (False, "invalid_signature")
+    assert result["signer"] == "CN=Real Signer"
+
+
+def test_document_verify__signer_info_matching_no_carried_certificate_is_invalid(tmp_path):
+    # Signed by M, but the signature carries only the decoy: its SignerInfo matches nothing.
+    for name in ("real", "decoy"):
+        key = ec.generate_private_key(ec.SECP256R1())
+        (tmp_path / f"{name}.key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        write_pem(tmp_path / f"{name}.pem", certificate(f"{name} signer", key))
+    document = tmp_path / "document.txt"
+    document.write_bytes(b"signed by real, carrying only decoy")
+    signature = tmp_path / "document.txt.p7s"
+    made = subprocess.run(
+        [OPENSSL, "cms", "-sign", "-binary", "-outform", "DER", "-in", str(document),
+         "-signer", str(tmp_path / "real.pem"), "-inkey", str(tmp_path / "real.key"),
+         "-nocerts", "-certfile", str(tmp_path / "decoy.pem"), "-out", str(signature)],
+        capture_output=True, check=False,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr.decode()
+    assert [c.subject.rfc4514_string() for c in pkcs7.load_der_pkcs7_certificates(
+        signature.read_bytes()
+    )] == ["CN=decoy signer"]  # fmt: skip
+
+    result = verify(
+        {"signature": base64.b64encode(signature.read_bytes()).decode()}, document.read_bytes()
+    )
+
+    assert (result["valid"], result["code"], result["signer"]) == (False, "signer_not_found", None)
+    assert result["certificate_sha256"] is None
+    assert "signer certificate not found" in result["reason"]
+
+
+def test_document_verify__without_trust_anchors_says_nothing_of_trust(tmp_path, signer):
+    document, signature = signed_pair(tmp_path)
+
+    result = verify({"signature": base64.b64encode(signature).decode()}, document)
+
+    assert "trusted" not in result
+    assert "trust_anchor" not in result
+
+
+def test_document_verify__trust_anchors_name_the_anchor_the_chain_ends_at(tmp_path, settings):
+    root_key, leaf_key = (
+        ec.generate_private_key(ec.SECP256R1()),
+        ec.generate_private_key(ec.SECP256R1()),
+    )
+    root = certificate("Root CA", root_key, ca=True)
+    leaf = certificate("Leaf Signer", leaf_key, issuer=(root, root_key))
+    other = certificate("Other CA", ec.generate_private_key(ec.SECP256R1()), ca=True)
+    document = DOCUMENTS["notes.txt"]
+    signature = base64.b64encode(cms_sign(document, leaf, leaf_key)).decode()
+    settings.BATCHSITE_SIGNING_TRUST = write_pem(tmp_path / "trust.pem", other, root)
+
+    trusted = verify({"signature": signature}, document)
+    settings.BATCHSITE_SIGNING_TRUST = write_pem(tmp_path / "other.pem", other)
+    untrusted = verify({"signature": signature}, document)
+
+    assert (trusted["valid"], trusted["signer"]) == (True, "CN=Leaf Signer")
+    assert (trusted["trusted"], trusted["trust_anchor"]) == (True, "CN=Root CA")
+    assert (untrusted["valid"], untrusted["trusted"], untrusted["trust_anchor"]) == (
+        True,
+        False,
+        None,
+    )
+    assert "certificate verify error" in untrusted["trust_reason"]
+
+
+def test_document_verify__chain_through_a_carried_intermediate_names_the_root(tmp_path, settings):
+    keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(3)]
+    root = certificate("Root CA", keys[0], ca=True)
+    intermediate = certificate("Intermediate CA", keys[1], issuer=(root, keys[0]), ca=True)
+    leaf = certificate("Leaf Signer", keys[2], issuer=(intermediate, keys[1]))
+    document = DOCUMENTS["data.bin"]
+    signature = cms_sign(document, leaf, keys[2], intermediate)
+    settings.BATCHSITE_SIGNING_TRUST = write_pem(tmp_path / "trust.pem", root)
+
+    result = verify({"signature": base64.b64encode(signature).decode()}, document)
+
+    assert (result["valid"], result["signer"]) == (True, "CN=Leaf Signer")
+    assert (result["trusted"], result["trust_anchor"]) == (True, "CN=Root CA")
+
+
+def test_document_verify__decoy_in_the_bundle_does_not_make_the_signature_trusted(
+    swapped_bundle, tmp_path, settings
+):
+    settings.BATCHSITE_SIGNING_TRUST = write_pem(tmp_path / "trust.pem", swapped_bundle["decoy"])
+    signature = base64.b64encode(swapped_bundle["signature"]).decode()
+
+    result = verify({"signature": signature}, swapped_bundle["document"])
+
+    assert (result["valid"], result["signer"]) == (True, "CN=Real Signer")
+    assert (result["trusted"], result["trust_anchor"]) == (False, None)
+
+
+def test_document_verify__self_signed_signer_as_its_own_anchor(tmp_path, signer, settings):
+    settings.BATCHSITE_SIGNING_TRUST = settings.BATCHSITE_SIGNING_CERT
+    document, signature = signed_pair(tmp_path)
+
+    result = verify({"signature": base64.b64encode(signature).decode()}, document)
+
+    assert (result["trusted"], result["trust_anchor"]) == (True, "CN=Test Signer")
+
+
+def test_document_verify__unreadable_trust_anchors_fail_and_block_readiness(tmp_path, settings):
+    settings.BATCHSITE_SIGNING_TRUST = tmp_path / "missing.pem"
+
+    with pytest.raises(PermanentError) as caught:
+        verify({"signature": "AAAA"}, b"document")
+
+    assert caught.value.code == "bad_trust"
+    assert DocumentVerify().readiness() == caught.value.message
+    assert str(tmp_path) not in caught.value.message
 
 
 @pytest.mark.parametrize(
