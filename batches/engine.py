@@ -107,11 +107,10 @@ def chunks_plan(batch: Batch) -> list[int]:
     of a few failed items in a large batch plans only the chunks it needs.
     """
     queued = Item.objects.filter(batch=batch, status=Item.Status.QUEUED)
-    types = list(queued.order_by().values_list("type", flat=True).distinct()[:2])
-    if len(types) > 1:
+    if Item.objects.of_other_types(batch).exists():
         chunks = _chunks_mixed(batch, queued)
     else:
-        size, slice_size = type_sizes(types[0] if types else batch.type)
+        size, slice_size = type_sizes(batch.type)
         buckets = (
             queued.annotate(bucket=F("index") / size)
             .values_list("bucket", flat=True)

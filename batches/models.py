@@ -239,6 +239,20 @@ def counter_field(status: str) -> str:
     return f"{status}_items"
 
 
+class ItemQuerySet(models.QuerySet):
+    """Reusable filters over items."""
+
+    def of_other_types(self, batch: Batch) -> ItemQuerySet:
+        """Return the batch's items whose type is not the batch's own.
+
+        Two ranges of the (batch, type) index rather than `!=`, so that asking whether
+        there is any reads a few index entries, not every item of a single-type batch.
+        """
+        return self.filter(
+            models.Q(type__lt=batch.type) | models.Q(type__gt=batch.type), batch_id=batch.pk
+        ).order_by()
+
+
 class Item(models.Model):
     """One unit of work in a batch, identified by its 0-based index."""
 
@@ -272,6 +286,8 @@ class Item(models.Model):
     seq = models.BigIntegerField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = ItemQuerySet.as_manager()
 
     class Meta:
         ordering = ["batch", "index"]

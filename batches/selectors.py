@@ -4,20 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count
 
 from batches.models import Batch, Item
-
-
-def _items_of_other_types(batch: Batch) -> QuerySet[Item]:
-    """Return the batch's items whose type is not the batch's own.
-
-    Two ranges of the (batch, type) index rather than `!=`, so that asking whether there
-    is any reads a few index entries, not every item of a single-type batch.
-    """
-    return Item.objects.filter(
-        Q(type__lt=batch.type) | Q(type__gt=batch.type), batch_id=batch.pk
-    ).order_by()
 
 
 def batch_item_types(*, batch: Batch, statuses: Collection[str] | None = None) -> set[str]:
@@ -25,7 +14,7 @@ def batch_item_types(*, batch: Batch, statuses: Collection[str] | None = None) -
     items = Item.objects.filter(batch_id=batch.pk).order_by()
     if statuses is not None:
         items = items.filter(status__in=statuses)
-    if not _items_of_other_types(batch).exists():
+    if not Item.objects.of_other_types(batch).exists():
         if statuses is None:
             return {batch.type} if batch.total_items else set()
         return {batch.type} if items.exists() else set()
@@ -45,7 +34,7 @@ def batch_counts_by_type(*, batch: Batch) -> dict[str, dict[str, int]]:
     """
     if not batch.total_items:
         return {}
-    if not _items_of_other_types(batch).exists():
+    if not Item.objects.of_other_types(batch).exists():
         return {batch.type: batch.counts()}
     rows = (
         Item.objects.filter(batch_id=batch.pk)

@@ -415,8 +415,9 @@ def batch_upload(
                 f"{staged.rejected} lines of the file are invalid; nothing was added",
                 errors=staged.problems,
             )
-        job_types_ready_check(staged.types)
         if dry_run:
+            # items_add_staged checks readiness for a real upload.
+            job_types_ready_check(staged.types)
             staged.discard()
         else:
             items_add_staged(batch=batch, staged=staged, actor=actor)
