@@ -107,7 +107,7 @@ def chunks_plan(batch: Batch) -> list[int]:
     of a few failed items in a large batch plans only the chunks it needs.
     """
     queued = Item.objects.filter(batch=batch, status=Item.Status.QUEUED)
-    if Item.objects.of_other_types(batch).exists():
+    if batch.item_types_mixed:
         chunks = _chunks_mixed(batch, queued)
     else:
         size, slice_size = type_sizes(batch.type)

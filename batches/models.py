@@ -141,6 +141,9 @@ class Batch(models.Model):
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.CREATED)
     # The terminal state a `cancelling` batch winds down to: cancelled, stopped or failed.
     ending = models.CharField(max_length=20, choices=Status.choices, blank=True)
+    # Set when an item of another type than the batch's own is added (types never change):
+    # counts by type and chunk planning need no look at the items of a one-type batch.
+    item_types_mixed = models.BooleanField(default=False)
     superseded = models.BooleanField(default=False)
 
     total_items = models.BigIntegerField(default=0)
@@ -239,20 +242,6 @@ def counter_field(status: str) -> str:
     return f"{status}_items"
 
 
-class ItemQuerySet(models.QuerySet):
-    """Reusable filters over items."""
-
-    def of_other_types(self, batch: Batch) -> ItemQuerySet:
-        """Return the batch's items whose type is not the batch's own.
-
-        Two ranges of the (batch, type) index rather than `!=`, so that asking whether
-        there is any reads a few index entries, not every item of a single-type batch.
-        """
-        return self.filter(
-            models.Q(type__lt=batch.type) | models.Q(type__gt=batch.type), batch_id=batch.pk
-        ).order_by()
-
-
 class Item(models.Model):
     """One unit of work in a batch, identified by its 0-based index."""
 
@@ -287,8 +276,6 @@ class Item(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
-    objects = ItemQuerySet.as_manager()
-
     class Meta:
         ordering = ["batch", "index"]
         constraints = [
@@ -298,10 +285,6 @@ class Item(models.Model):
             models.Index(fields=["batch", "status", "index"], name="item_batch_status"),
             models.Index(fields=["batch", "external_id"], name="item_batch_external_id"),
             models.Index(fields=["batch", "seq"], name="item_batch_seq"),
-            # For counts by type: whether a batch holds any item of another type than its
-            # own is two short ranges of this index. Types never change, so workers never
-            # write to it.
-            models.Index(fields=["batch", "type"], name="item_batch_type"),
             # For `superseded`: which later items redid a key. Partial, so items without
             # a key cost nothing.
             models.Index(

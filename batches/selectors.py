@@ -14,7 +14,7 @@ def batch_item_types(*, batch: Batch, statuses: Collection[str] | None = None) -
     items = Item.objects.filter(batch_id=batch.pk).order_by()
     if statuses is not None:
         items = items.filter(status__in=statuses)
-    if not Item.objects.of_other_types(batch).exists():
+    if not batch.item_types_mixed:
         if statuses is None:
             return {batch.type} if batch.total_items else set()
         return {batch.type} if items.exists() else set()
@@ -29,12 +29,12 @@ def batch_counts_by_type(*, batch: Batch) -> dict[str, dict[str, int]]:
     """Count the batch's items per job type and status, each in the shape of Batch.counts().
 
     Most batches hold items of their own type only; their counts are the batch counters,
-    which move in the same transactions as the items, after one index lookup. A mixed
-    batch takes one GROUP BY type, status over its items.
+    which move in the same transactions as the items. A mixed batch takes one GROUP BY
+    type, status over its items.
     """
     if not batch.total_items:
         return {}
-    if not Item.objects.of_other_types(batch).exists():
+    if not batch.item_types_mixed:
         return {batch.type: batch.counts()}
     rows = (
         Item.objects.filter(batch_id=batch.pk)

@@ -143,6 +143,17 @@ def job_types_ready_check(types: Iterable[str]) -> None:
         )
 
 
+def _item_types_note(batch: Batch, types: Iterable[str]) -> list[str]:
+    """Mark the locked batch mixed if `types` hold another type than its own.
+
+    Returns the field to save with the batch's other changes, if it changed.
+    """
+    if batch.item_types_mixed or all(name == batch.type for name in types):
+        return []
+    batch.item_types_mixed = True
+    return ["item_types_mixed"]
+
+
 def batch_create(
     *,
     account: Account,
@@ -255,6 +266,7 @@ def _items_insert(*, batch: Batch, items: list[Any], actor: str) -> range:
     job_types_ready_check(spec.type for spec in specs)
     created = _items_bulk_create(batch=batch, specs=specs)
     updates = ["total_items", "pending_items"]
+    updates += _item_types_note(batch, (spec.type for spec in specs))
     batch.total_items += len(created)
     batch.pending_items += len(created)
     if batch.status == Batch.Status.CREATED:
@@ -331,7 +343,7 @@ def item_add_file(
         )  # fmt: skip
         batch.total_items += 1
         batch.pending_items += 1
-        updates = ["total_items", "pending_items"]
+        updates = ["total_items", "pending_items", *_item_types_note(batch, [parsed.type])]
         if batch.status == Batch.Status.CREATED:
             batch.status = Batch.Status.OPEN
             updates.append("status")
@@ -460,6 +472,7 @@ def items_add_staged(*, batch: Batch, staged: uploads.Staged, actor: str) -> ran
     batch.pending_items += staged.added
     batch.error_count += staged.rejected
     updates = ["total_items", "pending_items", "error_count"]
+    updates += _item_types_note(batch, staged.types)
     if batch.status == Batch.Status.CREATED and staged.added:
         batch.status = Batch.Status.OPEN
         updates.append("status")

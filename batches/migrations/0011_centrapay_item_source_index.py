@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('batches', '0010_visibility_item_batch_type'),
+        ('batches', '0010_batch_item_types_mixed'),
     ]
 
     operations = [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 from batches import selectors, services
 from batches.models import Batch, Item
 from tests.factories import open_batch
@@ -37,12 +39,12 @@ def test_batch_counts_by_type__mixed_batch_before_commit_and_after_it_ends(
     assert batch.status == Batch.Status.FINISHED
 
 
-def test_batch_counts_by_type__single_type_batch_is_its_counters_after_one_lookup(
+def test_batch_counts_by_type__single_type_batch_is_its_counters_without_a_query(
     account, django_assert_num_queries
 ):
     batch = open_batch(account=account, items=5)
 
-    with django_assert_num_queries(1):
+    with django_assert_num_queries(0):
         by_type = selectors.batch_counts_by_type(batch=batch)
 
     assert by_type == {"echo": batch.counts()} == {"echo": counts(pending=5)}
@@ -73,3 +75,23 @@ def test_batch_item_types__every_type_or_those_in_some_statuses(
     assert selectors.batch_item_types(batch=mixed, statuses=["failed"]) == {"echo"}
     assert selectors.batch_item_types(batch=single) == {"echo"}
     assert selectors.batch_item_types(batch=single, statuses=["failed"]) == set()
+
+
+def test_batch_counts_by_type__an_upload_of_several_types_marks_the_batch_mixed(account):
+    batch = open_batch(account=account, items=1)
+    lines = b'{"payload": {"n": 1}}\n{"type": "test.flaky", "payload": {"n": 2}}\n'
+
+    services.batch_upload(
+        batch=batch,
+        stream=io.BytesIO(lines),
+        content_type="application/x-ndjson",
+        content_length=len(lines),
+        actor="test",
+    )
+    batch.refresh_from_db()
+
+    assert batch.item_types_mixed
+    assert selectors.batch_counts_by_type(batch=batch) == {
+        "echo": counts(pending=2),
+        "test.flaky": counts(pending=1),
+    }
