@@ -39,7 +39,7 @@ def download(url: str) -> tuple[Path, str]:
     handle = tempfile.NamedTemporaryFile(dir=uploads.work_dir(), prefix="source-", delete=False)  # noqa: SIM115
     path = Path(handle.name)
     try:
-        with handle, httpx.Client(timeout=timeout) as client:
+        with handle, outbound.Client(timeout=timeout) as client:
             content_type = outbound.download(
                 client, url, handle, max_bytes=limit, timeout=timeout, what="the source"
             )
@@ -52,6 +52,9 @@ def download(url: str) -> tuple[Path, str]:
     except outbound.OutboundRefused as exc:
         path.unlink(missing_ok=True)
         raise SourceUnreadable(f"refused: {exc}") from exc
+    except httpx.TimeoutException as exc:
+        path.unlink(missing_ok=True)
+        raise SourceUnreadable(f"the source took more than {timeout:g} seconds") from exc
     except httpx.HTTPError as exc:
         path.unlink(missing_ok=True)
         raise SourceUnreadable(f"cannot fetch the source: {exc}") from exc

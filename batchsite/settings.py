@@ -57,6 +57,16 @@ def env_list(name: str, default: str = "") -> list[str]:
     return [part.strip() for part in os.environ.get(name, default).split(",") if part.strip()]
 
 
+def env_port_list(name: str) -> list[int]:
+    """Read a comma-separated list of TCP ports, failing clearly on garbage."""
+    ports = []
+    for part in env_list(name):
+        if not part.isdigit() or not 0 < int(part) < 65536:
+            raise ImproperlyConfigured(f"{name} must be a comma list of ports, not {part!r} in it")
+        ports.append(int(part))
+    return ports
+
+
 def env_int_map(name: str, default: str) -> dict[int, str]:
     """Read a comma-separated list of INTEGER=NAME pairs, failing clearly on garbage."""
     found: dict[int, str] = {}
@@ -388,6 +398,15 @@ BATCHSITE_STUCK_MINUTES = env_int("BATCHSITE_STUCK_MINUTES", 10)
 # A worker writes its outcomes at least this often (seconds), so progress stays live.
 BATCHSITE_SLICE_SECONDS = env_float("BATCHSITE_SLICE_SECONDS", 1.0)
 BATCHSITE_OUTBOUND_ALLOWED_HOSTS = env_list("BATCHSITE_OUTBOUND_ALLOWED_HOSTS")
+# Ports outbound requests may use (empty: any); a proxy for them (proxy variables from the
+# environment are ignored: outbound traffic goes where these settings say).
+BATCHSITE_OUTBOUND_ALLOWED_PORTS = env_port_list("BATCHSITE_OUTBOUND_ALLOWED_PORTS")
+BATCHSITE_OUTBOUND_PROXY = os.environ.get("BATCHSITE_OUTBOUND_PROXY", "").strip()
+if BATCHSITE_OUTBOUND_PROXY and not BATCHSITE_OUTBOUND_PROXY.startswith(("http://", "https://")):
+    raise ImproperlyConfigured(
+        f"BATCHSITE_OUTBOUND_PROXY must be an http:// or https:// URL, "
+        f"not {BATCHSITE_OUTBOUND_PROXY!r}"
+    )
 # Webhooks: seconds per attempt; the first retry's delay (doubling, at most an hour); how
 # long a delivery is retried; how long the previous secret still signs after a rotation.
 BATCHSITE_WEBHOOK_TIMEOUT = env_int("BATCHSITE_WEBHOOK_TIMEOUT", 10)

@@ -24,8 +24,6 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -85,41 +83,15 @@ def _per_host_concurrency() -> int:
 
 # --- per-process connections --------------------------------------------------------------------
 
-_timeouts = threading.local()
-
-
-def _apply_timeout(request: httpx.Request) -> None:
-    """Give every hop of the current request the item's timeout.
-
-    `outbound.fetch` keeps only the headers when a 301/302/303 turns a request into a GET,
-    so a timeout passed as a request argument would fall back to the client's default on
-    the next hop; a request hook sees every hop.
-    """
-    timeout = getattr(_timeouts, "seconds", None)
-    if timeout is not None:
-        request.extensions["timeout"] = httpx.Timeout(timeout).as_dict()
-
-
-@contextmanager
-def _request_timeout(seconds: float) -> Iterator[None]:
-    _timeouts.seconds = seconds
-    try:
-        yield
-    finally:
-        _timeouts.seconds = None
-
 
 class Connections:
     """One process's HTTP client and its per-host concurrency slots."""
 
     def __init__(self) -> None:
         self.pid = os.getpid()
-        self.client = httpx.Client(
-            timeout=DEFAULT_TIMEOUT,
-            follow_redirects=False,
-            headers={"User-Agent": USER_AGENT},
-            event_hooks={"request": [_apply_timeout]},
-        )
+        # Each item's own `timeout` is the deadline of its whole request (`outbound.deadline`);
+        # the client's is only the most any one step could wait.
+        self.client = outbound.Client(timeout=MAX_TIMEOUT, headers={"User-Agent": USER_AGENT})
         self._slots: dict[tuple[str, int], threading.BoundedSemaphore] = {}
         self._lock = threading.Lock()
 
@@ -177,12 +149,10 @@ def _is_textual(mime: str) -> bool:
     return mime.startswith("text/") or mime in TEXT_TYPES or mime.endswith(("+json", "+xml"))
 
 
-def _read_capped(response: httpx.Response, limit: int, deadline: float) -> tuple[bytes, bool]:
+def _read_capped(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
     """Read at most `limit` bytes of the body; return them and whether there was more."""
     received = bytearray()
     for block in response.iter_bytes(READ_BLOCK):
-        if time.monotonic() > deadline:
-            raise httpx.ReadTimeout("the response took longer than the timeout")
         room = limit - len(received)
         if len(block) > room:
             received += block[:room]
@@ -298,8 +268,8 @@ class HttpRequest(JobType):
     chunk_size = 50
     slice_size = 10
     max_attempts = 4
-    # Up to MAX_REDIRECTS + 1 hops, each with its own timeout; a timed-out item is retried.
-    time_limit = 120.0
+    # The request ends by its own `timeout` (at most MAX_TIMEOUT); a timed-out item is retried.
+    time_limit = MAX_TIMEOUT + 10
     timeouts_transient = True
     retry_backoff = 0.5
     retry_backoff_max = 30.0
@@ -384,10 +354,10 @@ class HttpRequest(JobType):
         try:
             with (
                 slot,
-                _request_timeout(timeout),
+                outbound.deadline(timeout),
                 outbound.fetch(conns.client, method, url, headers=headers, content=content) as resp,
             ):
-                data, truncated = _read_capped(resp, _max_body_bytes(), started + timeout)
+                data, truncated = _read_capped(resp, _max_body_bytes())
         except outbound.OutboundRefused as exc:
             raise PermanentError(f"refused: {exc}", code="refused") from exc
         except httpx.TimeoutException as exc:

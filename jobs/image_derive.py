@@ -69,7 +69,7 @@ def origin_fetch(url: str) -> IO[bytes]:
     timeout = getattr(settings, "BATCHSITE_SOURCE_TIMEOUT", DEFAULT_ORIGIN_TIMEOUT)
     spool = tempfile.SpooledTemporaryFile(max_size=ORIGIN_SPOOL_BYTES)  # noqa: SIM115
     try:
-        with httpx.Client(timeout=timeout) as client:
+        with outbound.Client(timeout=timeout) as client:
             outbound.download(
                 client, url, spool, max_bytes=limit, timeout=timeout, what="the origin"
             )

@@ -290,11 +290,10 @@ def test_source_ingest__redirect_to_a_bad_port_fails_the_batch(ingest, settings,
         location = "http://files.example.com:99999/x.jsonl"
         return httpx.Response(302, headers={"Location": location})
 
-    real_client = httpx.Client
     monkeypatch.setattr(
-        sources.httpx,
+        sources.outbound,
         "Client",
-        lambda **kwargs: real_client(transport=httpx.MockTransport(answer), **kwargs),
+        lambda **kwargs: httpx.Client(transport=httpx.MockTransport(answer), **kwargs),
     )
 
     _, batch = ingest("http://localhost/hop.jsonl")

@@ -39,6 +39,17 @@ def manage_check(data_dir: Path, **settings: str) -> subprocess.CompletedProcess
         ("BATCHSITE_SLICE_SECONDS", "nan", "BATCHSITE_SLICE_SECONDS must be a number, not 'nan'"),
         ("BATCHSITE_WORKERS", "two", "BATCHSITE_WORKERS must be an integer, not 'two'"),
         (
+            "BATCHSITE_OUTBOUND_ALLOWED_PORTS",
+            "443,http",
+            "BATCHSITE_OUTBOUND_ALLOWED_PORTS must be a comma list of ports, not 'http' in it",
+        ),
+        (
+            "BATCHSITE_OUTBOUND_PROXY",
+            "socks5://127.0.0.1:1080",
+            "BATCHSITE_OUTBOUND_PROXY must be an http:// or https:// URL, "
+            "not 'socks5://127.0.0.1:1080'",
+        ),
+        (
             "DJANGO_DEBUG",
             "maybe",
             "DJANGO_DEBUG must be 1/0, true/false, yes/no or on/off, not 'maybe'",

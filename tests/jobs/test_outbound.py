@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import socket
 
-import httpx
 import pytest
 
 from jobs import outbound
@@ -25,7 +24,7 @@ def allow(settings):
 
 @pytest.fixture
 def client():
-    with httpx.Client(timeout=10) as client:
+    with outbound.Client(timeout=10) as client:
         yield client
 
 
