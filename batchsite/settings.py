@@ -27,15 +27,20 @@ def env_bool(name: str, default: bool = False) -> bool:
     raise ImproperlyConfigured(f"{name} must be 1/0, true/false, yes/no or on/off, not {value!r}")
 
 
-def env_int(name: str, default: int) -> int:
-    """Read an integer environment variable, failing clearly on garbage."""
+def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+    """Read an integer environment variable, failing clearly on garbage or one below `minimum`."""
     value = os.environ.get(name)
     if value is None or value.strip() == "":
         return default
     try:
-        return int(value)
+        number = int(value)
     except ValueError as exc:
         raise ImproperlyConfigured(f"{name} must be an integer, not {value!r}") from exc
+    if minimum is not None and number < minimum:
+        raise ImproperlyConfigured(
+            f"{name} must be an integer of at least {minimum}, not {value!r}"
+        )
+    return number
 
 
 def env_float(name: str, default: float) -> float:
@@ -265,6 +270,10 @@ if BATCHSITE_THROTTLE_RATE not in ("", "0") and not (
         f"BATCHSITE_THROTTLE_RATE must be like 6000/min (or per s, hour, day), "
         f"or 0 to turn throttling off, not {BATCHSITE_THROTTLE_RATE!r}"
     )
+
+# Bad API keys each client address may present per minute, on every interface; past it the
+# address is answered 429 `throttled` (even with a valid key) until the minute ends. 0: off.
+BATCHSITE_AUTH_FAILURES_PER_MINUTE = env_int("BATCHSITE_AUTH_FAILURES_PER_MINUTE", 20, minimum=0)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

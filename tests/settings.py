@@ -21,6 +21,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 # Unit tests run tasks inline; a test that starts a real cluster switches this off.
 Q_CLUSTER["sync"] = os.environ.get("BATCHSITE_TEST_CLUSTER") != "1"
 
+# Tests all over present bad keys from the test client's one address; the tests of the
+# failed-authentication throttle turn it on (tests/security/test_auth_failures.py).
+BATCHSITE_AUTH_FAILURES_PER_MINUTE = 0
+
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 BATCHSITE_JOB_TYPES = [
     "tests.jobtypes.Flaky",

@@ -7,6 +7,7 @@ from datetime import timedelta
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
+from batches.api.throttling import AuthFailureThrottle
 from batches.models import Account, ApiKey
 
 # last_used_at is written at most this often per key, so reads stay reads.
@@ -31,14 +32,21 @@ class KeyUser:
         return self.username
 
 
-def api_key_check(raw: str) -> ApiKey:
+def api_key_check(raw: str, *, request) -> ApiKey:
     """Return the usable key for a raw key string; raise AuthenticationFailed otherwise.
 
-    Every way of presenting a key (this API's header, the dialects' parameters) ends here.
+    Every way of presenting a key (this API's header, the dialects' parameters) ends here,
+    so this is where bad keys are counted per client address: past the limit the address
+    is refused (Throttled) before its key is looked at. Only a key that matches no usable
+    key (wrong, unknown, revoked) counts: an expired key or a disabled account's was not
+    guessed.
     """
+    failures = AuthFailureThrottle(request)
+    failures.check()
     prefix = raw.partition(".")[0]
     api_key = ApiKey.objects.select_related("account").filter(prefix=prefix, revoked=False).first()
     if api_key is None or not api_key.is_valid(raw):
+        failures.failure_record()
         raise exceptions.AuthenticationFailed("Invalid API key.")
     if api_key.has_expired:
         raise exceptions.AuthenticationFailed("This API key has expired.")
@@ -68,7 +76,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             raw = header[1].decode()
         except UnicodeDecodeError as exc:
             raise exceptions.AuthenticationFailed("Invalid API key.") from exc
-        api_key = api_key_check(raw)
+        api_key = api_key_check(raw, request=request)
         return KeyUser(api_key), api_key
 
     def authenticate_header(self, request):

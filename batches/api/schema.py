@@ -25,7 +25,8 @@ PROBLEM_STATUSES = {
     "items of a job type that cannot run on this server yet (`detail` says what it needs).",
     413: "`too_large`: the body, or a file in it, is over the limit.",
     415: "`unsupported_media_type`: the body's Content-Type is not one this operation reads.",
-    429: "`throttled`: too many requests for this key; `Retry-After` says when to try again.",
+    429: "`throttled`: too many requests for this key, or too many invalid keys from this "
+    "client address; `Retry-After` says when to try again.",
 }
 BODY_METHODS = {"POST", "PUT", "PATCH"}
 BATCHES_PATH = "/api/v1/batches/"

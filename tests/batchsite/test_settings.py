@@ -50,6 +50,11 @@ def manage_check(data_dir: Path, **settings: str) -> subprocess.CompletedProcess
             "not 'socks5://127.0.0.1:1080'",
         ),
         (
+            "BATCHSITE_AUTH_FAILURES_PER_MINUTE",
+            "-1",
+            "BATCHSITE_AUTH_FAILURES_PER_MINUTE must be an integer of at least 0, not '-1'",
+        ),
+        (
             "DJANGO_DEBUG",
             "maybe",
             "DJANGO_DEBUG must be 1/0, true/false, yes/no or on/off, not 'maybe'",

@@ -169,7 +169,7 @@ class BrightLocalKeyAuthentication(BaseAuthentication):
             return None
         if not isinstance(raw, str):
             raise exceptions.AuthenticationFailed("Invalid API key.")
-        api_key = api_key_check(raw)
+        api_key = api_key_check(raw, request=request)
         return KeyUser(api_key), api_key
 
     def authenticate_header(self, request):

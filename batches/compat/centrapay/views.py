@@ -122,7 +122,7 @@ class CentrapayKeyAuthentication(BaseAuthentication):
         raw = request.headers.get(KEY_HEADER, "").strip()
         if not raw:
             return None
-        api_key = api_key_check(raw)
+        api_key = api_key_check(raw, request=request)
         return KeyUser(api_key), api_key
 
     def authenticate_header(self, request):

@@ -34,7 +34,7 @@ class BasicApiKeyAuthentication(BasicAuthentication):
 
     def authenticate_credentials(self, userid, password, request=None):
         """Return (KeyUser, ApiKey) for the key the credentials carry; fail otherwise."""
-        api_key = api_key_check(basic_raw_key(userid, password))
+        api_key = api_key_check(basic_raw_key(userid, password), request=request)
         return KeyUser(api_key), api_key
 
 
