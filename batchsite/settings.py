@@ -72,6 +72,20 @@ def env_port_list(name: str) -> list[int]:
     return ports
 
 
+def env_senders(name: str) -> list[str]:
+    """Read a comma list of mail addresses and @domains, failing clearly on anything else."""
+    found = []
+    for entry in env_list(name):
+        local, at, domain = entry.rpartition("@")
+        if not at or not domain or "@" in local or any(c in entry for c in " <>\"'"):
+            raise ImproperlyConfigured(
+                f"{name} must be a comma list of addresses (shop@example.com) and domains "
+                f"(@example.com), not {entry!r} in it"
+            )
+        found.append(entry)
+    return found
+
+
 def env_int_map(name: str, default: str) -> dict[int, str]:
     """Read a comma-separated list of INTEGER=NAME pairs, failing clearly on garbage."""
     found: dict[int, str] = {}
@@ -454,6 +468,9 @@ for _name in (
 ):
     if os.environ.get(_name):
         globals()[_name] = os.environ[_name]
+# The senders an email.send item may name in `from`: addresses and @domains (every address
+# of the domain). DEFAULT_FROM_EMAIL's address is always allowed; empty: only it.
+BATCHSITE_EMAIL_ALLOWED_FROM = env_senders("BATCHSITE_EMAIL_ALLOWED_FROM")
 if os.environ.get("EMAIL_PORT"):
     EMAIL_PORT = env_int("EMAIL_PORT", 25)
 if os.environ.get("EMAIL_USE_TLS"):

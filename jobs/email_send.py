@@ -8,9 +8,10 @@ prepared. `defer_in_atomic` tells the engine to use it instead of sending per it
 
 from __future__ import annotations
 
+import contextlib
 import re
 import smtplib
-from email.utils import formataddr, make_msgid
+from email.utils import formataddr, make_msgid, parseaddr
 from typing import Any
 
 from django.conf import settings
@@ -20,6 +21,7 @@ from django.core.mail.backends.smtp import EmailBackend as SMTPEmailBackend
 from django.core.mail.message import sanitize_address
 from django.core.mail.utils import DNS_NAME
 from django.core.validators import validate_email
+from django.utils.encoding import punycode
 from django.utils.module_loading import import_string
 
 from jobs.base import JobError, JobType, PayloadError, PermanentError, TransientError
@@ -45,6 +47,51 @@ def address_normalize(value: Any) -> str:
     except ValidationError:
         raise ValueError("is not a valid email address") from None
     return formataddr((name, address)) if name else address
+
+
+def address_comparable(address: str) -> str:
+    """Return a bare address as compared with the allowed senders: its domain lower-cased.
+
+    The local part is kept as it is, since mail servers may tell its cases apart; the
+    domain is put in its ASCII (IDNA) form, as it is sent.
+    """
+    local, _, domain = address.rpartition("@")
+    # A domain that has no ASCII form is compared as it is (and matches no allowed one).
+    with contextlib.suppress(UnicodeError):
+        domain = punycode(domain)
+    return f"{local}@{domain.lower()}"
+
+
+def sender_allowed(value: str) -> bool:
+    """Say whether mail may go out from `value` (`a@b.example` or `Name <a@b.example>`).
+
+    Allowed: DEFAULT_FROM_EMAIL's address and BATCHSITE_EMAIL_ALLOWED_FROM's entries, each
+    an address or `@domain` (any address of exactly that domain, not of its subdomains).
+    The address is read from `value` as address_normalize writes it, which is what is sent:
+    parsers differ on odd input such as `a@allowed.example <b@other.example>`.
+    """
+    try:
+        address = parseaddr(address_normalize(value))[1]
+    except ValueError:
+        return False
+    if "@" not in address:
+        return False
+    address = address_comparable(address)
+    domain = address.rpartition("@")[2]
+    for entry in [settings.DEFAULT_FROM_EMAIL, *settings.BATCHSITE_EMAIL_ALLOWED_FROM]:
+        if entry.startswith("@"):
+            if domain == address_comparable(entry).rpartition("@")[2]:
+                return True
+        elif address == address_comparable(parseaddr(entry)[1]):
+            return True
+    return False
+
+
+def senders_allowed_text() -> str:
+    """Name the allowed senders, for a refusal's message."""
+    default = parseaddr(settings.DEFAULT_FROM_EMAIL)[1]
+    entries = [default, *(e for e in settings.BATCHSITE_EMAIL_ALLOWED_FROM if e != default)]
+    return ", ".join(entries)
 
 
 def _delivery_error(exc: Exception) -> JobError:
@@ -100,7 +147,13 @@ class EmailSend(JobType):
             "subject": {"type": "string", "minLength": 1, "maxLength": MAX_SUBJECT},
             "text": {"type": "string"},
             "html": {"type": "string"},
-            "from": {"type": "string", "description": "default: DEFAULT_FROM_EMAIL"},
+            "from": {
+                "type": "string",
+                "description": (
+                    "default: DEFAULT_FROM_EMAIL; only it and the addresses and domains in "
+                    "BATCHSITE_EMAIL_ALLOWED_FROM are allowed"
+                ),
+            },
         },
         "additionalProperties": False,
     }
@@ -158,9 +211,15 @@ class EmailSend(JobType):
             errors["payload.html"] = "must be a string"
         if "from" in payload:
             try:
-                address_normalize(payload["from"])
+                sender = address_normalize(payload["from"])
             except ValueError as exc:
                 errors["payload.from"] = str(exc)
+            else:
+                if not sender_allowed(sender):
+                    errors["payload.from"] = (
+                        f"{parseaddr(sender)[1]} is not a sender this server may send as "
+                        f"(allowed: {senders_allowed_text()})"
+                    )
         if errors:
             raise PayloadError(errors)
 
@@ -188,7 +247,11 @@ class EmailSend(JobType):
         return errors
 
     def prepare(self, payload: dict) -> EmailMultiAlternatives:
-        """Build and render the message for `payload`; raise PermanentError if it cannot be."""
+        """Build and render the message for `payload`; raise PermanentError if it cannot be.
+
+        The payload is checked again, since the settings (the allowed senders) may have
+        changed since it was submitted.
+        """
         try:
             self.validate_payload(payload)
         except PayloadError as exc:

@@ -55,6 +55,12 @@ def manage_check(data_dir: Path, **settings: str) -> subprocess.CompletedProcess
             "BATCHSITE_AUTH_FAILURES_PER_MINUTE must be an integer of at least 0, not '-1'",
         ),
         (
+            "BATCHSITE_EMAIL_ALLOWED_FROM",
+            "@shop.example,shop.example",
+            "BATCHSITE_EMAIL_ALLOWED_FROM must be a comma list of addresses (shop@example.com) "
+            "and domains (@example.com), not 'shop.example' in it",
+        ),
+        (
             "DJANGO_DEBUG",
             "maybe",
             "DJANGO_DEBUG must be 1/0, true/false, yes/no or on/off, not 'maybe'",
@@ -69,6 +75,12 @@ def test_manage__a_setting_that_does_not_parse_is_one_line_naming_it(tmp_path, n
 
 
 def test_manage__well_formed_settings_pass(tmp_path):
-    done = manage_check(tmp_path, BATCHSITE_SLICE_SECONDS="0.5", DJANGO_DEBUG="off")
+    done = manage_check(
+        tmp_path,
+        BATCHSITE_SLICE_SECONDS="0.5",
+        DJANGO_DEBUG="off",
+        BATCHSITE_AUTH_FAILURES_PER_MINUTE="0",
+        BATCHSITE_EMAIL_ALLOWED_FROM="news@shop.example, @mail.shop.example",
+    )
 
     assert done.returncode == 0, done.stderr

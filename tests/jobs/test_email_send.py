@@ -7,13 +7,15 @@ import smtplib
 import pytest
 from django.core import mail
 from django.core.mail.backends import locmem
+from rest_framework.test import APIClient
 
 from batches import engine, services
-from batches.models import Item
+from batches.models import Batch, Item
 from jobs import JobContext, PermanentError, TransientError, get_job_type
 from jobs.base import PayloadError
 from jobs.email_send import EmailSend
 from tests.batches.test_api_problems import BATCHES, assert_problem, error_fields
+from tests.compat.test_brightlocal import JOBS as BRIGHTLOCAL_JOBS
 
 TYPE_PATH = "jobs.email_send.EmailSend"
 
@@ -23,6 +25,7 @@ def _registered(settings):
     settings.BATCHSITE_JOB_TYPES = [*settings.BATCHSITE_JOB_TYPES, TYPE_PATH]
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
     settings.DEFAULT_FROM_EMAIL = "batches@sender.example"
+    settings.BATCHSITE_EMAIL_ALLOWED_FROM = ["@sender.example"]
 
 
 @pytest.fixture
@@ -147,6 +150,149 @@ def test_email_send_submission__bad_address_is_refused_through_the_api(client_a)
     }
     assert not Item.objects.exists()
     assert mail.outbox == []
+
+
+# --- allowed senders ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("allowed", "sender"),
+    [
+        pytest.param([], "batches@sender.example", id="default-from"),
+        pytest.param([], "Batches <batches@SENDER.example>", id="default-from-named-domain-case"),
+        pytest.param(["shop@shop.example"], "shop@shop.example", id="address"),
+        pytest.param(["shop@shop.example"], '"Shop, Inc." <shop@Shop.Example>', id="named"),
+        pytest.param(["@shop.example"], "Billing <billing@shop.example>", id="domain"),
+        pytest.param(["@SHOP.example"], "any@shop.EXAMPLE", id="domain-case"),
+        pytest.param(["@xn--bcher-kva.example"], "a@bücher.example", id="domain-idna"),
+    ],
+)
+def test_email_send_sender__allowed(job, settings, allowed, sender):
+    settings.BATCHSITE_EMAIL_ALLOWED_FROM = allowed
+
+    assert job.validate_payload(letter(**{"from": sender})) is None
+
+
+@pytest.mark.parametrize(
+    ("allowed", "sender"),
+    [
+        pytest.param([], "someone@sender.example", id="default-only-its-address"),
+        pytest.param(["shop@shop.example"], "other@shop.example", id="other-address"),
+        pytest.param(["shop@shop.example"], "Shop@shop.example", id="local-part-case"),
+        pytest.param(["@shop.example"], "a@mail.shop.example", id="subdomain"),
+        pytest.param(["@shop.example"], "a@shop.example.evil.example", id="suffix"),
+        pytest.param(["@shop.example"], "a@evilshop.example", id="ends-alike"),
+        pytest.param(
+            ["@shop.example"], '"a@shop.example" <ceo@evil.example>', id="address-as-name"
+        ),
+        pytest.param(["@shop.example"], "a@shop.example <ceo@evil.example>", id="unquoted-name"),
+    ],
+)
+def test_email_send_sender__refused(job, settings, allowed, sender):
+    settings.BATCHSITE_EMAIL_ALLOWED_FROM = allowed
+
+    with pytest.raises(PayloadError) as caught:
+        job.validate_payload(letter(**{"from": sender}))
+
+    message = caught.value.errors["payload.from"]
+    assert "is not a sender this server may send as" in message
+    assert "batches@sender.example" in message  # names what is allowed
+
+
+def test_email_send_sender__refused_through_the_api_and_nothing_is_written(settings, client_a):
+    settings.BATCHSITE_EMAIL_ALLOWED_FROM = []
+    body = {
+        "type": "email.send",
+        "items": [
+            {"payload": letter(0, **{"from": "batches@sender.example"})},
+            {"payload": letter(1, **{"from": "Support <support@elsewhere.example>"})},
+        ],
+        "commit": True,
+    }
+
+    response = client_a.post(BATCHES, body, format="json")
+
+    problem = assert_problem(response, 400, "invalid")
+    assert error_fields(problem) == {"[1].payload.from"}
+    assert "support@elsewhere.example is not a sender" in problem["errors"][0]["message"]
+    assert not Batch.objects.exists()
+    assert not Item.objects.exists()
+    assert mail.outbox == []
+
+
+def test_email_send_sender__refused_when_items_are_added_to_an_open_batch(
+    settings, client_a, account
+):
+    settings.BATCHSITE_EMAIL_ALLOWED_FROM = ["@shop.example"]
+    batch, _ = services.batch_create(account=account, actor="test", type="email.send")
+    items = [{"payload": letter(n, **{"from": f"u{n}@shop.example"})} for n in range(2)]
+    items.append({"payload": letter(2, **{"from": "u2@shop.example.evil.example"})})
+
+    response = client_a.post(f"{BATCHES}{batch.id}/items/", items, format="json")
+
+    assert error_fields(assert_problem(response, 400, "invalid")) == {"[2].payload.from"}
+    assert batch.items.count() == 0
+
+
+def test_email_send_sender__refused_through_a_dialect_in_its_own_shape(settings, account):
+    settings.BATCHSITE_EMAIL_ALLOWED_FROM = []
+    _, raw = services.api_key_create(account=account, name="brightlocal")
+    batch, _ = services.batch_create(account=account, actor="test")
+    client = APIClient()
+
+    response = client.post(
+        BRIGHTLOCAL_JOBS,
+        {
+            "api-key": raw,
+            "batch-id": batch.number,
+            "job-type": "email.send",
+            **letter(),
+            "from": "ceo@evil.example",
+        },
+        format="json",
+    )
+
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert body["success"] is False
+    assert "ceo@evil.example is not a sender" in body["errors"]["from"]
+    assert batch.items.count() == 0
+
+
+def test_email_send_sender__checked_again_when_the_item_runs(
+    settings, account, mailoutbox, django_capture_on_commit_callbacks
+):
+    settings.BATCHSITE_EMAIL_ALLOWED_FROM = ["@shop.example"]
+    batch, _ = services.batch_create(
+        account=account,
+        actor="test",
+        type="email.send",
+        items=[{"payload": letter(0, **{"from": "news@shop.example"})}],
+    )
+    settings.BATCHSITE_EMAIL_ALLOWED_FROM = []  # the operator narrowed it meanwhile
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.batch_commit(batch=batch, actor="test")
+
+    item = Item.objects.get(batch=batch)
+    assert item.status == Item.Status.FAILED
+    assert item.error_code == "bad_payload"
+    assert "news@shop.example is not a sender" in item.error_message
+    assert mailoutbox == []
+
+
+def test_email_send_sender__an_atomic_batch_sends_nothing_when_one_is_no_longer_allowed(
+    job, settings, mailoutbox
+):
+    payloads = [letter(0), letter(1, **{"from": "news@sender.example"})]
+    settings.BATCHSITE_EMAIL_ALLOWED_FROM = []
+
+    with pytest.raises(PermanentError) as caught:
+        job.finalize_send(payloads)
+
+    assert caught.value.code == "not_prepared"
+    assert "news@sender.example is not a sender" in caught.value.message
+    assert mailoutbox == []
 
 
 # --- process ------------------------------------------------------------------------------------
