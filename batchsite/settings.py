@@ -140,6 +140,22 @@ SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 SESSION_COOKIE_HTTPONLY = True
+# Content-Security-Policy on every response (django-csp): scripts and styles only from this
+# site's own files, never inline or eval'd, so injected markup cannot run. The dashboard
+# and the admin need nothing more. Two third-party pages style inline, which they alone may:
+# the API docs (Swagger UI, batches/api/urls.py) and the browsable API (batches/api/csp.py).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    }
+}
 # Checks an operator accepts, e.g. security.W008 when the proxy itself redirects to HTTPS.
 SILENCED_SYSTEM_CHECKS = env_list("BATCHSITE_SILENCED_CHECKS")
 if not DEBUG:
@@ -160,6 +176,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    "csp",
     "rest_framework",
     "rest_framework_api_key",
     "django_filters",
@@ -172,6 +189,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "batches.api.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

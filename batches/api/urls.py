@@ -1,7 +1,9 @@
 """Routes of the API under /api/v1/."""
 
+from csp.constants import SELF, UNSAFE_INLINE
+from csp.decorators import csp_update
 from django.urls import path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import SimpleRouter
 
 from batches.api.renderers import SchemaNegotiation
@@ -24,7 +26,12 @@ urlpatterns = [
     ),
     path(
         "docs/",
-        SpectacularSwaggerView.as_view(url_name="api:schema", permission_classes=[]),
+        # Swagger UI's page loads its start-up script from `docs/?script` rather than inline
+        # (the split view), so the site's policy holds for scripts; its markup has a
+        # <style> element and its stylesheet data: images, which that page alone allows.
+        csp_update({"style-src": [SELF, UNSAFE_INLINE], "img-src": [SELF, "data:"]})(
+            SpectacularSwaggerSplitView.as_view(url_name="api:schema", permission_classes=[])
+        ),
         name="docs",
     ),
     re_path(

@@ -58,13 +58,33 @@ def browser() -> Iterator[Browser]:
             browser.close()
 
 
+def is_csp_violation(text: str) -> bool:
+    """Say whether a console message is Chromium reporting a Content-Security-Policy refusal."""
+    return "Content Security Policy" in text or "Content-Security-Policy" in text
+
+
 @pytest.fixture
-def page(browser: Browser, live_server) -> Iterator[Page]:
-    """Return a fresh browser tab (no cookies) whose relative URLs point at the live server."""
+def csp_violations() -> list[str]:
+    """The Content-Security-Policy refusals the browser reported during the test."""
+    return []
+
+
+@pytest.fixture
+def page(browser: Browser, live_server, csp_violations) -> Iterator[Page]:
+    """Return a fresh browser tab (no cookies) whose relative URLs point at the live server.
+
+    Every test that uses it fails if the browser refused anything under the site's
+    Content-Security-Policy: the policy is enforced, so a refusal is a broken page.
+    """
     context = browser.new_context(base_url=live_server.url, viewport=VIEWPORT)
     page = context.new_page()
+    page.on(
+        "console",
+        lambda message: is_csp_violation(message.text) and csp_violations.append(message.text),
+    )
     yield page
     context.close()
+    assert csp_violations == [], "the browser refused content under the CSP"
 
 
 @pytest.fixture
