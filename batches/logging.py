@@ -1,8 +1,9 @@
-"""Format log records as one JSON object per line, for log shippers.
+"""Format log records as one JSON object per line, and keep secrets out of log lines.
 
-Chosen with `BATCHSITE_LOG_FORMAT=json`. Engine log lines that concern a batch, an item or
-a chunk pass them as `extra={"batch": ..., "item": ..., "chunk": ...}`; those land in the
-object as fields of their own, so logs can be searched by batch without parsing messages.
+JSON is chosen with `BATCHSITE_LOG_FORMAT=json`. Engine log lines that concern a batch, an
+item or a chunk pass them as `extra={"batch": ..., "item": ..., "chunk": ...}`; those land
+in the object as fields of their own, so logs can be searched by batch without parsing
+messages.
 
 This module is imported by logging configuration before Django's apps are ready: it must
 not import models.
@@ -12,10 +13,66 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import UTC, datetime
+from urllib.parse import unquote_plus
 
 # Attributes a record may carry through `extra=` that are copied into the JSON object.
 EXTRA_FIELDS = ("batch", "item", "chunk")
+
+REDACTED = "[redacted]"
+# A batchsite API key, PREFIX.SECRET (djangorestframework-api-key's 8 and 32 characters):
+# the prefix names the key and stays.
+API_KEY = re.compile(r"\b(?P<keep>[A-Za-z0-9]{8}\.)[A-Za-z0-9]{32}\b")
+# A webhook secret (batches.webhooks.SECRET_PREFIX).
+WEBHOOK_SECRET = re.compile(r"\b(?P<keep>whsec_)[A-Za-z0-9_-]+")
+# Credentials in an Authorization header's words.
+CREDENTIALS = re.compile(r"\b(?P<keep>(?:Api-Key|Basic|Bearer)\s+)[^\s,;\"']+", re.IGNORECASE)
+# A query or form parameter; its value is a secret when its name says so (BrightLocal's
+# `api-key`, or a key, token or password a client sent under another name by mistake).
+PARAMETER = re.compile(r"(?P<keep>[?&](?P<name>[^=&#\s\"']+)=)[^&#\s\"']*")
+SECRET_NAME = re.compile(r"key|token|secret|passw|auth|signature", re.IGNORECASE)
+
+
+def secrets_redact(text: str) -> str:
+    """Return `text` with API keys, webhook secrets and credential parameters blanked out."""
+    text = API_KEY.sub(rf"\g<keep>{REDACTED}", text)
+    text = WEBHOOK_SECRET.sub(rf"\g<keep>{REDACTED}", text)
+    text = CREDENTIALS.sub(rf"\g<keep>{REDACTED}", text)
+    return PARAMETER.sub(
+        lambda match: (
+            match["keep"] + REDACTED
+            if SECRET_NAME.search(unquote_plus(match["name"]))
+            else match[0]
+        ),
+        text,
+    )
+
+
+class SecretsFilter(logging.Filter):
+    """Blank out API keys, webhook secrets and credentials in what a record will print.
+
+    On a logger it cleans the records that logger makes before any handler sees them (the
+    development server's request lines carry query strings, where BrightLocal clients put
+    their key; SQL lines carry the values written, webhook secrets among them). On a
+    handler it is the last guard for every record that handler prints.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record's message (and SQL extras) without secrets; never drop it."""
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a broken format: logging reports it itself
+            return True
+        redacted = secrets_redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        for name in ("sql", "params"):  # django.db.backends' extras
+            if hasattr(record, name):
+                value = str(getattr(record, name))
+                if secrets_redact(value) != value:
+                    setattr(record, name, secrets_redact(value))
+        return True
 
 
 class JsonFormatter(logging.Formatter):
