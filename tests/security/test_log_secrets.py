@@ -29,7 +29,7 @@ from django.db import connections
 from django.test import Client
 
 from batches import services
-from batches.logging import JsonFormatter
+from batches.logging import JsonFormatter, SecretsFilter, secrets_redact
 from tests.security.test_auth_failures import bad_key
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -263,3 +263,61 @@ def test_logs__the_secrets_looked_for_are_real(account, server, secrets_made):
         response = http.get("/api/v1/batches/", headers={"Authorization": f"Api-Key {raw}"})
 
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        pytest.param(
+            '"GET /b?api-key=abcdefgh.0123456789abcdefghij0123456789ab&batch-id=7 HTTP/1.1" 200',
+            '"GET /b?api-key=[redacted]&batch-id=7 HTTP/1.1" 200',
+            id="query-parameter",
+        ),
+        pytest.param(
+            "GET /b?api%2Dkey=abc%2Edef&token=t&q=plumber",
+            "GET /b?api%2Dkey=[redacted]&token=[redacted]&q=plumber",
+            id="encoded-name-and-other-secret-names",
+        ),
+        pytest.param(
+            "key abcdefgh.0123456789abcdefghij0123456789ab used",
+            "key abcdefgh.[redacted] used",
+            id="key-anywhere-keeps-its-prefix",
+        ),
+        pytest.param(
+            "UPDATE a SET s = 'whsec_Ab-c_9'; args=('whsec_Ab-c_9',)",
+            "UPDATE a SET s = 'whsec_[redacted]'; args=('whsec_[redacted]',)",
+            id="webhook-secret",
+        ),
+        pytest.param(
+            "Authorization: Basic dXNlcjpwYXNz, then Api-Key abc.def",
+            "Authorization: Basic [redacted], then Api-Key [redacted]",
+            id="authorization-values",
+        ),
+        pytest.param(
+            "Not Found: /compat/dlcs/customers/10000/queue/batches/5",
+            "Not Found: /compat/dlcs/customers/10000/queue/batches/5",
+            id="nothing-secret",
+        ),
+    ],
+)
+def test_secrets_redact__blanks_secrets_and_keeps_the_rest(text, shown):
+    assert secrets_redact(text) == shown
+
+
+def test_logs__the_console_prints_no_secret_logged_by_any_logger(account):
+    _, raw = services.api_key_create(account=account, name="console")
+    console = next(
+        handler
+        for handler in logging.getLogger().handlers
+        if any(isinstance(f, SecretsFilter) for f in handler.filters)
+    )
+    printed = io.StringIO()
+    stream = console.setStream(printed)
+    try:
+        logging.getLogger("batches.anything").warning("presented %s", raw)
+        logging.getLogger("someone.else").error("header Api-Key %s", raw)
+    finally:
+        console.setStream(stream)
+
+    assert raw.partition(".")[2] not in printed.getvalue()
+    assert printed.getvalue().count("[redacted]") == 2
