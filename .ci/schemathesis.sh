@@ -25,15 +25,16 @@ stop_server() {
 trap stop_server EXIT
 
 # Production-like: DEBUG off, a real secret key, one allowed host; nothing forces HTTPS,
-# since the server speaks plain http on loopback. Throttling is off so that a fast run
-# is never cut short by 429s (their problem document is checked by the unit tests).
+# since the server speaks plain http on loopback. Throttling (of requests, and of bad keys
+# per address: schemathesis may present broken credentials) is off so that a fast run is
+# never cut short by 429s (their problem document is checked by the unit tests).
 export BATCHSITE_DATA_DIR="$WORK/data"
 export DJANGO_SECRET_KEY="schemathesis-only-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 export DJANGO_DEBUG=0
 export DJANGO_ALLOWED_HOSTS=127.0.0.1
 export BATCHSITE_SSL_REDIRECT=0 BATCHSITE_SECURE_COOKIES=0 BATCHSITE_HSTS_SECONDS=0
 export BATCHSITE_BEHIND_PROXY=0
-export BATCHSITE_THROTTLE_RATE=0
+export BATCHSITE_THROTTLE_RATE=0 BATCHSITE_AUTH_FAILURES_PER_MINUTE=0
 # Generated source URLs, image origins and callbacks must never leave this machine.
 export BATCHSITE_OUTBOUND_ALLOWED_HOSTS=
 unset BATCHSITE_LOCAL_RUN
