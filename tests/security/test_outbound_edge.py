@@ -49,15 +49,10 @@ PUBLIC = "93.184.216.34"
 # --- a server that drips -------------------------------------------------------------------------
 
 
-class DripServer:
-    """Answer every connection on loopback one byte every DRIP_INTERVAL, for DRIP_SECONDS.
+class LoopbackServer:
+    """A TCP server on loopback answering each connection on its own thread with `answer`."""
 
-    `stage` is where the drip happens: in the status line and headers, or in a body whose
-    headers came at once.
-    """
-
-    def __init__(self, stage: str):
-        self.stage = stage
+    def __init__(self):
         self.stop = threading.Event()
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(0.2)
@@ -68,7 +63,7 @@ class DripServer:
     def url(self, path: str = "/") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
 
-    def __enter__(self) -> DripServer:
+    def __enter__(self):
         accepter = threading.Thread(target=self._accept, daemon=True)
         accepter.start()
         self.threads.append(accepter)
@@ -87,27 +82,44 @@ class DripServer:
             except TimeoutError:
                 continue
             self.connections += 1
-            thread = threading.Thread(target=self._drip, args=(conn,), daemon=True)
+            thread = threading.Thread(target=self._answer, args=(conn,), daemon=True)
             thread.start()
             self.threads.append(thread)
 
-    def _drip(self, conn: socket.socket) -> None:
+    def _answer(self, conn: socket.socket) -> None:
         with conn:
             conn.settimeout(5)
             try:
-                conn.recv(65536)
-                if self.stage == "body":
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
-                    byte = b"x"
-                else:
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
-                    byte = b"a"
-                for _ in range(int(DRIP_SECONDS / DRIP_INTERVAL)):
-                    if self.stop.wait(DRIP_INTERVAL):
-                        return
-                    conn.sendall(byte)
+                self.answer(conn, conn.recv(65536))
             except OSError:
-                return  # the client hung up: what the deadline is for
+                return  # the client hung up
+
+    def answer(self, conn: socket.socket, request: bytes) -> None:
+        raise NotImplementedError
+
+
+class DripServer(LoopbackServer):
+    """Answer every request one byte every DRIP_INTERVAL, for DRIP_SECONDS.
+
+    `stage` is where the drip happens: in the status line and headers, or in a body whose
+    headers came at once.
+    """
+
+    def __init__(self, stage: str):
+        super().__init__()
+        self.stage = stage
+
+    def answer(self, conn: socket.socket, request: bytes) -> None:
+        if self.stage == "body":
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
+            byte = b"x"
+        else:
+            conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            byte = b"a"
+        for _ in range(int(DRIP_SECONDS / DRIP_INTERVAL)):
+            if self.stop.wait(DRIP_INTERVAL):
+                return
+            conn.sendall(byte)
 
 
 @pytest.fixture(params=["headers", "body"])
@@ -379,39 +391,16 @@ def tls_server(tmp_path, name: str, seen: dict[str, str]) -> Iterator[tuple[int,
 # --- proxies and ports ----------------------------------------------------------------------------
 
 
-class StandInProxy:
-    """A loopback 'proxy' that answers every request itself, recording its request line."""
+class StandInProxy(LoopbackServer):
+    """A 'proxy' that answers every request itself, recording its request line."""
 
     def __init__(self):
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(0.2)
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        super().__init__()
         self.requests: list[str] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
 
-    def __enter__(self) -> StandInProxy:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        self.thread.join(timeout=5)
-        self.listener.close()
-
-    def _serve(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                conn.settimeout(5)
-                try:
-                    self.requests.append(conn.recv(65536).split(b"\r\n")[0].decode())
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nproxy")
-                except OSError:
-                    continue
+    def answer(self, conn: socket.socket, request: bytes) -> None:
+        self.requests.append(request.split(b"\r\n")[0].decode())
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nproxy")
 
 
 def test_proxy_variables_in_the_environment_are_ignored(settings, monkeypatch, httpserver):
@@ -421,7 +410,7 @@ def test_proxy_variables_in_the_environment_are_ignored(settings, monkeypatch, h
     httpserver.expect_request("/direct").respond_with_data("direct")
     with StandInProxy() as proxy:
         for variable in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "all_proxy"):
-            monkeypatch.setenv(variable, proxy.url)
+            monkeypatch.setenv(variable, proxy.url())
         for variable in ("NO_PROXY", "no_proxy"):
             monkeypatch.delenv(variable, raising=False)
 
@@ -436,7 +425,7 @@ def test_proxy_variables_in_the_environment_are_ignored(settings, monkeypatch, h
 def test_a_configured_proxy_carries_outbound_requests(settings, httpserver):
     settings.BATCHSITE_OUTBOUND_ALLOWED_HOSTS = ["localhost"]
     with StandInProxy() as proxy:
-        settings.BATCHSITE_OUTBOUND_PROXY = proxy.url
+        settings.BATCHSITE_OUTBOUND_PROXY = proxy.url()[:-1]
         url = httpserver.url_for("/via")
         with outbound.Client(timeout=10) as client, outbound.fetch(client, "GET", url) as answer:
             body = answer.read()
