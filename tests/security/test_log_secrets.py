@@ -175,23 +175,21 @@ def secrets_made(account, server, staff_user) -> list[str]:
     cookie = session.cookies[django_settings.SESSION_COOKIE_NAME].value
     cookies = {django_settings.SESSION_COOKIE_NAME: cookie}
     with httpx.Client(base_url=server, cookies=cookies) as http:
-        page = http.get(f"/accounts/{account.number}/keys/new/")
-        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)[1]
-        created = http.post(
-            f"/accounts/{account.number}/keys/new/",
-            data={"name": "dashboard", "csrfmiddlewaretoken": token},
-            headers={"Referer": f"{server}/accounts/"},
-        )
-        assert created.status_code == 201, created.text
+
+        def form_post(path: str, data: dict) -> httpx.Response:
+            page = http.get(path)
+            token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)[1]
+            answer = http.post(
+                path,
+                data={**data, "csrfmiddlewaretoken": token},
+                headers={"Referer": f"{server}/accounts/"},
+            )
+            assert answer.status_code == 201, answer.text
+            return answer
+
+        created = form_post(f"/accounts/{account.number}/keys/new/", {"name": "dashboard"})
         found += secret_parts(re.search(r'data-testid="raw-key">([^<]+)<', created.text)[1])
-        page = http.get(f"/accounts/{account.number}/webhook-secret/")
-        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)[1]
-        rotated = http.post(
-            f"/accounts/{account.number}/webhook-secret/",
-            data={"confirm": "True", "csrfmiddlewaretoken": token},
-            headers={"Referer": f"{server}/accounts/"},
-        )
-        assert rotated.status_code == 201, rotated.text
+        rotated = form_post(f"/accounts/{account.number}/webhook-secret/", {"confirm": "True"})
         found.append(re.search(r"whsec_[A-Za-z0-9_-]+", rotated.text)[0])
     return found
 
