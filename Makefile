@@ -1,10 +1,13 @@
-# batchsite: `make run` to try it, `make test` to run the whole suite.
+# batchsite: `make run` to try it, `make check` and `make test-fast` while working, `make test`
+# to run the whole suite.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
+# Settings refuse to load without a key; the checks never serve a request with it.
+CHECK_SECRET_KEY ?= $${DJANGO_SECRET_KEY:-checks-only-not-secret}
 
-.PHONY: install run test lint clean
+.PHONY: install run test test-fast check lint typecheck clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +26,19 @@ run: install
 ## Run the whole test suite (SQLite and the ORM broker unless DATABASE_URL/BATCHSITE_BROKER_URL say otherwise).
 test: install
 	$(PY) -m pytest
+
+## Without the cluster, browser and load tests, on both CPUs (one SQLite file and data dir each).
+test-fast: install
+	$(PY) -m pytest -q -n 2 -m "not cluster and not browser and not load"
+
+## The fast checks, in order, stopping at the first failure: lint, Django's checks, migrations, types.
+check: lint
+	DJANGO_SECRET_KEY=$(CHECK_SECRET_KEY) $(PY) manage.py check --fail-level WARNING
+	DJANGO_SECRET_KEY=$(CHECK_SECRET_KEY) $(PY) manage.py makemigrations --check --dry-run
+	$(MAKE) typecheck
+
+typecheck: install
+	DJANGO_SECRET_KEY=$(CHECK_SECRET_KEY) $(VENV)/bin/mypy
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -102,7 +102,8 @@ class BatchFilter(admin.SimpleListFilter):
 
     def _batch(self) -> Batch | None:
         if not hasattr(self, "_found"):
-            self._found = batch_by_reference(self.value()) if self.value() else None
+            value = self.value()
+            self._found = batch_by_reference(value) if value else None
         return self._found
 
 
@@ -140,7 +141,8 @@ class ItemCountPaginator(Paginator):
 
     @cached_property
     def count(self):
-        if not self.object_list.query.has_filters():
+        # The admin pages a QuerySet; django-stubs types object_list as any sliceable sequence.
+        if not self.object_list.query.has_filters():  # type: ignore[attr-defined]
             return Batch.objects.aggregate(total=Sum("total_items"))["total"] or 0
         return super().count
 
@@ -178,9 +180,10 @@ class AccountAdmin(admin.ModelAdmin):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(APIKeyModelAdmin):
-    list_display = [*APIKeyModelAdmin.list_display, "account", "last_used_at"]
-    list_filter = ["revoked", "account", *APIKeyModelAdmin.list_filter]
-    search_fields = [*APIKeyModelAdmin.search_fields, "account__name"]
+    # rest_framework_api_key's admin is untyped: mypy takes its tuples for fixed-length ones.
+    list_display = [*APIKeyModelAdmin.list_display, "account", "last_used_at"]  # type: ignore[assignment]
+    list_filter = ["revoked", "account", *APIKeyModelAdmin.list_filter]  # type: ignore[assignment]
+    search_fields = [*APIKeyModelAdmin.search_fields, "account__name"]  # type: ignore[assignment]
     list_select_related = ["account"]
     autocomplete_fields = ["account"]
     actions = ["revoke_keys"]
@@ -220,7 +223,7 @@ class BatchErrorInline(ViewOnlyMixin, admin.TabularInline):
     model = BatchError
     formset = ErrorsFormSet
     verbose_name_plural = f"errors (the first {ERRORS_INLINE_LIMIT})"
-    fields = ["index", "external_id", "code", "message"]
+    fields = ("index", "external_id", "code", "message")
     readonly_fields = fields
     ordering = ["id"]
     extra = 0
@@ -230,7 +233,7 @@ class BatchEventInline(ViewOnlyMixin, admin.TabularInline):
     model = BatchEvent
     formset = EventsFormSet
     verbose_name_plural = f"events (the latest {EVENTS_INLINE_LIMIT})"
-    fields = ["created_at", "kind", "actor", "detail"]
+    fields = ("created_at", "kind", "actor", "detail")
     readonly_fields = fields
     ordering = ["-created_at", "-id"]
     extra = 0
@@ -492,7 +495,7 @@ class ItemAdmin(ViewOnlyMixin, admin.ModelAdmin):
     search_help_text = "An exact external id, or an item index."
     # The unique (batch, index) index; the model's default order would join the batches.
     ordering = ["batch_id", "index"]
-    sortable_by: list[str] = []
+    sortable_by = ()
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
     paginator = ItemCountPaginator
@@ -515,7 +518,7 @@ class ItemAdmin(ViewOnlyMixin, admin.ModelAdmin):
         "finished_at",
     ]
     # Only these, so the raw result and output files never show beside their guarded copies.
-    fields = readonly_fields
+    fields = tuple(readonly_fields)
 
     def get_queryset(self, request):
         queryset = super().get_queryset(request)
@@ -619,7 +622,7 @@ class ChunkAdmin(ViewOnlyMixin, admin.ModelAdmin):
 
 class WebhookAttemptInline(ViewOnlyMixin, admin.TabularInline):
     model = WebhookAttempt
-    fields = ["number", "started_at", "duration_ms", "status_code", "error", "response_excerpt"]
+    fields = ("number", "started_at", "duration_ms", "status_code", "error", "response_excerpt")
     readonly_fields = fields
     ordering = ["number"]
     extra = 0
@@ -643,7 +646,7 @@ class WebhookDeliveryAdmin(ViewOnlyMixin, admin.ModelAdmin):
     search_fields = ["=id", "url"]
     ordering = ["-created_at"]
     show_full_result_count = False
-    fields = [
+    fields = (
         "id",
         "batch",
         "event",
@@ -657,7 +660,7 @@ class WebhookDeliveryAdmin(ViewOnlyMixin, admin.ModelAdmin):
         "created_at",
         "delivered_at",
         "body",
-    ]
+    )
     # All read-only, so no form field is built (a URLField's would warn about its scheme).
     readonly_fields = fields
     inlines = [WebhookAttemptInline]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db import models
 from django.utils import timezone
@@ -16,7 +16,7 @@ class Sequence(models.Model):
     name = models.CharField(primary_key=True, max_length=40)
     last = models.BigIntegerField(default=0)
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.name}={self.last}"
 
 
@@ -27,7 +27,7 @@ class Lock(models.Model):
     owner = models.CharField(max_length=100, blank=True)
     expires_at = models.DateTimeField(default=timezone.now)
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.name} held by {self.owner or 'nobody'}"
 
 
@@ -47,7 +47,7 @@ class Account(models.Model):
     class Meta:
         ordering = ["number"]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.name
 
 
@@ -62,7 +62,7 @@ class ApiKey(AbstractAPIKey):
         verbose_name_plural = "API keys"
 
 
-class BatchQuerySet(models.QuerySet):
+class BatchQuerySet(models.QuerySet["Batch"]):
     """Reusable batch filters."""
 
     def for_account(self, account: Account) -> BatchQuerySet:
@@ -180,7 +180,7 @@ class Batch(models.Model):
             models.Index(fields=["status"], name="batch_status"),
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"batch {self.number} ({self.status})"
 
     @property
@@ -221,7 +221,7 @@ class Batch(models.Model):
             return None
         return round(written / seconds, 2)
 
-    def estimated_completion(self):
+    def estimated_completion(self) -> datetime | None:
         """Return when a running batch should end at its recent rate, or None."""
         rate = self.throughput
         if self.status != self.Status.RUNNING or not rate:
@@ -292,7 +292,7 @@ class Item(models.Model):
             ),
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"item {self.index} of {self.batch_id} ({self.status})"
 
     @property
@@ -319,7 +319,7 @@ class BatchError(models.Model):
     class Meta:
         ordering = ["batch", "id"]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.code} at {self.index}: {self.message[:60]}"
 
 
@@ -353,7 +353,7 @@ class Chunk(models.Model):
             models.Index(fields=["status", "lease_expires_at"], name="chunk_status_lease"),
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"chunk [{self.start_index}, {self.end_index}) of {self.batch_id} ({self.status})"
 
 
@@ -370,7 +370,7 @@ class BatchEvent(models.Model):
         ordering = ["batch", "created_at", "id"]
         indexes = [models.Index(fields=["batch", "created_at"], name="event_batch_created")]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.kind} by {self.actor or 'system'}"
 
 
@@ -407,7 +407,7 @@ class WebhookDelivery(models.Model):
             models.Index(fields=["batch", "-created_at"], name="delivery_batch_created"),
         ]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.event} to {self.url} ({self.status})"
 
 
@@ -428,5 +428,5 @@ class WebhookAttempt(models.Model):
     class Meta:
         ordering = ["delivery", "number"]
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"attempt {self.number}: {self.status_code or self.error[:40]}"

@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, cast
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -62,7 +62,7 @@ def batch_lock(batch: Batch | Any) -> Batch:
     return locked
 
 
-def batch_files_dir(batch_id) -> Path:
+def batch_files_dir(batch_id: uuid.UUID | str) -> Path:
     """Return the folder holding a batch's input and output files."""
     return Path(settings.MEDIA_ROOT) / "batches" / str(batch_id)
 
@@ -83,7 +83,9 @@ def account_create(*, name: str) -> Account:
 
 def api_key_create(*, account: Account, name: str = "default") -> tuple[ApiKey, str]:
     """Create an API key for the account; return it and the raw key, which is never stored."""
-    return ApiKey.objects.create_key(account=account, name=name[:50] or "default")
+    key, raw = ApiKey.objects.create_key(account=account, name=name[:50] or "default")
+    # The library's manager is typed for AbstractAPIKey; ApiKey's manager makes ApiKeys.
+    return cast(ApiKey, key), raw
 
 
 def api_key_revoke(*, key: ApiKey) -> ApiKey:
@@ -161,8 +163,8 @@ def batch_create(
     id: uuid.UUID | None = None,
     type: str | None = None,
     label: str = "",
-    metadata: dict | None = None,
-    options: dict | None = None,
+    metadata: dict[str, Any] | None = None,
+    options: dict[str, Any] | None = None,
     items: list[Any] | None = None,
     source_url: str = "",
     commit: bool = False,
@@ -303,7 +305,7 @@ def item_add_file(
     external_id: str = "",
     key: str = "",
     type: str | None = None,
-    payload: dict | None = None,
+    payload: dict[str, Any] | None = None,
 ) -> range:
     """Add one file item (a multipart upload); external_id and key default to its name."""
     batch = batch_lock(batch)
@@ -319,6 +321,7 @@ def item_add_file(
     if isinstance(parsed, ItemProblem):
         raise InvalidInput("the item is invalid", errors=[parsed.as_dict()])
     job_type = get_job_type(parsed.type)
+    assert job_type is not None, "item_parse accepts only registered job types"
     if not job_type.accepts_file:
         raise InvalidInput(
             f"job type {parsed.type!r} does not take files",
@@ -394,7 +397,7 @@ def batch_upload(
         stream, content_length=content_length, limit=settings.BATCHSITE_MAX_UPLOAD_BYTES
     )
     try:
-        if sniff:
+        if fmt is None:  # an octet-stream body (checked above): the body tells its format
             fmt = formats.format_sniff_file(path)
             if fmt is None:
                 raise UnsupportedMediaType(
@@ -466,8 +469,8 @@ def items_add_staged(*, batch: Batch, staged: uploads.Staged, actor: str) -> ran
         )
         for problem in staged.all_problems()
     )
-    while group := list(itertools.islice(errors, INSERT_GROUP)):
-        BatchError.objects.bulk_create(group)
+    while error_group := list(itertools.islice(errors, INSERT_GROUP)):
+        BatchError.objects.bulk_create(error_group)
     batch.total_items += staged.added
     batch.pending_items += staged.added
     batch.error_count += staged.rejected
@@ -535,7 +538,9 @@ def batch_fail(*, batch: Batch, code: str, message: str, actor: str) -> Batch:
 UNCOMMITTED = (Batch.Status.CREATED, Batch.Status.OPEN, Batch.Status.INGESTING)
 
 
-def _uncommitted_end(*, batch: Batch, status: str, actor: str, detail: dict | None = None):
+def _uncommitted_end(
+    *, batch: Batch, status: str, actor: str, detail: dict[str, Any] | None = None
+) -> Batch:
     """End a locked batch that was never committed: its items are cancelled."""
     now = timezone.now()
     engine.items_move(

@@ -9,6 +9,6 @@ class JobsConfig(AppConfig):
     name = "jobs"
     verbose_name = "Job types"
 
-    def ready(self):
+    def ready(self) -> None:
         """Register the system check that validates BATCHSITE_JOB_TYPES."""
         from jobs import checks  # noqa: F401

@@ -128,7 +128,7 @@ class JobType:
         if not isinstance(payload, dict):
             raise PayloadError({"payload": "must be a JSON object"})
 
-    def process(self, payload: dict, file: IO[bytes] | None, context: JobContext) -> Any:
+    def process(self, payload: dict[str, Any], file: IO[bytes] | None, context: JobContext) -> Any:
         """Do the work for one item and return its JSON-serializable result."""
         raise NotImplementedError
 
@@ -137,11 +137,11 @@ class JobType:
     # `finalize_send`, once every item has been prepared: all or none.
     defer_in_atomic: ClassVar[bool] = False
 
-    def prepare(self, payload: dict) -> Any:
+    def prepare(self, payload: dict[str, Any]) -> Any:
         """Check that the item can be done, without doing it (defer_in_atomic types)."""
         raise NotImplementedError
 
-    def finalize_send(self, payloads: list[dict]) -> int:
+    def finalize_send(self, payloads: list[dict[str, Any]]) -> int:
         """Do every prepared item at once; return how many (defer_in_atomic types)."""
         raise NotImplementedError
 

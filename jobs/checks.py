@@ -1,5 +1,7 @@
 """System checks for the job type registry, so a bad BATCHSITE_JOB_TYPES fails at start-up."""
 
+from typing import Any
+
 from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
@@ -7,7 +9,7 @@ from jobs.registry import job_types
 
 
 @checks.register()
-def check_job_types(app_configs, **kwargs):
+def check_job_types(app_configs: Any, **kwargs: Any) -> list[checks.CheckMessage]:
     """Report a job type that cannot be loaded or whose name is taken."""
     job_types.cache_clear()
     try:

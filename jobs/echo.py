@@ -1,8 +1,9 @@
 """The `echo` job type: returns its payload; can be told to sleep or fail, for tests and demos."""
 
 import time
+from typing import IO, Any
 
-from jobs.base import JobType, PayloadError, PermanentError, TransientError
+from jobs.base import JobContext, JobType, PayloadError, PermanentError, TransientError
 
 MAX_SLEEP_MS = 600_000
 
@@ -33,7 +34,7 @@ class Echo(JobType):
     time_limit = MAX_SLEEP_MS / 1000 + 60
     max_time_limit = MAX_SLEEP_MS / 1000 + 60
 
-    def validate_payload(self, payload):
+    def validate_payload(self, payload: Any) -> None:
         """Check the three control fields; anything else in the payload is echoed as is."""
         super().validate_payload(payload)
         errors = {}
@@ -50,7 +51,7 @@ class Echo(JobType):
         if errors:
             raise PayloadError(errors)
 
-    def process(self, payload, file, context):
+    def process(self, payload: dict[str, Any], file: IO[bytes] | None, context: JobContext) -> Any:
         """Sleep, fail or echo, as the payload says."""
         if payload.get("sleep_ms"):
             time.sleep(payload["sleep_ms"] / 1000)

@@ -12,7 +12,7 @@ import contextlib
 import re
 import smtplib
 from email.utils import formataddr, make_msgid, parseaddr
-from typing import Any
+from typing import IO, Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -24,7 +24,7 @@ from django.core.validators import validate_email
 from django.utils.encoding import punycode
 from django.utils.module_loading import import_string
 
-from jobs.base import JobError, JobType, PayloadError, PermanentError, TransientError
+from jobs.base import JobContext, JobError, JobType, PayloadError, PermanentError, TransientError
 
 FIELDS = ("to", "subject", "text", "html", "from")
 MAX_RECIPIENTS = 100
@@ -166,7 +166,7 @@ class EmailSend(JobType):
     # calling process per item, so that nothing is sent unless everything can be.
     defer_in_atomic = True
 
-    def readiness(self):
+    def readiness(self) -> str | None:
         """Say what to configure when mail would go to an SMTP server nobody named.
 
         Django's default is the SMTP backend on localhost, which on most hosts has no mail
@@ -178,7 +178,9 @@ class EmailSend(JobType):
             backend = import_string(settings.EMAIL_BACKEND)
         except ImportError:
             return f"EMAIL_BACKEND {settings.EMAIL_BACKEND!r} cannot be imported; fix EMAIL_BACKEND"
-        if issubclass(backend, SMTPEmailBackend) and not settings.is_overridden("EMAIL_HOST"):
+        # django-stubs types `settings` as the Settings module, without LazySettings' methods.
+        overridden = settings.is_overridden("EMAIL_HOST")  # type: ignore[misc]
+        if issubclass(backend, SMTPEmailBackend) and not overridden:
             return (
                 "no mail server is configured; set EMAIL_HOST (with EMAIL_PORT, "
                 "EMAIL_HOST_USER, EMAIL_HOST_PASSWORD and EMAIL_USE_TLS as it needs), or "
@@ -186,7 +188,7 @@ class EmailSend(JobType):
             )
         return None
 
-    def validate_payload(self, payload):
+    def validate_payload(self, payload: Any) -> None:
         """Check the addresses, the subject and the bodies."""
         super().validate_payload(payload)
         errors: dict[str, str] = {}
@@ -224,7 +226,7 @@ class EmailSend(JobType):
             raise PayloadError(errors)
 
     @staticmethod
-    def _recipient_errors(payload: dict) -> dict[str, str]:
+    def _recipient_errors(payload: dict[str, Any]) -> dict[str, str]:
         if "to" not in payload:
             return {"payload.to": "is required"}
         to = payload["to"]
@@ -246,7 +248,7 @@ class EmailSend(JobType):
                 errors[f"payload.to[{position}]"] = str(exc)
         return errors
 
-    def prepare(self, payload: dict) -> EmailMultiAlternatives:
+    def prepare(self, payload: dict[str, Any]) -> EmailMultiAlternatives:
         """Build and render the message for `payload`; raise PermanentError if it cannot be.
 
         The payload is checked again, since the settings (the allowed senders) may have
@@ -280,7 +282,7 @@ class EmailSend(JobType):
             ) from exc
         return message
 
-    def process(self, payload, file, context):
+    def process(self, payload: dict[str, Any], file: IO[bytes] | None, context: JobContext) -> Any:
         """Send the item's message on its own connection; return recipients and Message-ID."""
         message = self.prepare(payload)
         try:
@@ -289,7 +291,7 @@ class EmailSend(JobType):
             raise _delivery_error(exc) from exc
         return {"to": message.to, "message_id": message.extra_headers["Message-ID"]}
 
-    def finalize_send(self, payloads: list[dict]) -> int:
+    def finalize_send(self, payloads: list[dict[str, Any]]) -> int:
         """Prepare every message, then send them all over one connection; return how many.
 
         Sends nothing if any payload cannot be prepared (PermanentError "not_prepared").

@@ -24,14 +24,14 @@ import os
 import re
 import threading
 import time
-from typing import Any
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 import httpx
 from django.conf import settings
 
 from jobs import outbound
-from jobs.base import JobError, JobType, PayloadError, PermanentError, TransientError
+from jobs.base import JobContext, JobError, JobType, PayloadError, PermanentError, TransientError
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
 FIELDS = ("method", "url", "headers", "json", "body", "timeout", "expect_status")
@@ -138,7 +138,8 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _mime_type(response: httpx.Response) -> str:
-    return response.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type: str = response.headers.get("content-type", "")
+    return content_type.split(";")[0].strip().lower()
 
 
 def _is_json(mime: str) -> bool:
@@ -205,7 +206,7 @@ def _status_error(response: httpx.Response, snippet: str, expected: set[int] | N
     return PermanentError(f"{message} (expected {wanted})", code="unexpected_status")
 
 
-def _expected_statuses(payload: dict) -> set[int] | None:
+def _expected_statuses(payload: dict[str, Any]) -> set[int] | None:
     expected = payload.get("expect_status")
     if expected is None:
         return None
@@ -274,7 +275,7 @@ class HttpRequest(JobType):
     retry_backoff = 0.5
     retry_backoff_max = 30.0
 
-    def validate_payload(self, payload):
+    def validate_payload(self, payload: Any) -> None:
         """Check every field, and that the URL may be fetched now."""
         super().validate_payload(payload)
         errors: dict[str, str] = {}
@@ -333,7 +334,7 @@ class HttpRequest(JobType):
                 errors[path] = "must be printable ASCII on one line"
         return errors
 
-    def process(self, payload, file, context):
+    def process(self, payload: dict[str, Any], file: IO[bytes] | None, context: JobContext) -> Any:
         """Send the request through the outbound guard and describe the response."""
         method = payload.get("method", "GET").upper()
         url = payload["url"]

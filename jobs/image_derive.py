@@ -29,7 +29,7 @@ from django.conf import settings
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from jobs import outbound
-from jobs.base import JobError, JobType, PayloadError, PermanentError, TransientError
+from jobs.base import JobContext, JobError, JobType, PayloadError, PermanentError, TransientError
 
 DEFAULT_MAX_PIXELS = 50_000_000
 # DLCS's default thumbnail boxes; used when a payload names no sizes (a ZIP member's
@@ -155,7 +155,7 @@ class ImageDerive(JobType):
     slice_size = 10
     max_attempts = 2
 
-    def validate_payload(self, payload):
+    def validate_payload(self, payload: Any) -> None:
         """Check sizes, format, quality, mode and origin; refuse unknown fields."""
         super().validate_payload(payload)
         errors: dict[str, str] = {}
@@ -206,7 +206,7 @@ class ImageDerive(JobType):
                 )
         return ""
 
-    def process(self, payload, file, context):
+    def process(self, payload: dict[str, Any], file: IO[bytes] | None, context: JobContext) -> Any:
         """Decode the image (its file, else fetched from its origin), then derive each box."""
         if file is not None:
             return self._derive(payload, file, context.input_name, context)
@@ -216,13 +216,19 @@ class ImageDerive(JobType):
             name = PurePosixPath(urlsplit(payload["origin"]).path).name
             return self._derive(payload, fetched, name, context)
 
-    def _derive(self, payload, file, name: str, context) -> dict[str, Any]:
+    def _derive(
+        self, payload: dict[str, Any], file: IO[bytes], name: str, context: JobContext
+    ) -> dict[str, Any]:
         sizes = payload.get("sizes", DEFAULT_SIZES)
         fmt = payload.get("format", DEFAULT_FORMAT)
         quality = payload.get("quality", DEFAULT_QUALITY)
         mode = payload.get("mode", DEFAULT_MODE)
         image = self._open(file)
-        source = {"width": image.width, "height": image.height, "format": image.format.lower()}
+        source = {
+            "width": image.width,
+            "height": image.height,
+            "format": (image.format or "").lower(),
+        }
         icc_profile = image.info.get("icc_profile")
         image = _prepared(image, fmt)
         stem = PurePosixPath(name).stem or "image"
@@ -249,7 +255,7 @@ class ImageDerive(JobType):
         return {"source": source, "derivatives": derivatives}
 
     @staticmethod
-    def _open(file) -> Image.Image:
+    def _open(file: IO[bytes]) -> Image.Image:
         """Open and fully decode the image, oriented; refuse bombs and broken files."""
         limit = max_pixels()
         previous = Image.MAX_IMAGE_PIXELS
@@ -257,7 +263,7 @@ class ImageDerive(JobType):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                image = Image.open(file, formats=SOURCE_FORMATS)
+                image: Image.Image = Image.open(file, formats=SOURCE_FORMATS)
                 image.load()
                 source_format = image.format
                 image = ImageOps.exif_transpose(image)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -214,7 +215,10 @@ class _DeadlineStream(httpcore.NetworkStream):
         self._stream.close()
 
     def start_tls(
-        self, ssl_context, server_hostname: str | None = None, timeout: float | None = None
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
     ) -> httpcore.NetworkStream:
         timeout = _bounded(timeout, httpcore.ConnectTimeout)
         return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, timeout))
@@ -259,7 +263,12 @@ class _GuardedBackend(httpcore.NetworkBackend):
             return _DeadlineStream(stream)
         raise failure or httpcore.ConnectError(f"host {host!r} has no address")
 
-    def connect_unix_socket(self, path, timeout=None, socket_options=None):
+    def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
         raise OutboundRefused("outbound requests never use Unix sockets")
 
     def sleep(self, seconds: float) -> None:
@@ -271,7 +280,7 @@ class _GuardedTransport(httpx.HTTPTransport):
 
     def __init__(self, *, verify: Any, proxy: str | None):
         limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
-        common = {
+        common: dict[str, Any] = {
             "ssl_context": httpx.create_ssl_context(verify=verify, trust_env=False),
             "max_connections": limits.max_connections,
             "max_keepalive_connections": limits.max_keepalive_connections,
@@ -336,7 +345,7 @@ def _origin(url: str) -> tuple[str, str, int | None]:
 
 @contextmanager
 def fetch(
-    client: httpx.Client, method: str, url: str, *, follow_redirects: bool = True, **kwargs
+    client: httpx.Client, method: str, url: str, *, follow_redirects: bool = True, **kwargs: Any
 ) -> Iterator[httpx.Response]:
     """Send a request through the guard, following redirects hop by hop; yield the response.
 
@@ -394,4 +403,5 @@ def download(
             if received > max_bytes:
                 raise DownloadTooLarge(f"{what} is more than {max_bytes} bytes")
             into.write(block)
-        return response.headers.get("content-type", "")
+        content_type: str = response.headers.get("content-type", "")
+        return content_type

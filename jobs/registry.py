@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -63,6 +64,6 @@ def get_job_type(name: str) -> JobType | None:
 
 
 @receiver(setting_changed)
-def _reset_on_setting_change(*, setting, **kwargs):
+def _reset_on_setting_change(*, setting: str, **kwargs: Any) -> None:
     if setting == "BATCHSITE_JOB_TYPES":
         job_types.cache_clear()

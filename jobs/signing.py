@@ -53,7 +53,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from django.conf import settings
 from django.utils import timezone
 
-from jobs.base import JobType, PayloadError, PermanentError, TransientError
+from jobs.base import JobContext, JobType, PayloadError, PermanentError, TransientError
 
 SIGNATURE_SUFFIX = ".p7s"
 COPY_BLOCK = 256 * 1024
@@ -84,7 +84,7 @@ class Signer:
 
 
 # (key path, mtime, inode, cert path, mtime, inode) -> Signer; one entry, per process.
-_signer_cache: dict[tuple, Signer] = {}
+_signer_cache: dict[tuple[str, int, int, str, int, int], Signer] = {}
 
 
 def signer_paths() -> tuple[Path, Path]:
@@ -139,7 +139,7 @@ def signer_load() -> Signer:
             code="bad_signer",
         ) from None
     problem = signer_check(key, certificate)
-    if problem and not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         raise PermanentError(f"the signer is unusable: {problem}", code="bad_signer")
     if problem:
         # Most likely caught between createsigningkey writing the key and the certificate.
@@ -187,7 +187,7 @@ class Verification:
 
 def _openssl_cms_verify_run(
     document: Path, signature: Path, *options: str
-) -> subprocess.CompletedProcess:
+) -> subprocess.CompletedProcess[bytes]:
     """Run `openssl cms -verify` on a detached DER signature with extra options."""
     binary = openssl_binary()
     found = shutil.which(binary)
@@ -343,7 +343,7 @@ class DocumentSign(JobType):
     chunk_size = 200
     slice_size = 20
 
-    def validate_payload(self, payload):
+    def validate_payload(self, payload: Any) -> None:
         """Accept only an empty object: signing has no options."""
         super().validate_payload(payload)
         if payload:
@@ -351,7 +351,7 @@ class DocumentSign(JobType):
                 {f"payload.{name}": "is not a field of document.sign" for name in sorted(payload)}
             )
 
-    def readiness(self):
+    def readiness(self) -> str | None:
         """Say what to run when there is no usable signer."""
         try:
             signer_load()
@@ -370,7 +370,9 @@ class DocumentSign(JobType):
             )
         return None
 
-    def process(self, payload, file, context):
+    def process(
+        self, payload: dict[str, Any], file: IO[bytes] | None, context: JobContext
+    ) -> dict[str, Any]:
         """Sign the file and write the signature and a copy of the original."""
         if file is None:
             raise PermanentError("document.sign needs a file", code="no_file")
@@ -427,7 +429,7 @@ class DocumentVerify(JobType):
     chunk_size = 200
     slice_size = 20
 
-    def readiness(self):
+    def readiness(self) -> str | None:
         """Say what to install when the openssl program is missing."""
         if shutil.which(openssl_binary()) is None:
             return (
@@ -442,7 +444,7 @@ class DocumentVerify(JobType):
                 return exc.message
         return None
 
-    def validate_payload(self, payload):
+    def validate_payload(self, payload: Any) -> None:
         """Accept an optional base64 `signature` and nothing else."""
         super().validate_payload(payload)
         errors = {
@@ -458,7 +460,9 @@ class DocumentVerify(JobType):
         if errors:
             raise PayloadError(errors)
 
-    def process(self, payload, file, context):
+    def process(
+        self, payload: dict[str, Any], file: IO[bytes] | None, context: JobContext
+    ) -> dict[str, Any]:
         """Put the document and signature in a private folder and have OpenSSL check them."""
         if file is None:
             raise PermanentError("document.verify needs a file", code="no_file")
@@ -493,7 +497,13 @@ class DocumentVerify(JobType):
         return result
 
     @staticmethod
-    def _trust(document, signature, signer, anchors_path, anchors) -> dict[str, Any]:
+    def _trust(
+        document: Path,
+        signature: Path,
+        signer: x509.Certificate | None,
+        anchors_path: Path,
+        anchors: list[x509.Certificate],
+    ) -> dict[str, Any]:
         """Check the signer's chain against the operator's trust anchors."""
         if signer is None:
             return {"trusted": False, "trust_anchor": None, "trust_reason": "no valid signer"}

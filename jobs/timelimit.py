@@ -18,6 +18,7 @@ import os
 import signal
 import threading
 import time
+from types import FrameType
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class _State:
 _state = _State()
 
 
-def _on_signal(signum, frame) -> None:
+def _on_signal(signum: int, frame: FrameType | None) -> None:
     armed = _state.armed
     if armed is not None and armed[0] == _state.fired:
         _state.armed = None
@@ -114,5 +115,5 @@ class time_limit:
         _state.armed = (_state.token, _monotonic() + self.seconds)
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         _state.armed = None

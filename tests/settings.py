@@ -8,11 +8,19 @@ import os
 import tempfile
 
 os.environ.setdefault("DJANGO_SECRET_KEY", "batchsite-tests-only-not-secret")
+# Under pytest-xdist (`make test-fast`) the controller set the variables below before it
+# started the workers, which inherit them: each worker takes its own data dir and queue
+# (pytest-django gives each its own test database). Its qcluster subprocesses keep them.
+_worker = os.environ.get("PYTEST_XDIST_WORKER")
+if _worker and os.environ.get("BATCHSITE_TEST_WORKER") != _worker:
+    os.environ["BATCHSITE_TEST_WORKER"] = _worker
+    os.environ["BATCHSITE_DATA_DIR"] = tempfile.mkdtemp(prefix=f"batchsite-tests-{_worker}-")
+    os.environ["BATCHSITE_QUEUE_NAME"] = f"batchsite-test-{os.getpid()}"
 os.environ.setdefault("BATCHSITE_DATA_DIR", tempfile.mkdtemp(prefix="batchsite-tests-"))
 os.environ.setdefault("BATCHSITE_QUEUE_NAME", f"batchsite-test-{os.getpid()}")
 
-from batchsite.settings import *  # noqa: F403
-from batchsite.settings import BATCHSITE_DATA_DIR, DATABASES, Q_CLUSTER
+from batchsite.settings import *  # noqa: E402, F403 (after the environment is set)
+from batchsite.settings import BATCHSITE_DATA_DIR, DATABASES, Q_CLUSTER  # noqa: E402
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file, not memory, so qcluster subprocesses share the test database.

@@ -76,6 +76,18 @@ def flatten_errors(detail: Any, prefix: str = "") -> list[dict[str, str]]:
     return [{"field": prefix or "body", "message": str(detail)}]
 
 
+def refusal_headers(exc: Exception) -> dict[str, str]:
+    """Return the WWW-Authenticate and Retry-After headers an error asks to be sent with it."""
+    headers = {}
+    auth_header = getattr(exc, "auth_header", None)
+    if auth_header:
+        headers["WWW-Authenticate"] = auth_header
+    wait = getattr(exc, "wait", None)
+    if wait:
+        headers["Retry-After"] = str(int(wait))
+    return headers
+
+
 def domain_error_line(exc: DomainError) -> str:
     """Say on one line what a domain error refuses, with the first details it carries.
 
@@ -152,10 +164,7 @@ def problem_exception_handler(exc: Exception, context: dict) -> Response | None:
         body = problem_body(
             status_code=exc.status_code, code=code, title=title, detail=detail, **extra
         )
-        if getattr(exc, "auth_header", None):
-            headers["WWW-Authenticate"] = exc.auth_header
-        if getattr(exc, "wait", None):
-            headers["Retry-After"] = str(int(exc.wait))
+        headers.update(refusal_headers(exc))
     elif settings.DEBUG:
         return None
     else:

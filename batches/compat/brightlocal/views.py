@@ -43,7 +43,7 @@ from rest_framework.views import APIView
 
 from batches import services
 from batches.api.authentication import KeyUser, api_key_check, request_actor
-from batches.api.problems import flatten_errors, request_refusal
+from batches.api.problems import flatten_errors, refusal_headers, request_refusal
 from batches.compat.brightlocal.serializers import (
     BATCH_STATUSES,
     BrightLocalBatchCreatedSerializer,
@@ -148,11 +148,7 @@ def brightlocal_exception_handler(exc: Exception, context: dict) -> Response | N
     if failure is None:
         return None
     status_code, errors = failure
-    headers = {}
-    if getattr(exc, "auth_header", None):
-        headers["WWW-Authenticate"] = exc.auth_header
-    if getattr(exc, "wait", None):
-        headers["Retry-After"] = str(int(exc.wait))
+    headers = refusal_headers(exc)
     return Response({"success": False, "errors": errors}, status=status_code, headers=headers)
 
 

@@ -46,7 +46,7 @@ from rest_framework.views import APIView
 
 from batches import services
 from batches.api.authentication import KeyUser, api_key_check, request_actor
-from batches.api.problems import flatten_errors, request_refusal
+from batches.api.problems import flatten_errors, refusal_headers, request_refusal
 from batches.compat.centrapay.serializers import (
     CentrapayBatchCreateSerializer,
     CentrapayBatchSerializer,
@@ -106,11 +106,7 @@ def centrapay_exception_handler(exc: Exception, context: dict) -> Response | Non
     if failure is None:
         return None
     status_code, message = failure
-    headers = {}
-    if getattr(exc, "auth_header", None):
-        headers["WWW-Authenticate"] = exc.auth_header
-    if getattr(exc, "wait", None):
-        headers["Retry-After"] = str(int(exc.wait))
+    headers = refusal_headers(exc)
     return Response({"message": message}, status=status_code, headers=headers)
 
 

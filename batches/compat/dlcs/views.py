@@ -41,7 +41,12 @@ from rest_framework.views import APIView
 
 from batches import services
 from batches.api.authentication import ApiKeyAuthentication, request_account, request_actor
-from batches.api.problems import domain_error_line, flatten_errors, request_refusal
+from batches.api.problems import (
+    domain_error_line,
+    flatten_errors,
+    refusal_headers,
+    request_refusal,
+)
 from batches.api.views import CatchAllNotFound
 from batches.compat.dlcs.authentication import BasicApiKeyAuthentication
 from batches.compat.dlcs.serializers import (
@@ -84,7 +89,7 @@ PAGING_PARAMETERS = [
 ]
 
 
-def error_description(exc: Exception) -> str:
+def error_description(exc: DomainError | exceptions.APIException) -> str:
     """Say in one line what is wrong."""
     if isinstance(exc, exceptions.ValidationError):
         return "; ".join(
@@ -104,11 +109,7 @@ def dlcs_exception_handler(exc: Exception, context: dict) -> Response | None:
         exc = exceptions.NotFound()
     if not isinstance(exc, DomainError | exceptions.APIException):
         return None
-    headers = {}
-    if getattr(exc, "auth_header", None):
-        headers["WWW-Authenticate"] = exc.auth_header
-    if getattr(exc, "wait", None):
-        headers["Retry-After"] = str(int(exc.wait))
+    headers = refusal_headers(exc)
     body = hydra_error(exc.status_code, error_description(exc))
     return Response(body, status=exc.status_code, headers=headers)
 

@@ -49,7 +49,12 @@ from rest_framework.views import APIView
 from batches import exports, services
 from batches.api.authentication import ApiKeyAuthentication, request_account, request_actor
 from batches.api.parsers import RawBodyParser
-from batches.api.problems import domain_error_line, flatten_errors, request_refusal
+from batches.api.problems import (
+    domain_error_line,
+    flatten_errors,
+    refusal_headers,
+    request_refusal,
+)
 from batches.api.views import CatchAllNotFound
 from batches.compat.signing import packages
 from batches.compat.signing.serializers import (
@@ -80,7 +85,7 @@ BODY = ["application/json", "application/x-www-form-urlencoded", MULTIPART]
 MAX_ID_DIGITS = 18
 
 
-def error_message(exc: Exception) -> str:
+def error_message(exc: DomainError | exceptions.APIException) -> str:
     """Say in one line what is wrong, with the first details a domain error carries."""
     if isinstance(exc, exceptions.ValidationError):
         return "; ".join(error["message"] for error in flatten_errors(exc.detail)[:5])
@@ -98,11 +103,7 @@ def signing_exception_handler(exc: Exception, context: dict) -> Response | None:
         exc = exceptions.NotFound()
     if not isinstance(exc, DomainError | exceptions.APIException):
         return None
-    headers = {}
-    if getattr(exc, "auth_header", None):
-        headers["WWW-Authenticate"] = exc.auth_header
-    if getattr(exc, "wait", None):
-        headers["Retry-After"] = str(int(exc.wait))
+    headers = refusal_headers(exc)
     return Response({"error": error_message(exc)}, status=exc.status_code, headers=headers)
 
 
