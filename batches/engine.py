@@ -18,7 +18,6 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -30,7 +29,8 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from batches import bulk, nudges, superseding, webhooks
-from batches.models import Batch, BatchError, BatchEvent, Chunk, Item, counter_field
+from batches.models import Batch, BatchError, Chunk, Item, counter_field
+from batches.timeline import event_record, items_move
 from jobs import JobContext, PermanentError, TransientError, get_job_type
 from jobs.base import JobError
 from jobs.timelimit import ItemTimeout, time_limit
@@ -39,50 +39,6 @@ logger = logging.getLogger(__name__)
 
 CHUNK_TASK = "batches.tasks.chunk_run"
 INGEST_TASK = "batches.tasks.source_ingest"
-
-
-def event_record(*, batch: Batch, kind: str, actor: str = "", detail: dict | None = None):
-    """Add an entry to the batch's timeline."""
-    return BatchEvent.objects.create(batch=batch, kind=kind, actor=actor, detail=detail or {})
-
-
-def counters_apply(batch_id, deltas: dict[str, int]) -> None:
-    """Move batch counters by `deltas` (status -> change) with F() expressions."""
-    changes = {
-        counter_field(status): F(counter_field(status)) + delta
-        for status, delta in deltas.items()
-        if delta
-    }
-    if changes:
-        Batch.objects.filter(pk=batch_id).update(**changes)
-
-
-def items_move(
-    *,
-    batch_id,
-    from_statuses: Iterable[str],
-    to_status: str,
-    where: Q | None = None,
-    **values: Any,
-) -> int:
-    """Move items from some statuses to another, keeping the batch counters in step.
-
-    Call it inside a transaction that holds the batch or the chunk; returns the number moved.
-    """
-    moved = 0
-    deltas: Counter[str] = Counter()
-    for status in from_statuses:
-        if status == to_status:
-            continue
-        items = Item.objects.filter(batch_id=batch_id, status=status)
-        if where is not None:
-            items = items.filter(where)
-        count = items.update(status=to_status, **values)
-        deltas[status] -= count
-        deltas[to_status] += count
-        moved += count
-    counters_apply(batch_id, deltas)
-    return moved
 
 
 # --- planning and queueing ---------------------------------------------------------------------

@@ -39,11 +39,10 @@ from batches.exceptions import (
 )
 from batches.ingest import ItemProblem, ItemSpec, item_parse, items_parse
 from batches.models import Account, ApiKey, Batch, BatchError, Chunk, Item, Sequence
+from batches.timeline import event_record, items_move
 from jobs import get_job_type, outbound
 
 logger = logging.getLogger(__name__)
-
-event_record = engine.event_record
 
 
 def sequence_next(name: str) -> int:
@@ -538,7 +537,7 @@ UNCOMMITTED = (Batch.Status.CREATED, Batch.Status.OPEN, Batch.Status.INGESTING)
 def _uncommitted_end(*, batch: Batch, status: str, actor: str, detail: dict | None = None):
     """End a locked batch that was never committed: its items are cancelled."""
     now = timezone.now()
-    engine.items_move(
+    items_move(
         batch_id=batch.pk,
         from_statuses=[Item.Status.PENDING],
         to_status=Item.Status.CANCELLED,
@@ -567,9 +566,7 @@ def batch_commit(*, batch: Batch, actor: str) -> Batch:
         raise BatchNotOpen(f"batch is {batch.status}; it cannot be committed yet")
     # Checked again: a signing key or a mail setting may have gone since the items came.
     job_types_ready_check(selectors.batch_item_types(batch=batch))
-    engine.items_move(
-        batch_id=batch.pk, from_statuses=[Item.Status.PENDING], to_status=Item.Status.QUEUED
-    )
+    items_move(batch_id=batch.pk, from_statuses=[Item.Status.PENDING], to_status=Item.Status.QUEUED)
     batch.refresh_from_db()
     batch.status = Batch.Status.COMMITTED
     batch.committed_at = timezone.now()
@@ -674,7 +671,7 @@ def batch_rerun(*, batch: Batch, which: RerunWhich, actor: str) -> Batch:
         statuses = [Item.Status.FAILED, Item.Status.CANCELLED]
     else:
         statuses = [Item.Status.FAILED]
-    moved = engine.items_move(
+    moved = items_move(
         batch_id=batch.pk,
         from_statuses=statuses,
         to_status=Item.Status.QUEUED,
