@@ -21,7 +21,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from batches import bulk, engine, formats, nudges, selectors, uploads, webhooks
+from batches import bulk, engine, formats, selectors, uploads, webhooks
+from batches.engine import nudges
 from batches.exceptions import (
     BatchAlreadyCommitted,
     BatchEmpty,

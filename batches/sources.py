@@ -18,8 +18,8 @@ import httpx
 from django.conf import settings
 
 from batches import engine, formats, services, uploads
+from batches.engine.locks import lock_acquire, lock_release
 from batches.exceptions import DomainError, TooLarge
-from batches.locks import lock_acquire, lock_release
 from batches.models import Batch
 from jobs import outbound
 

@@ -497,7 +497,7 @@ def test_source_ingest__second_delivery_adds_the_items_once(httpserver, account)
 
 
 def test_source_ingest__delivery_while_another_worker_reads_does_nothing(httpserver, account):
-    from batches.locks import lock_acquire
+    from batches.engine.locks import lock_acquire
 
     url = serve(httpserver, "/items.jsonl", jsonl([{"payload": {}}]))
     batch, _ = services.batch_create(account=account, actor="test", source_url=url)
