@@ -21,7 +21,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from batches import bulk, engine, formats, selectors, uploads, webhooks
+from batches import engine, selectors, webhooks
 from batches.engine import nudges
 from batches.exceptions import (
     BatchAlreadyCommitted,
@@ -38,7 +38,8 @@ from batches.exceptions import (
     TooLarge,
     UnsupportedMediaType,
 )
-from batches.ingest import ItemProblem, ItemSpec, item_parse, items_parse
+from batches.ingest import bulk, formats, staging
+from batches.ingest.items import ItemProblem, ItemSpec, item_parse, items_parse
 from batches.models import Account, ApiKey, Batch, BatchError, Chunk, Item, Sequence
 from batches.timeline import event_record, items_move
 from jobs import get_job_type, outbound
@@ -366,7 +367,7 @@ def batch_upload(
     dry_run: bool = False,
     csv_types: Literal["string", "infer"] = "string",
     payload: dict[str, Any] | None = None,
-    regroup: uploads.Regroup | None = None,
+    regroup: staging.Regroup | None = None,
 ) -> dict[str, Any]:
     """Add the items of an uploaded JSONL, JSON array, CSV or ZIP file; return what was
     added and refused.
@@ -375,7 +376,7 @@ def batch_upload(
     on_error="skip" bad lines become BatchErrors and the good ones are added; with
     "reject" any bad line refuses the whole file. Either way the items are inserted in one
     transaction, and a dry run validates without adding anything. `regroup` is passed on
-    to uploads.stage.
+    to staging.stage.
     """
     fmt = formats.format_of(content_type or "")
     sniff = fmt is None and formats.media_type(content_type or "") == formats.OCTET_STREAM
@@ -390,7 +391,7 @@ def batch_upload(
     if fmt == "zip":
         # Every member becomes an item of the batch's type: refuse before reading the body.
         job_types_ready_check([batch.type])
-    path = uploads.receive(
+    path = staging.receive(
         stream, content_length=content_length, limit=settings.BATCHSITE_MAX_UPLOAD_BYTES
     )
     try:
@@ -407,7 +408,7 @@ def batch_upload(
                 "carry their own",
                 errors=[{"field": "payload", "message": "only with application/zip"}],
             )
-        staged = uploads.stage(
+        staged = staging.stage(
             path,
             fmt=fmt,
             default_type=batch.type,
@@ -441,7 +442,7 @@ def batch_upload(
 
 
 @transaction.atomic
-def items_add_staged(*, batch: Batch, staged: uploads.Staged, actor: str) -> range:
+def items_add_staged(*, batch: Batch, staged: staging.Staged, actor: str) -> range:
     """Insert staged items and record the lines that were refused, in one transaction."""
     batch = batch_lock(batch)
     if batch.status not in (*Batch.ACCEPTS_ITEMS, Batch.Status.INGESTING):
@@ -487,7 +488,7 @@ def items_add_staged(*, batch: Batch, staged: uploads.Staged, actor: str) -> ran
 
 
 @transaction.atomic
-def batch_ingest_finish(*, batch: Batch, staged: uploads.Staged, actor: str) -> Batch | None:
+def batch_ingest_finish(*, batch: Batch, staged: staging.Staged, actor: str) -> Batch | None:
     """Add what was read from the batch's source and open it (or commit it, if asked).
 
     Returns None if the batch is no longer ingesting (another delivery of the task got

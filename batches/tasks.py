@@ -2,9 +2,10 @@
 
 import logging
 
-from batches import sources, webhooks
+from batches import webhooks
 from batches.engine import runner
 from batches.engine.sweep import sweep_scheduled
+from batches.ingest import sources
 
 logger = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from batches import bulk
 from batches.engine import finalize, nudges
 from batches.engine.claim import LeaseKeeper, chunk_claim, chunks_release, lease_renew, worker_name
 from batches.engine.finalize import DEFERRED_RESULT, batch_outputs_dir, failure_policy_apply
+from batches.ingest import bulk
 from batches.models import Batch, Chunk, Item, counter_field
 from batches.timeline import event_record, items_move
 from jobs import JobContext, PermanentError, TransientError, get_job_type
