@@ -21,7 +21,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from batches import bulk, engine, formats, nudges, selectors, uploads, webhooks
+from batches import engine, selectors, webhooks
+from batches.engine import nudges
 from batches.exceptions import (
     BatchAlreadyCommitted,
     BatchEmpty,
@@ -37,13 +38,13 @@ from batches.exceptions import (
     TooLarge,
     UnsupportedMediaType,
 )
-from batches.ingest import ItemProblem, ItemSpec, item_parse, items_parse
+from batches.ingest import bulk, formats, staging
+from batches.ingest.items import ItemProblem, ItemSpec, item_parse, items_parse
 from batches.models import Account, ApiKey, Batch, BatchError, Chunk, Item, Sequence
+from batches.timeline import event_record, items_move
 from jobs import get_job_type, outbound
 
 logger = logging.getLogger(__name__)
-
-event_record = engine.event_record
 
 
 def sequence_next(name: str) -> int:
@@ -369,7 +370,7 @@ def batch_upload(
     dry_run: bool = False,
     csv_types: Literal["string", "infer"] = "string",
     payload: dict[str, Any] | None = None,
-    regroup: uploads.Regroup | None = None,
+    regroup: staging.Regroup | None = None,
 ) -> dict[str, Any]:
     """Add the items of an uploaded JSONL, JSON array, CSV or ZIP file; return what was
     added and refused.
@@ -378,7 +379,7 @@ def batch_upload(
     on_error="skip" bad lines become BatchErrors and the good ones are added; with
     "reject" any bad line refuses the whole file. Either way the items are inserted in one
     transaction, and a dry run validates without adding anything. `regroup` is passed on
-    to uploads.stage.
+    to staging.stage.
     """
     fmt = formats.format_of(content_type or "")
     sniff = fmt is None and formats.media_type(content_type or "") == formats.OCTET_STREAM
@@ -393,7 +394,7 @@ def batch_upload(
     if fmt == "zip":
         # Every member becomes an item of the batch's type: refuse before reading the body.
         job_types_ready_check([batch.type])
-    path = uploads.receive(
+    path = staging.receive(
         stream, content_length=content_length, limit=settings.BATCHSITE_MAX_UPLOAD_BYTES
     )
     try:
@@ -410,7 +411,7 @@ def batch_upload(
                 "carry their own",
                 errors=[{"field": "payload", "message": "only with application/zip"}],
             )
-        staged = uploads.stage(
+        staged = staging.stage(
             path,
             fmt=fmt,
             default_type=batch.type,
@@ -444,7 +445,7 @@ def batch_upload(
 
 
 @transaction.atomic
-def items_add_staged(*, batch: Batch, staged: uploads.Staged, actor: str) -> range:
+def items_add_staged(*, batch: Batch, staged: staging.Staged, actor: str) -> range:
     """Insert staged items and record the lines that were refused, in one transaction."""
     batch = batch_lock(batch)
     if batch.status not in (*Batch.ACCEPTS_ITEMS, Batch.Status.INGESTING):
@@ -490,7 +491,7 @@ def items_add_staged(*, batch: Batch, staged: uploads.Staged, actor: str) -> ran
 
 
 @transaction.atomic
-def batch_ingest_finish(*, batch: Batch, staged: uploads.Staged, actor: str) -> Batch | None:
+def batch_ingest_finish(*, batch: Batch, staged: staging.Staged, actor: str) -> Batch | None:
     """Add what was read from the batch's source and open it (or commit it, if asked).
 
     Returns None if the batch is no longer ingesting (another delivery of the task got
@@ -543,7 +544,7 @@ def _uncommitted_end(
 ) -> Batch:
     """End a locked batch that was never committed: its items are cancelled."""
     now = timezone.now()
-    engine.items_move(
+    items_move(
         batch_id=batch.pk,
         from_statuses=[Item.Status.PENDING],
         to_status=Item.Status.CANCELLED,
@@ -572,9 +573,7 @@ def batch_commit(*, batch: Batch, actor: str) -> Batch:
         raise BatchNotOpen(f"batch is {batch.status}; it cannot be committed yet")
     # Checked again: a signing key or a mail setting may have gone since the items came.
     job_types_ready_check(selectors.batch_item_types(batch=batch))
-    engine.items_move(
-        batch_id=batch.pk, from_statuses=[Item.Status.PENDING], to_status=Item.Status.QUEUED
-    )
+    items_move(batch_id=batch.pk, from_statuses=[Item.Status.PENDING], to_status=Item.Status.QUEUED)
     batch.refresh_from_db()
     batch.status = Batch.Status.COMMITTED
     batch.committed_at = timezone.now()
@@ -679,7 +678,7 @@ def batch_rerun(*, batch: Batch, which: RerunWhich, actor: str) -> Batch:
         statuses = [Item.Status.FAILED, Item.Status.CANCELLED]
     else:
         statuses = [Item.Status.FAILED]
-    moved = engine.items_move(
+    moved = items_move(
         batch_id=batch.pk,
         from_statuses=statuses,
         to_status=Item.Status.QUEUED,

@@ -2,7 +2,10 @@
 
 import logging
 
-from batches import engine
+from batches import webhooks
+from batches.engine import runner
+from batches.engine.sweep import sweep_scheduled
+from batches.ingest import sources
 
 logger = logging.getLogger(__name__)
 
@@ -14,7 +17,7 @@ def chunk_run(chunk_id: int) -> str:
     and sweep already decide when a chunk runs again.
     """
     try:
-        return engine.chunk_process(chunk_id=chunk_id)
+        return runner.chunk_process(chunk_id=chunk_id)
     except Exception:
         logger.exception("chunk %s stopped on an unexpected error; its lease will expire", chunk_id)
         return "error"
@@ -22,8 +25,6 @@ def chunk_run(chunk_id: int) -> str:
 
 def sweep() -> dict:
     """Run the periodic sweep; never raises, so the schedule keeps its rhythm."""
-    from batches.sweep import sweep_scheduled
-
     try:
         return sweep_scheduled()
     except Exception:
@@ -33,10 +34,8 @@ def sweep() -> dict:
 
 def source_ingest(batch_id: str) -> str:
     """Download and read a batch's source file; never raises."""
-    from batches.sources import source_ingest as ingest
-
     try:
-        return ingest(batch_id=batch_id)
+        return sources.source_ingest(batch_id=batch_id)
     except Exception:
         logger.exception("reading the source of batch %s failed; the sweep will retry", batch_id)
         return "error"
@@ -48,10 +47,8 @@ def webhook_deliver(delivery_id: str) -> str:
     A try that crashes keeps its lease until it expires; the sweep then hands the
     delivery out again.
     """
-    from batches.webhooks import deliver
-
     try:
-        return deliver(delivery_id)
+        return webhooks.deliver(delivery_id)
     except Exception:
         logger.exception("webhook delivery %s stopped on an unexpected error", delivery_id)
         return "error"

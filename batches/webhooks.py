@@ -33,6 +33,7 @@ from rest_framework.fields import DateTimeField
 
 from batches.exceptions import NotFound
 from batches.models import Account, Batch, WebhookAttempt, WebhookDelivery
+from batches.timeline import event_record
 from jobs import outbound
 
 logger = logging.getLogger(__name__)
@@ -287,7 +288,6 @@ def _outcome_record(
     delivery_id, number: int, *, status_code: int | None, error: str, final: bool
 ) -> str:
     """Write the outcome of try `number` onto the delivery, unless another try took over."""
-    from batches.engine import event_record
 
     # Only the delivery's row is locked; the batch is read, for its timeline, if it ends.
     delivery = WebhookDelivery.objects.select_for_update().filter(pk=delivery_id).first()
@@ -373,7 +373,6 @@ def delivery_redeliver(*, delivery: WebhookDelivery, actor: str) -> WebhookDeliv
     is not doubled: the next try waits for its lease, and if that try succeeds, it was the
     redelivery.
     """
-    from batches.engine import event_record
 
     locked = WebhookDelivery.objects.select_for_update().filter(pk=delivery.pk).first()
     if locked is None:

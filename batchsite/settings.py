@@ -275,10 +275,10 @@ if BATCHSITE_LOG_FORMAT not in ("plain", "json"):
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"secrets": {"()": "batches.logging.SecretsFilter"}},
+    "filters": {"secrets": {"()": "batchsite.logging.SecretsFilter"}},
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "json": {"()": "batches.logging.JsonFormatter"},
+        "json": {"()": "batchsite.logging.JsonFormatter"},
         # Django's own, for `runserver`'s request lines.
         "django.server": {
             "()": "django.utils.log.ServerFormatter",

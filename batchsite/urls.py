@@ -3,7 +3,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from batches import observability
+from batchsite import observability
 
 urlpatterns = [
     path("admin/", admin.site.urls),

@@ -11,7 +11,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from batches import selectors
-from batches.ingest import storable_problem
+from batches.ingest.items import storable_problem
 from batches.models import Batch, BatchError, BatchEvent, Item
 
 # --- strict input --------------------------------------------------------------------------------

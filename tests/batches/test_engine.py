@@ -8,6 +8,7 @@ import pytest
 from django.utils import timezone
 
 from batches import engine, services, tasks
+from batches.engine import nudges, runner
 from batches.models import Batch, BatchEvent, Chunk, Item
 from jobs import get_job_type
 from tests.helpers import assert_counters_exact, kinds, statuses
@@ -442,7 +443,7 @@ def test_chunk_run__task_never_raises(monkeypatch):
     def explode(*, chunk_id):
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(engine, "chunk_process", explode)
+    monkeypatch.setattr(runner, "chunk_process", explode)
 
     assert tasks.chunk_run(123) == "error"
 
@@ -645,7 +646,7 @@ def test_chunk_process__pause_mid_chunk_hands_the_chunk_back_and_resume_finishes
 
 
 def test_chunk_process__a_nudge_without_a_stop_lets_the_worker_go_on(ran, account, flaky_hooks):
-    flaky_hooks["nudge"] = lambda: engine.nudges.batch_nudge(Batch.objects.get(account=account).pk)
+    flaky_hooks["nudge"] = lambda: nudges.batch_nudge(Batch.objects.get(account=account).pk)
     items = [{"payload": {"hook": "nudge"} if n == 2 else {}} for n in range(20)]
 
     batch = ran(items, type="test.flaky")

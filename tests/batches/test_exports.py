@@ -15,7 +15,8 @@ import pytest
 from django.conf import settings as django_settings
 from django.urls import reverse
 
-from batches import bulk, engine, exports, services
+from batches import engine, exports, services
+from batches.ingest import bulk
 from batches.models import Batch, BatchError, BatchEvent, Chunk, Item
 from tests.batches.test_api_problems import assert_problem, batch_url, create_batch
 

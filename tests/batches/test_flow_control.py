@@ -10,7 +10,8 @@ from django.utils import timezone
 from django_q.brokers import get_broker
 from django_q.conf import Conf
 
-from batches import engine, services, sweep
+from batches import engine, services
+from batches.engine import sweep
 from batches.models import Batch, BatchEvent, Chunk, Lock
 from tests.helpers import assert_counters_exact, kinds, recount
 

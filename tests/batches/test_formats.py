@@ -1,5 +1,5 @@
-"""Tests for batches.formats (the JSONL, JSON array, CSV and ZIP readers, format_sniff) and
-batches.uploads (receive, stage).
+"""Tests for batches.ingest.formats (the JSONL, JSON array, CSV and ZIP readers, format_sniff) and
+batches.ingest.staging (receive, stage).
 
 Everything here runs without the database: readers see bytes, stage sees a file on disk.
 """
@@ -21,10 +21,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batches import formats, uploads
 from batches.exceptions import InvalidInput, TooLarge
-from batches.formats import FileRejected
-from batches.ingest import ItemProblem
+from batches.ingest import formats, staging
+from batches.ingest.formats import FileRejected
+from batches.ingest.items import ItemProblem
 
 MB = 1024 * 1024
 
@@ -873,34 +873,34 @@ class Unreadable(io.RawIOBase):
 
 
 def test_receive__copies_the_body_to_a_temporary_file(data_dir):
-    body = b"x" * (uploads.READ_BLOCK * 2 + 17)
+    body = b"x" * (staging.READ_BLOCK * 2 + 17)
 
-    path = uploads.receive(io.BytesIO(body), content_length=len(body), limit=len(body))
+    path = staging.receive(io.BytesIO(body), content_length=len(body), limit=len(body))
 
     assert path.read_bytes() == body
-    assert path.parent == uploads.work_dir()
+    assert path.parent == staging.work_dir()
     assert data_dir in path.parents
 
 
 def test_receive__declared_length_over_the_limit_is_refused_unread(data_dir):
     with pytest.raises(TooLarge, match="the limit is 10"):
-        uploads.receive(Unreadable(), content_length=11, limit=10)
+        staging.receive(Unreadable(), content_length=11, limit=10)
 
     assert tree(data_dir) == []
 
 
 @pytest.mark.parametrize("content_length", [None, 5], ids=["no-length", "understated"])
 def test_receive__streamed_bytes_over_the_limit_are_refused(data_dir, content_length):
-    body = b"x" * (uploads.READ_BLOCK + 1)
+    body = b"x" * (staging.READ_BLOCK + 1)
 
     with pytest.raises(TooLarge):
-        uploads.receive(io.BytesIO(body), content_length=content_length, limit=uploads.READ_BLOCK)
+        staging.receive(io.BytesIO(body), content_length=content_length, limit=staging.READ_BLOCK)
 
     assert tree(data_dir) == []
 
 
 def test_receive__exactly_the_limit_is_accepted(data_dir):
-    path = uploads.receive(io.BytesIO(b"12345"), content_length=None, limit=5)
+    path = staging.receive(io.BytesIO(b"12345"), content_length=None, limit=5)
 
     assert path.read_bytes() == b"12345"
 
@@ -911,7 +911,7 @@ def test_receive__exactly_the_limit_is_accepted(data_dir):
 def stage_bytes(tmp_path, body: bytes, *, fmt="jsonl", default_type="echo", **kwargs):
     path = tmp_path / f"upload.{fmt}"
     path.write_bytes(body)
-    return uploads.stage(path, fmt=fmt, default_type=default_type, files_dir=files_dir(), **kwargs)
+    return staging.stage(path, fmt=fmt, default_type=default_type, files_dir=files_dir(), **kwargs)
 
 
 def files_dir() -> Path:
@@ -921,7 +921,7 @@ def files_dir() -> Path:
 
 
 def staging_files() -> list[str]:
-    return tree(uploads.work_dir())
+    return tree(staging.work_dir())
 
 
 def test_stage__writes_good_items_and_reports_bad_ones(tmp_path):
@@ -986,14 +986,14 @@ def test_stage__problem_names_the_external_id_when_known(tmp_path):
 
 
 def test_stage__keeps_only_the_first_problems_for_the_answer_but_all_on_file(tmp_path):
-    body = b"{bad\n" * (uploads.REPORTED_ERRORS + 5) + jsonl({"payload": {}})
+    body = b"{bad\n" * (staging.REPORTED_ERRORS + 5) + jsonl({"payload": {}})
 
     staged = stage_bytes(tmp_path, body)
 
-    assert staged.rejected == uploads.REPORTED_ERRORS + 5
-    assert len(staged.problems) == uploads.REPORTED_ERRORS
-    assert len(staged.report(dry_run=False)["errors"]) == uploads.REPORTED_ERRORS
-    assert [p["index"] for p in staged.all_problems()] == list(range(uploads.REPORTED_ERRORS + 5))
+    assert staged.rejected == staging.REPORTED_ERRORS + 5
+    assert len(staged.problems) == staging.REPORTED_ERRORS
+    assert len(staged.report(dry_run=False)["errors"]) == staging.REPORTED_ERRORS
+    assert [p["index"] for p in staged.all_problems()] == list(range(staging.REPORTED_ERRORS + 5))
     staged.close()
 
 
@@ -1155,7 +1155,7 @@ def test_stage__memory_stays_flat_for_a_large_file(tmp_path, bad):
     assert path.stat().st_size > 25 * MB
 
     staged, peak = peak_while(
-        lambda: uploads.stage(path, fmt="jsonl", default_type="echo", files_dir=files_dir())
+        lambda: staging.stage(path, fmt="jsonl", default_type="echo", files_dir=files_dir())
     )
 
     assert (staged.added, staged.rejected) == ((0, LINES) if bad else (LINES, 0))
@@ -1175,7 +1175,7 @@ def test_stage__one_huge_jsonl_line_is_refused_without_loading_it(tmp_path):
     )
 
     staged, peak = peak_while(
-        lambda: uploads.stage(path, fmt="jsonl", default_type="echo", files_dir=files_dir())
+        lambda: staging.stage(path, fmt="jsonl", default_type="echo", files_dir=files_dir())
     )
 
     assert (staged.added, staged.rejected) == (1, 1)
@@ -1196,7 +1196,7 @@ def test_stage__memory_stays_flat_for_a_large_json_array(tmp_path):
     assert path.stat().st_size > 25 * MB
 
     staged, peak = peak_while(
-        lambda: uploads.stage(path, fmt="json", default_type="echo", files_dir=files_dir())
+        lambda: staging.stage(path, fmt="json", default_type="echo", files_dir=files_dir())
     )
 
     assert (staged.added, staged.rejected) == (LINES, 0)
@@ -1210,7 +1210,7 @@ def test_stage__one_huge_json_array_element_is_refused_without_loading_it(tmp_pa
 
     def refused():
         with pytest.raises(FileRejected, match="item 0 of the JSON array is longer than"):
-            uploads.stage(path, fmt="json", default_type="echo", files_dir=files_dir())
+            staging.stage(path, fmt="json", default_type="echo", files_dir=files_dir())
 
     _, peak = peak_while(refused)
 

@@ -1,4 +1,4 @@
-"""Tests for batches.ingest: every bad item shape is refused with its index and fields."""
+"""Tests for batches.ingest.items: every bad item shape is refused with its index and fields."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from batches.ingest import MAX_TEXT, ItemProblem, ItemSpec, item_parse, items_parse
+from batches.ingest.items import MAX_TEXT, ItemProblem, ItemSpec, item_parse, items_parse
 from jobs import job_types
 
 

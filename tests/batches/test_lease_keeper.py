@@ -7,6 +7,7 @@ from unittest import mock
 import pytest
 
 from batches import engine, services
+from batches.engine import planning
 from batches.models import Chunk, Item
 from tests.factories import AccountFactory
 
@@ -17,7 +18,7 @@ def test_lease_keeper__a_slow_item_outlives_its_lease_without_losing_the_chunk(s
     batch, _ = services.batch_create(
         account=AccountFactory(), actor="test", items=[{"payload": {"sleep_ms": 2500}}]
     )
-    with mock.patch.object(engine, "chunks_enqueue"):
+    with mock.patch.object(planning, "chunks_enqueue"):
         services.batch_commit(batch=batch, actor="test")
     chunk = Chunk.objects.get(batch=batch)
     outcome = []

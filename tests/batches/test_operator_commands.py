@@ -20,6 +20,7 @@ from django.db import connections
 from django.utils import timezone
 
 from batches import engine, services
+from batches.engine import planning
 from batches.management import operator
 from batches.management.commands.purgebatches import duration_parse
 from batches.models import Account, Batch, BatchError, BatchEvent, Chunk, Item
@@ -171,7 +172,7 @@ def test_createbatch__wait_fails_when_the_batch_does_not_end_finished(
         chunk = Chunk.objects.select_related("batch").get(pk=chunk_ids[0])
         services.batch_cancel(batch=chunk.batch, actor="someone else")
 
-    monkeypatch.setattr(engine, "chunks_enqueue", cancel_instead_of_running)
+    monkeypatch.setattr(planning, "chunks_enqueue", cancel_instead_of_running)
 
     with pytest.raises(CommandError) as exc:
         run(
@@ -370,7 +371,7 @@ def test_batchstatus_watch__returns_when_the_batch_ends(transactional_db, monkey
     batch = open_batch(account=AccountFactory(), items=5)
     chunk_ids: list[int] = []
     # Commit without running: the chunks are left for the "worker" thread below.
-    monkeypatch.setattr(engine, "chunks_enqueue", chunk_ids.extend)
+    monkeypatch.setattr(planning, "chunks_enqueue", chunk_ids.extend)
     services.batch_commit(batch=batch, actor="test")
     assert chunk_ids
     watched = threading.Event()

@@ -1,4 +1,4 @@
-"""Tests for batches.sources: batches filled from a file URL (Centrapay-style), end to end.
+"""Tests for batches.ingest.sources: batches filled from a file URL (Centrapay-style), end to end.
 
 The source is served by a real HTTP server on loopback (pytest-httpserver); the allow-list
 names `localhost` itself, which is what lets a loopback host through the outbound guard.
@@ -15,7 +15,8 @@ import httpx
 import pytest
 from werkzeug import Response
 
-from batches import services, sources
+from batches import services
+from batches.ingest import sources
 from batches.models import Batch, BatchError, Item
 from tests.batches.test_api_problems import BATCHES, assert_problem, batch_url, row_counts
 from tests.batches.test_formats import SNIFFED_FILES, UNRECOGNISABLE
@@ -497,7 +498,7 @@ def test_source_ingest__second_delivery_adds_the_items_once(httpserver, account)
 
 
 def test_source_ingest__delivery_while_another_worker_reads_does_nothing(httpserver, account):
-    from batches.locks import lock_acquire
+    from batches.engine.locks import lock_acquire
 
     url = serve(httpserver, "/items.jsonl", jsonl([{"payload": {}}]))
     batch, _ = services.batch_create(account=account, actor="test", source_url=url)

@@ -29,7 +29,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from batches import engine, services, sweep
+from batches import engine, services
+from batches.engine import planning, sweep
 from batches.exceptions import (
     BatchAlreadyCommitted,
     BatchEmpty,
@@ -589,7 +590,7 @@ def test_batch_lifecycle__random_transitions_keep_every_invariant(db, settings, 
         # Chunks run only when a worker rule says so; the broker just records the hand-off.
         Chunk.objects.filter(pk__in=chunk_ids).update(enqueued_at=timezone.now())
 
-    monkeypatch.setattr(engine, "chunks_enqueue", enqueue_nowhere)
+    monkeypatch.setattr(planning, "chunks_enqueue", enqueue_nowhere)
 
     run_state_machine_as_test(
         BatchMachine,

@@ -1,4 +1,4 @@
-"""Tests for batches.superseding: `superseded` (DLCS) once later batches redid every key."""
+"""Tests for batches.engine.superseding: `superseded` (DLCS) once later batches redid every key."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import zipfile
 
 import pytest
 
-from batches import engine, services, superseding
+from batches import engine, services
+from batches.engine import superseding
 from batches.models import Batch, Chunk, Item
 from tests.batches.test_api_problems import BATCHES, batch_url, create_batch
 from tests.factories import AccountFactory

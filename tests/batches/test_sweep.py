@@ -1,4 +1,4 @@
-"""Tests for batches.sweep: the lock, lost chunks, not_before, TTL, deadlines, retention."""
+"""Tests for batches.engine.sweep: the lock, lost chunks, not_before, TTL, deadlines, retention."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_q.models import Schedule
 
-from batches import engine, locks, services, sweep, tasks
+from batches import engine, services, tasks
+from batches.engine import finalize, locks, sweep
 from batches.exceptions import BatchFinished, BatchNotOpen
 from batches.models import Batch, BatchError, BatchEvent, Chunk, Item, Lock
 from tests.factories import open_batch
@@ -596,7 +597,7 @@ def test_batches_finalize_stuck__finalizes_once_and_a_second_sweep_changes_nothi
     batch = make(echo_items(3, i1={"fail": True}))
     with monkeypatch.context() as patched:
         # The worker closed the last chunk and died before finalizing the batch.
-        patched.setattr(engine, "batch_finalize_if_done", lambda batch_id: None)
+        patched.setattr(finalize, "batch_finalize_if_done", lambda batch_id: None)
         assert engine.chunk_process(chunk_id=only_chunk(batch).pk) == "done"
     assert Batch.objects.get(pk=batch.pk).status == S.RUNNING
     assert terminal_kinds(batch) == []
@@ -625,7 +626,7 @@ def test_batches_finalize_stuck__cancelling_batch_whose_worker_died_ends_cancell
     chunk = engine.chunk_claim(chunk_id=only_chunk(batch).pk, owner="worker-1")
     services.batch_cancel(batch=batch, actor="test")
     with monkeypatch.context() as patched:
-        patched.setattr(engine, "batch_finalize_if_done", lambda batch_id: None)
+        patched.setattr(finalize, "batch_finalize_if_done", lambda batch_id: None)
         assert engine.ChunkRunner(chunk=chunk, owner="worker-1").run() == "done"
     assert Batch.objects.get(pk=batch.pk).status == S.CANCELLING
 

@@ -15,7 +15,8 @@ from urllib.parse import urlencode
 import pytest
 from django.conf import settings as django_settings
 
-from batches import bulk, services, uploads
+from batches import services
+from batches.ingest import bulk, staging
 from batches.models import Batch, BatchError, Item
 from tests.batches.test_api_problems import (
     assert_problem,
@@ -375,14 +376,14 @@ def test_upload__reject_accepts_a_clean_file(client_a, empty_batch):
 
 
 def test_upload__errors_in_the_answer_are_capped_but_all_are_recorded(client_a, empty_batch):
-    bad = uploads.REPORTED_ERRORS + 20
+    bad = staging.REPORTED_ERRORS + 20
     body = b"{bad\n" * bad + jsonl({"payload": {}})
 
     response = upload(client_a, empty_batch, body, JSONL)
 
     report = response.json()
     assert (report["added"], report["rejected"]) == (1, bad)
-    assert len(report["errors"]) == uploads.REPORTED_ERRORS
+    assert len(report["errors"]) == staging.REPORTED_ERRORS
     assert BatchError.objects.filter(batch=empty_batch).count() == bad
     assert counters(empty_batch)[3] == bad
 

@@ -20,7 +20,8 @@ import pytest
 from PIL import Image
 from rest_framework.test import APIClient
 
-from batches import services, uploads
+from batches import services
+from batches.ingest import staging
 from batches.models import Batch, Item
 from tests.helpers import refused_port
 
@@ -341,7 +342,7 @@ def test_dlcs_queue__origin_that_cannot_be_fetched_fails_only_its_image(
 def assert_nothing_stored() -> None:
     assert not Batch.objects.exists()
     assert not Item.objects.exists()
-    assert not list(uploads.work_dir().glob("source-*")), "a downloaded origin was left behind"
+    assert not list(staging.work_dir().glob("source-*")), "a downloaded origin was left behind"
 
 
 def test_dlcs_queue__origin_outside_the_allow_list_refuses_the_whole_submission(

@@ -194,7 +194,7 @@ def test_cluster__not_before_waits_for_the_sweep(client_a, cluster):
 
     from django.utils import timezone
 
-    from batches.sweep import sweep_run
+    from batches.engine.sweep import sweep_run
 
     not_before = (timezone.now() + timedelta(hours=1)).isoformat()
     items = [{"payload": {"n": n}} for n in range(100)]

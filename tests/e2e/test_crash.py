@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from batches import services
+from batches.engine.sweep import sweep_run
 from batches.models import Batch, BatchEvent, Item
-from batches.sweep import sweep_run
 from tests.conftest import wait_for
 from tests.e2e.test_cluster import recount
 from tests.factories import AccountFactory

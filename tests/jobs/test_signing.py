@@ -20,9 +20,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from django.core.management import call_command
 from django.utils import timezone
 
-from batches.management.commands.createsigningkey import certificate_self_signed
 from batches.models import Batch, Item
 from jobs.base import JobContext, PayloadError, PermanentError, TransientError
+from jobs.management.commands.createsigningkey import certificate_self_signed
 from jobs.signing import DocumentSign, DocumentVerify, openssl_reason, signer_load
 from tests.batches.test_api_problems import assert_problem, batch_url, create_batch, error_fields
 

@@ -1,4 +1,4 @@
-"""Tests for batches.observability (healthz, readyz, metrics) and batches.logging."""
+"""Tests for batchsite.observability (healthz, readyz, metrics) and batchsite.logging."""
 
 from __future__ import annotations
 
@@ -22,9 +22,10 @@ from django_q.conf import Conf
 from django_q.status import Stat
 from prometheus_client.parser import text_string_to_metric_families
 
-from batches import engine, observability, services
-from batches.logging import JsonFormatter
+from batches import engine, services
 from batches.models import Batch, Item
+from batchsite import observability
+from batchsite.logging import JsonFormatter
 from tests.conftest import ROOT, wait_for
 from tests.factories import BatchFactory, ItemFactory
 

@@ -29,7 +29,7 @@ from django.db import connections
 from django.test import Client
 
 from batches import services
-from batches.logging import JsonFormatter, SecretsFilter, secrets_redact
+from batchsite.logging import JsonFormatter, SecretsFilter, secrets_redact
 from tests.security.test_auth_failures import bad_key
 
 pytestmark = pytest.mark.django_db(transaction=True)

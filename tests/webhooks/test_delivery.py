@@ -13,7 +13,8 @@ from django.db import connection
 from django.utils import timezone
 from werkzeug import Response
 
-from batches import services, sweep, webhooks
+from batches import services, webhooks
+from batches.engine import sweep
 from batches.models import Batch, WebhookAttempt, WebhookDelivery
 from tests.factories import BatchFactory
 from tests.helpers import kinds

@@ -61,9 +61,9 @@ from batches.compat.dlcs.serializers import (
     QueueSubmissionSerializer,
     hydra_error,
 )
+from batches.engine.superseding import superseded_refresh
 from batches.exceptions import DomainError, NotFound
 from batches.models import Account, Batch
-from batches.superseding import superseded_refresh
 
 JOB_TYPE = "image.derive"
 TAG = "compat: dlcs"

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 from django.conf import settings
 
-from batches.formats import Record
-from batches.ingest import ItemProblem
+from batches.ingest.formats import Record
+from batches.ingest.items import ItemProblem
 from jobs.signing import SIGNATURE_SUFFIX, DocumentVerify
 
 

@@ -4,7 +4,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from batches import benchmarks
+from batchsite import bench
 
 
 class Command(BaseCommand):
@@ -18,7 +18,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--scenario",
             action="append",
-            choices=[*benchmarks.SCENARIOS, *benchmarks.EXTRA_SCENARIOS],
+            choices=[*bench.SCENARIOS, *bench.EXTRA_SCENARIOS],
             help=(
                 "scenario to run (repeatable; default: all but the job-type scenarios "
                 "image-derive and document-sign, and scale-out)"
@@ -58,7 +58,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         if options["child"]:
-            result = benchmarks.run_in_child(options["child"], json.loads(options["child_options"]))
+            result = bench.run_in_child(options["child"], json.loads(options["child_options"]))
             self.stdout.write(json.dumps(result))
             return
         if min(options[name] for name in ("items", "workers", "clusters", "max_clusters")) < 1:
@@ -67,7 +67,7 @@ class Command(BaseCommand):
             )
         if options["sleep_ms"] < 0:
             raise CommandError("--sleep-ms must be 0 or more")
-        scenarios = options["scenario"] or benchmarks.SCENARIOS
+        scenarios = options["scenario"] or bench.SCENARIOS
         shared = {
             "items": options["items"],
             "naive_items": options["naive_items"],
@@ -81,14 +81,14 @@ class Command(BaseCommand):
             if not options["json"]:
                 self.stderr.write(f"running {name} ...")
             try:
-                results[name] = benchmarks.run_scenario(
+                results[name] = bench.run_scenario(
                     name,
                     database=options["database"],
                     broker=options["broker"],
                     options={
                         **shared,
                         "postgres_url": options["postgres_url"],
-                        "redis_url": options["redis_url"] or benchmarks.default_redis_url(),
+                        "redis_url": options["redis_url"] or bench.default_redis_url(),
                     },
                 )
             except RuntimeError as exc:
@@ -98,9 +98,9 @@ class Command(BaseCommand):
             "broker": options["broker"],
             **shared,
             "scenarios": results,
-            "ratios": benchmarks.ratios(results),
+            "ratios": bench.ratios(results),
         }
         if options["json"]:
             self.stdout.write(json.dumps(report, indent=2))
         else:
-            self.stdout.write(benchmarks.format_table(report))
+            self.stdout.write(bench.format_table(report))

@@ -6,8 +6,9 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from batches import formats, services
+from batches import services
 from batches.exceptions import DomainError
+from batches.ingest import formats
 from batches.management.operator import (
     batch_summary,
     batch_watch,

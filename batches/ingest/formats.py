@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from batches.ingest import ItemProblem
+from batches.ingest.items import ItemProblem
 
 JSONL_TYPES = frozenset({"application/x-ndjson", "application/jsonl", "application/x-jsonlines"})
 JSON_TYPES = frozenset({"application/json"})

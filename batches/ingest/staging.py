@@ -21,9 +21,9 @@ from typing import IO, Any
 
 from django.conf import settings
 
-from batches import formats
 from batches.exceptions import InvalidInput, TooLarge
-from batches.ingest import ItemProblem, item_parse
+from batches.ingest import formats
+from batches.ingest.items import ItemProblem, item_parse
 from jobs import get_job_type
 
 READ_BLOCK = 1024 * 1024

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from django.core.management import CommandError, call_command
 
-from batches.management.commands.createsigningkey import certificate_self_signed
+from jobs.management.commands.createsigningkey import certificate_self_signed
 from jobs.signing import signer_paths
 
 

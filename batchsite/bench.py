@@ -213,7 +213,7 @@ def scenario_naive(*, items: int, naive_items: int, workers: int, clusters: int,
     with running_clusters(clusters, workers) as running:
         started = time.perf_counter()
         for item_id in ids:
-            async_task("batches.benchmarks.naive_echo_task", item_id)
+            async_task("batchsite.bench.naive_echo_task", item_id)
         done = Item.objects.filter(batch=batch, status="succeeded")
         wait_until(lambda: done.count() >= count, timeout=3600, clusters=running)
         elapsed = time.perf_counter() - started

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.conf import settings
 
-from batches.bulk import json_text
+from batches.ingest.bulk import json_text
 from jobs import get_job_type
 from jobs.base import PayloadError
 

@@ -16,8 +16,9 @@ from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
-from batches import engine, services, webhooks
-from batches.locks import lock_acquire, lock_held, lock_release
+from batches import services, webhooks
+from batches.engine import claim, finalize, planning
+from batches.engine.locks import lock_acquire, lock_held, lock_release
 from batches.models import Batch, Chunk
 
 logger = logging.getLogger(__name__)
@@ -38,14 +39,14 @@ def sweep_scheduled() -> dict[str, int]:
     others skip.
     """
     seconds = max(settings.BATCHSITE_SWEEP_MINUTES * 60 - 5, 1)
-    if not lock_acquire(name=INTERVAL_LOCK, owner=engine.worker_name(), seconds=seconds):
+    if not lock_acquire(name=INTERVAL_LOCK, owner=claim.worker_name(), seconds=seconds):
         return {"skipped": 1}
     return sweep_run()
 
 
 def sweep_run() -> dict[str, int]:
     """Run every sweep step once; return how many things each step touched."""
-    owner = engine.worker_name()
+    owner = claim.worker_name()
     if not lock_acquire(name=SWEEP_LOCK, owner=owner, seconds=300):
         return {"skipped": 1}
     try:
@@ -90,11 +91,11 @@ def chunks_requeue(now) -> int:
     startable = Chunk.objects.filter(_startable(now))
     chunk_ids = list(startable.filter(lost | orphaned).values_list("pk", flat=True)[:1000])
     if chunk_ids:
-        engine.chunks_enqueue(chunk_ids)
+        planning.chunks_enqueue(chunk_ids)
     # Held chunks (no task out): waiting for not_before, a resume, or a free slot.
     held = startable.filter(status=Chunk.Status.QUEUED, enqueued_at__isnull=True)
     released = sum(
-        engine.chunks_release(batch_id)
+        claim.chunks_release(batch_id)
         for batch_id in held.filter(batch__paused_at__isnull=True)
         .values_list("batch_id", flat=True)
         .distinct()
@@ -110,7 +111,7 @@ def ingests_requeue(now) -> int:
     count = 0
     for batch_id in waiting.values_list("pk", flat=True)[:100]:
         if not lock_held(f"ingest:{batch_id}"):
-            engine.ingest_enqueue(batch_id)
+            planning.ingest_enqueue(batch_id)
             count += 1
     return count
 
@@ -124,7 +125,7 @@ def chunks_abandon_exhausted(now) -> int:
     count = 0
     for chunk in chunks[:100]:
         count += bool(
-            engine.chunk_abandon(
+            claim.chunk_abandon(
                 chunk_id=chunk.pk,
                 reason=f"the worker running this item died {chunk.attempts} times",
             )
@@ -156,7 +157,7 @@ def batches_finalize_stuck() -> int:
     stuck = Batch.objects.filter(status__in=Batch.ACTIVE).exclude(chunks__status__in=unfinished)
     count = 0
     for batch_id in stuck.values_list("pk", flat=True)[:100]:
-        batch = engine.batch_finalize_if_done(batch_id)
+        batch = finalize.batch_finalize_if_done(batch_id)
         count += bool(batch and batch.is_terminal)
     return count
 

@@ -17,9 +17,10 @@ from urllib.parse import urlsplit
 import httpx
 from django.conf import settings
 
-from batches import engine, formats, services, uploads
+from batches import engine, services
+from batches.engine.locks import lock_acquire, lock_release
 from batches.exceptions import DomainError, TooLarge
-from batches.locks import lock_acquire, lock_release
+from batches.ingest import formats, staging
 from batches.models import Batch
 from jobs import outbound
 
@@ -36,7 +37,7 @@ def download(url: str) -> tuple[Path, str]:
     """Fetch `url` into a temporary file; return its path and the response's Content-Type."""
     limit = settings.BATCHSITE_MAX_UPLOAD_BYTES
     timeout = settings.BATCHSITE_SOURCE_TIMEOUT
-    handle = tempfile.NamedTemporaryFile(dir=uploads.work_dir(), prefix="source-", delete=False)  # noqa: SIM115
+    handle = tempfile.NamedTemporaryFile(dir=staging.work_dir(), prefix="source-", delete=False)  # noqa: SIM115
     path = Path(handle.name)
     try:
         with handle, outbound.Client(timeout=timeout) as client:
@@ -101,7 +102,7 @@ def _ingest(batch: Batch) -> str:
             services.batch_fail(batch=batch, code="source_format", message=message, actor=ACTOR)
             return "unknown format"
         try:
-            staged = uploads.stage(
+            staged = staging.stage(
                 path,
                 fmt=fmt,
                 default_type=batch.type,

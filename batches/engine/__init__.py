@@ -1,0 +1,71 @@
+"""The worker side: plan chunks, claim them under a lease, run items, finalize batches once.
+
+`planning` cuts a batch into chunks and queues them; `claim` hands a chunk to one worker
+under a lease; `runner` runs it slice by slice; `finalize` winds a batch down and ends it
+once; `sweep` recovers what workers lost. `locks`, `nudges` and `superseding` are what
+they share. Callers use the names below (`engine.chunk_process(...)`); a test that
+replaces a function patches the module that defines it.
+"""
+
+from batches.engine.claim import (
+    LeaseKeeper,
+    chunk_abandon,
+    chunk_claim,
+    chunk_hold,
+    chunks_release,
+    lease_renew,
+    lease_seconds,
+    worker_name,
+)
+from batches.engine.finalize import (
+    DEFERRED_RESULT,
+    SENT_RESULT,
+    batch_finalize,
+    batch_finalize_if_done,
+    batch_outputs_dir,
+    batch_wind_down,
+    counters_verify,
+    deferred_send,
+    failure_policy_apply,
+)
+from batches.engine.planning import (
+    CHUNK_TASK,
+    INGEST_TASK,
+    chunks_enqueue,
+    chunks_enqueue_on_commit,
+    chunks_plan,
+    ingest_enqueue,
+    type_sizes,
+)
+from batches.engine.runner import ChunkRunner, Outcome, chunk_process, rate_window_move
+
+__all__ = [
+    "CHUNK_TASK",
+    "DEFERRED_RESULT",
+    "INGEST_TASK",
+    "SENT_RESULT",
+    "ChunkRunner",
+    "LeaseKeeper",
+    "Outcome",
+    "batch_finalize",
+    "batch_finalize_if_done",
+    "batch_outputs_dir",
+    "batch_wind_down",
+    "chunk_abandon",
+    "chunk_claim",
+    "chunk_hold",
+    "chunk_process",
+    "chunks_enqueue",
+    "chunks_enqueue_on_commit",
+    "chunks_plan",
+    "chunks_release",
+    "counters_verify",
+    "deferred_send",
+    "failure_policy_apply",
+    "ingest_enqueue",
+    "lease_renew",
+    "lease_seconds",
+    "rate_window_move",
+    "type_sizes",
+    "worker_name",
+]

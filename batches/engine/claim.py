@@ -1,0 +1,260 @@
+"""Claim chunks under a lease, keep the lease alive, hold and release rate-limited chunks.
+
+Correctness lives in our tables, not in the broker. django-q2 may deliver a chunk task
+twice or never; a second delivery finds the chunk leased or done and returns, and the
+sweep re-queues chunks whose lease expired.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connections, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from batches.engine import planning
+from batches.engine.finalize import failure_policy_apply
+from batches.models import Batch, Chunk, Item
+from batches.timeline import items_move
+
+logger = logging.getLogger(__name__)
+
+
+def chunks_release(batch_id) -> int:
+    """Hand held chunks of a startable, unpaused batch to the broker, up to its free slots.
+
+    Held chunks are queued with no task out (enqueued_at is null). A batch without
+    max_concurrency has them all released; one with it only as many as would bring its
+    running and already-sent chunks up to the limit. Returns how many were released.
+    """
+    with transaction.atomic():
+        batch = Batch.objects.select_for_update().filter(pk=batch_id).first()
+        if (
+            batch is None
+            or batch.status not in (Batch.Status.COMMITTED, Batch.Status.RUNNING)
+            or batch.paused_at
+            or (batch.not_before and batch.not_before > timezone.now())
+        ):
+            return 0
+        chunks = Chunk.objects.filter(batch_id=batch_id)
+        held = chunks.filter(status=Chunk.Status.QUEUED, enqueued_at__isnull=True)
+        if batch.max_concurrency:
+            busy = chunks.filter(
+                Q(status=Chunk.Status.RUNNING)
+                | Q(status=Chunk.Status.QUEUED, enqueued_at__isnull=False)
+            ).count()
+            free = batch.max_concurrency - busy
+            if free <= 0:
+                return 0
+            held = held.order_by("start_index")[:free]
+        chunk_ids = list(held.values_list("pk", flat=True))
+    # The held chunks were committed long ago, so their tasks may go out right away.
+    if chunk_ids:
+        planning.chunks_enqueue(chunk_ids)
+    return len(chunk_ids)
+
+
+def chunk_hold(chunk_id: int) -> None:
+    """Take a queued chunk's task back: it waits, held, for a resume or a free slot."""
+    Chunk.objects.filter(pk=chunk_id, status=Chunk.Status.QUEUED).update(enqueued_at=None)
+
+
+def chunk_abandon(*, chunk_id: int, reason: str) -> int:
+    """Fail the items a chunk's dying workers left running and queue the chunk's rest again.
+
+    Called by the sweep when workers died on the chunk too often: the items that were in
+    flight each time are the likely cause. Does nothing if a live worker holds the chunk
+    by now. Returns the number of items failed.
+    """
+    with transaction.atomic():
+        chunk = (
+            Chunk.objects.select_for_update()
+            .filter(pk=chunk_id, status=Chunk.Status.RUNNING, lease_expires_at__lt=timezone.now())
+            .first()
+        )
+        if chunk is None:
+            return 0
+        Batch.objects.select_for_update().filter(pk=chunk.batch_id).first()
+        failed = items_move(
+            batch_id=chunk.batch_id,
+            from_statuses=[Item.Status.RUNNING],
+            to_status=Item.Status.FAILED,
+            where=Q(index__gte=chunk.start_index, index__lt=chunk.end_index),
+            error_code="worker_lost",
+            error_message=reason,
+            finished_at=timezone.now(),
+        )
+        Chunk.objects.filter(pk=chunk.pk).update(
+            status=Chunk.Status.QUEUED, lease_owner="", lease_expires_at=None, attempts=0
+        )
+        if failed:
+            failure_policy_apply(batch_id=chunk.batch_id, actor="sweep")
+        transaction.on_commit(lambda: planning.chunks_enqueue([chunk.pk]))
+    return failed
+
+
+def worker_name() -> str:
+    """Name this worker process uniquely, for leases."""
+    # Host names may be long; lease_owner and Lock.owner hold 100 characters.
+    return f"{socket.gethostname()[:64]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def lease_seconds() -> int:
+    """Return how long a chunk lease lasts."""
+    return settings.BATCHSITE_LEASE_SECONDS
+
+
+def chunk_claim(*, chunk_id: int, owner: str) -> Chunk | None:
+    """Take the chunk (or a better one) if the batch's pause and limits allow; else None.
+
+    A queued chunk of a paused batch, or of one at its max_concurrency, is held instead;
+    if a batch of higher priority has a chunk waiting, the worker takes that one and
+    sends this chunk's task again. A chunk whose worker died (expired lease) is taken over
+    whatever the batch's state: it is work in flight, not new work.
+    """
+    gate = (
+        Chunk.objects.filter(pk=chunk_id)
+        .values(
+            "status", "batch_id", "batch__priority", "batch__paused_at", "batch__max_concurrency"
+        )
+        .first()
+    )
+    if gate is None:
+        return None
+    if gate["status"] == Chunk.Status.QUEUED:
+        if gate["batch__paused_at"] or gate["batch__max_concurrency"]:
+            return _chunk_claim_limited(chunk_id=chunk_id, batch_id=gate["batch_id"], owner=owner)
+        better = _chunk_claim_better(priority=gate["batch__priority"], owner=owner)
+        if better is not None:
+            planning.chunks_enqueue([chunk_id])
+            return better
+    return _chunk_claim(chunk_id=chunk_id, owner=owner)
+
+
+def _chunk_claim_limited(*, chunk_id: int, batch_id, owner: str) -> Chunk | None:
+    """Claim a queued chunk of a paused or limited batch under the batch's row lock.
+
+    The lock orders this against pause, resume and other claims, so the count of running
+    chunks is exact and a chunk held here is seen by the release that follows a resume.
+    """
+    with transaction.atomic():
+        batch = Batch.objects.select_for_update().filter(pk=batch_id).first()
+        if batch is None:
+            return None
+        if batch.status in (Batch.Status.COMMITTED, Batch.Status.RUNNING):
+            if batch.paused_at:
+                chunk_hold(chunk_id)
+                return None
+            if batch.max_concurrency:
+                running = Chunk.objects.filter(
+                    batch_id=batch_id, status=Chunk.Status.RUNNING
+                ).count()
+                if running >= batch.max_concurrency:
+                    chunk_hold(chunk_id)
+                    return None
+        return _chunk_claim(chunk_id=chunk_id, owner=owner)
+
+
+def _chunk_claim_better(*, priority: int, owner: str) -> Chunk | None:
+    """Claim a waiting chunk of a higher-priority batch, if there is one a worker may take."""
+    now = timezone.now()
+    if not Batch.objects.filter(
+        status__in=(Batch.Status.COMMITTED, Batch.Status.RUNNING),
+        priority__gt=priority,
+        paused_at__isnull=True,
+    ).exists():
+        return None
+    candidates = (
+        Chunk.objects.filter(
+            status=Chunk.Status.QUEUED,
+            enqueued_at__isnull=False,
+            batch__status__in=(Batch.Status.COMMITTED, Batch.Status.RUNNING),
+            batch__priority__gt=priority,
+            batch__paused_at__isnull=True,
+        )
+        .filter(Q(batch__not_before__isnull=True) | Q(batch__not_before__lte=now))
+        .order_by("-batch__priority", "batch__committed_at", "start_index")
+        .values_list("pk", "batch__max_concurrency", "batch_id")[:5]
+    )
+    for candidate_id, limit, batch_id in candidates:
+        if limit:
+            chunk = _chunk_claim_limited(chunk_id=candidate_id, batch_id=batch_id, owner=owner)
+        else:
+            chunk = _chunk_claim(chunk_id=candidate_id, owner=owner)
+        if chunk is not None:
+            return chunk
+    return None
+
+
+def _chunk_claim(*, chunk_id: int, owner: str) -> Chunk | None:
+    """Take the chunk if it is queued or its lease expired; None if someone else has it."""
+    now = timezone.now()
+    claimed = (
+        Chunk.objects.filter(pk=chunk_id)
+        .filter(
+            Q(status=Chunk.Status.QUEUED) | Q(status=Chunk.Status.RUNNING, lease_expires_at__lt=now)
+        )
+        .update(
+            status=Chunk.Status.RUNNING,
+            lease_owner=owner,
+            lease_expires_at=now + timedelta(seconds=lease_seconds()),
+            attempts=F("attempts") + 1,
+        )
+    )
+    if not claimed:
+        return None
+    return Chunk.objects.select_related("batch").get(pk=chunk_id)
+
+
+def lease_renew(*, chunk: Chunk, owner: str) -> bool:
+    """Extend our lease on the chunk; False if it is no longer ours."""
+    return bool(
+        Chunk.objects.filter(pk=chunk.pk, lease_owner=owner, status=Chunk.Status.RUNNING).update(
+            lease_expires_at=timezone.now() + timedelta(seconds=lease_seconds())
+        )
+    )
+
+
+class LeaseKeeper(threading.Thread):
+    """Renew a chunk's lease every third of its length while the worker is busy.
+
+    One item may run longer than a lease (a slow HTTP call, a large image); without this
+    another worker would take the chunk over and run the same item at the same time. The
+    keeper only extends: whether the lease is still ours is decided by the worker's own
+    transactions, which renew it too.
+    """
+
+    def __init__(self, *, chunk_id: int, owner: str):
+        super().__init__(name=f"lease-{chunk_id}", daemon=True)
+        self.chunk_id = chunk_id
+        self.owner = owner
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        """Extend the lease until stopped; never raise."""
+        try:
+            while not self.stopping.wait(lease_seconds() / 3):
+                Chunk.objects.filter(
+                    pk=self.chunk_id, lease_owner=self.owner, status=Chunk.Status.RUNNING
+                ).update(lease_expires_at=timezone.now() + timedelta(seconds=lease_seconds()))
+        except Exception:
+            logger.warning(
+                "lease keeper of chunk %s stopped",
+                self.chunk_id,
+                exc_info=True,
+                extra={"chunk": self.chunk_id},
+            )
+        finally:
+            connections.close_all()
+
+    def stop(self) -> None:
+        """Stop renewing and wait for the thread to end."""
+        self.stopping.set()
+        self.join()

@@ -1,0 +1,402 @@
+"""Run one claimed chunk, slice by slice.
+
+Every write a worker makes happens in a transaction that first renews its lease, so a
+worker whose chunk was taken over writes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from batches.engine import finalize, nudges
+from batches.engine.claim import LeaseKeeper, chunk_claim, chunks_release, lease_renew, worker_name
+from batches.engine.finalize import DEFERRED_RESULT, batch_outputs_dir, failure_policy_apply
+from batches.ingest import bulk
+from batches.models import Batch, Chunk, Item, counter_field
+from batches.timeline import event_record, items_move
+from jobs import JobContext, PermanentError, TransientError, get_job_type
+from jobs.timelimit import ItemTimeout, time_limit
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What running one item produced."""
+
+    item_id: int
+    index: int
+    status: str
+    attempts: int
+    result_json: str | None = None
+    error_code: str = ""
+    error_message: str = ""
+    output_files_json: str = bulk.EMPTY_LIST_JSON
+    finished_at: Any = None
+
+
+def outputs_json(outputs: list[tuple[str, Path]]) -> str:
+    """Serialize a job's output files as [{"name", "path"}], paths relative to MEDIA_ROOT."""
+    if not outputs:
+        return bulk.EMPTY_LIST_JSON
+    root = Path(settings.MEDIA_ROOT)
+    return bulk.json_text(
+        [{"name": name, "path": str(path.relative_to(root))} for name, path in outputs]
+    )
+
+
+def outputs_discard(outputs: list[tuple[str, Path]]) -> None:
+    """Delete the files an attempt wrote before it failed."""
+    for _, path in outputs:
+        path.unlink(missing_ok=True)
+
+
+class ChunkRunner:
+    """Run one claimed chunk slice by slice, one transaction per slice."""
+
+    def __init__(self, *, chunk: Chunk, owner: str):
+        self.chunk = chunk
+        self.owner = owner
+        self.batch_id = chunk.batch_id
+        batch = chunk.batch
+        self.slice_size = chunk.slice_size
+        self.output_dir = batch_outputs_dir(self.batch_id)
+        self.atomic = batch.atomic
+        # With a failure policy, a failed item is written at once so that the policy can
+        # stop the batch before this worker starts another item.
+        self.stops_on_failure = (
+            batch.atomic or batch.stop_on_error or batch.max_failures is not None
+        )
+        # A batch with max_concurrency sends its next held chunk when one of ours ends.
+        self.limited = bool(batch.max_concurrency)
+        # Created before the first look at the batch, so no nudge after it is missed.
+        self.watch = nudges.BatchWatch(self.batch_id)
+
+    def run(self) -> str:
+        """Process the chunk until its range is done, the batch stops, or the lease is lost."""
+        keeper = LeaseKeeper(chunk_id=self.chunk.pk, owner=self.owner)
+        keeper.start()
+        try:
+            return self._run()
+        finally:
+            keeper.stop()
+            self.watch.close()
+
+    def _run(self) -> str:
+        cursor = self.chunk.start_index
+        outcomes: list[Outcome] = []
+        while True:
+            with transaction.atomic():
+                if not self._renew():
+                    return "lease lost"
+                if outcomes:
+                    self._write(outcomes)
+                    outcomes = []
+                state = (
+                    Batch.objects.filter(pk=self.batch_id)
+                    .values_list("status", "paused_at")
+                    .first()
+                )
+                if state is None:
+                    return "batch deleted"
+                status, paused_at = state
+                if status == Batch.Status.CANCELLING:
+                    self._cancel_rest(cursor)
+                    self._close()
+                    break
+                if paused_at and self._hand_back(cursor):
+                    return "paused"
+                if status == Batch.Status.COMMITTED:
+                    self._start_batch()
+                rows = self._next_slice(cursor)
+                if not rows:
+                    self._close()
+                    break
+            outcomes = self._run_slice(rows)
+            if outcomes:
+                cursor = outcomes[-1].index + 1
+        if self.limited:
+            chunks_release(self.batch_id)
+        finalize.batch_finalize_if_done(self.batch_id)
+        return "done"
+
+    def _run_slice(self, rows: list[dict]) -> list[Outcome]:
+        """Run the slice's items until it is done, must stop, or has taken its time.
+
+        Before each item the worker asks whether its batch was stopped, cancelled or
+        paused (an fstat of the nudge file; a read of the batch every 100 ms); after a
+        failure that may trip the batch's failure policy it stops to write it at once.
+        A slice also ends early once it has taken BATCHSITE_SLICE_SECONDS, which keeps
+        progress live for slow items. Items not reached stay `running` in our range and
+        come first in the next slice, or go back to `queued` if the batch paused.
+        """
+        deadline = time.monotonic() + settings.BATCHSITE_SLICE_SECONDS
+        outcomes = []
+        for row in rows:
+            if self._must_stop():
+                break
+            outcome = self._run_item(row)
+            outcomes.append(outcome)
+            if self.stops_on_failure and outcome.status == Item.Status.FAILED:
+                break
+            if time.monotonic() > deadline:
+                break
+        return outcomes
+
+    def _must_stop(self) -> bool:
+        """Return True if the batch was stopped, cancelled, paused or deleted since we looked."""
+        due = self.watch.due()
+        if not due:
+            return False
+        batches = Batch.objects.filter(pk=self.batch_id).values_list("status", "paused_at")
+        if due == "nudged":
+            # The row lock waits for the transaction that nudged us to commit.
+            with transaction.atomic():
+                state = batches.select_for_update().first()
+        else:
+            state = batches.first()
+        if state is None:
+            return True
+        status, paused_at = state
+        return status not in (Batch.Status.COMMITTED, Batch.Status.RUNNING) or bool(paused_at)
+
+    def _hand_back(self, cursor: int) -> bool:
+        """Give a paused batch's chunk back, held, with its unstarted items queued again.
+
+        Runs under the batch's row lock, so a resume either comes before (and we go on)
+        or after (and its release sends this chunk again). Returns False if not paused.
+        """
+        batch = Batch.objects.select_for_update().filter(pk=self.batch_id).first()
+        if batch is None or not batch.paused_at:
+            return False
+        items_move(
+            batch_id=self.batch_id,
+            from_statuses=[Item.Status.RUNNING],
+            to_status=Item.Status.QUEUED,
+            where=Q(index__gte=cursor, index__lt=self.chunk.end_index),
+            started_at=None,
+        )
+        # A clean hand-back is no worker death: take back the attempt our claim counted.
+        Chunk.objects.filter(pk=self.chunk.pk, lease_owner=self.owner).update(
+            status=Chunk.Status.QUEUED,
+            lease_owner="",
+            lease_expires_at=None,
+            enqueued_at=None,
+            attempts=F("attempts") - 1,
+        )
+        return True
+
+    def _renew(self) -> bool:
+        return lease_renew(chunk=self.chunk, owner=self.owner)
+
+    def _start_batch(self) -> None:
+        started = Batch.objects.filter(pk=self.batch_id, status=Batch.Status.COMMITTED).update(
+            status=Batch.Status.RUNNING, started_at=timezone.now()
+        )
+        if started:
+            event_record(batch=self.chunk.batch, kind="started", actor=self.owner)
+
+    def _next_slice(self, cursor: int) -> list[dict]:
+        """Select the next items of our range and mark the queued ones running."""
+        rows = list(
+            Item.objects.filter(
+                batch_id=self.batch_id,
+                index__gte=cursor,
+                index__lt=self.chunk.end_index,
+                status__in=[Item.Status.QUEUED, Item.Status.RUNNING],
+            )
+            .order_by("index")
+            .values("id", "index", "external_id", "type", "payload", "input_file", "attempts")[
+                : self.slice_size
+            ]
+        )
+        if rows:
+            # Items already `running` were left by a worker that died; they count as running.
+            items_move(
+                batch_id=self.batch_id,
+                from_statuses=[Item.Status.QUEUED],
+                to_status=Item.Status.RUNNING,
+                where=Q(index__gte=rows[0]["index"], index__lte=rows[-1]["index"]),
+                started_at=timezone.now(),
+            )
+        return rows
+
+    def _run_item(self, row: dict) -> Outcome:
+        job_type = get_job_type(row["type"])
+        attempts = row["attempts"]
+        if job_type is None:
+            return self._failed(row, attempts, "unknown_type", f"job type {row['type']!r} is gone")
+        limit = job_type.time_limit_for(row["payload"])
+        while True:
+            attempts += 1
+            context = JobContext(
+                attempt=attempts,
+                label=f"{self.batch_id}#{row['index']}",
+                input_name=row["external_id"] if row["input_file"] else "",
+                output_dir=self.output_dir,
+            )
+            try:
+                with time_limit(limit):
+                    result = self._call(job_type, row, context)
+            except ItemTimeout:
+                outputs_discard(context.outputs)
+                message = f"took longer than its time limit of {limit:g}s"
+                if not job_type.timeouts_transient:
+                    return self._failed(row, attempts, "timeout", message)
+                if attempts >= job_type.max_attempts:
+                    message = f"gave up after {attempts} attempts: {message}"
+                    return self._failed(row, attempts, "timeout", message)
+                time.sleep(self._backoff(job_type, attempts))
+                continue
+            except TransientError as exc:
+                outputs_discard(context.outputs)
+                if attempts >= job_type.max_attempts:
+                    message = f"gave up after {attempts} attempts: {exc.message}"
+                    return self._failed(row, attempts, exc.code, message)
+                time.sleep(self._backoff(job_type, attempts))
+                continue
+            except PermanentError as exc:
+                outputs_discard(context.outputs)
+                return self._failed(row, attempts, exc.code, exc.message)
+            except Exception as exc:  # a crashing job type fails its item, never the worker
+                outputs_discard(context.outputs)
+                logger.warning(
+                    "item %s crashed: %r",
+                    context.label,
+                    exc,
+                    exc_info=True,
+                    extra={"batch": str(self.batch_id), "item": row["index"]},
+                )
+                return self._failed(row, attempts, "exception", f"{type(exc).__name__}: {exc}")
+            try:
+                result_json = bulk.json_text(result)
+            except (TypeError, ValueError) as exc:
+                outputs_discard(context.outputs)
+                return self._failed(row, attempts, "bad_result", f"result is not JSON: {exc}")
+            return Outcome(
+                item_id=row["id"],
+                index=row["index"],
+                status=Item.Status.SUCCEEDED,
+                attempts=attempts,
+                result_json=result_json,
+                output_files_json=outputs_json(context.outputs),
+                finished_at=timezone.now(),
+            )
+
+    def _call(self, job_type, row: dict, context: JobContext) -> Any:
+        if self.atomic and job_type.defer_in_atomic:
+            job_type.prepare(row["payload"])
+            return DEFERRED_RESULT
+        if not row["input_file"]:
+            return job_type.process(row["payload"], None, context)
+        with open(Path(settings.MEDIA_ROOT) / row["input_file"], "rb") as file:
+            return job_type.process(row["payload"], file, context)
+
+    @staticmethod
+    def _backoff(job_type, attempts: int) -> float:
+        delay = min(job_type.retry_backoff * 2 ** (attempts - 1), job_type.retry_backoff_max)
+        return delay * random.uniform(0.5, 1.0)
+
+    def _failed(self, row: dict, attempts: int, code: str, message: str) -> Outcome:
+        return Outcome(
+            item_id=row["id"],
+            index=row["index"],
+            status=Item.Status.FAILED,
+            attempts=attempts,
+            error_code=code[:100],
+            error_message=message,
+            finished_at=timezone.now(),
+        )
+
+    def _write(self, outcomes: list[Outcome]) -> None:
+        """Store a slice's outcomes and move the counters, then trip the failure policy."""
+        tally = Counter(o.status for o in outcomes)
+        deltas = {Item.Status.RUNNING: -len(outcomes), **tally}
+        changes = {
+            counter_field(status): F(counter_field(status)) + n for status, n in deltas.items()
+        }
+        # Taking seq numbers in the same UPDATE as the counters holds the batch row until
+        # commit, so outcomes become visible in seq order and a results cursor never skips.
+        now = timezone.now()
+        Batch.objects.filter(pk=self.batch_id).update(
+            last_seq=F("last_seq") + len(outcomes), last_outcome_at=now, **changes
+        )
+        first_seq = rate_window_move(batch_id=self.batch_id, now=now) - len(outcomes) + 1
+        bulk.outcomes_write(
+            batch_id=self.batch_id,
+            first_index=outcomes[0].index,
+            last_index=outcomes[-1].index,
+            rows=[
+                (
+                    o.status,
+                    o.result_json,
+                    o.error_code,
+                    o.error_message,
+                    o.attempts,
+                    o.output_files_json,
+                    o.finished_at,
+                    first_seq + offset,
+                    o.item_id,
+                )
+                for offset, o in enumerate(outcomes)
+            ],
+        )
+        if tally[Item.Status.FAILED]:
+            failure_policy_apply(batch_id=self.batch_id, actor=self.owner)
+
+    def _cancel_rest(self, cursor: int) -> None:
+        items_move(
+            batch_id=self.batch_id,
+            from_statuses=[Item.Status.QUEUED, Item.Status.RUNNING],
+            to_status=Item.Status.CANCELLED,
+            where=Q(index__gte=cursor, index__lt=self.chunk.end_index),
+            finished_at=timezone.now(),
+        )
+
+    def _close(self) -> None:
+        Chunk.objects.filter(pk=self.chunk.pk, lease_owner=self.owner).update(
+            status=Chunk.Status.DONE, finished_at=timezone.now()
+        )
+
+
+def rate_window_move(*, batch_id, now) -> int:
+    """Slide the batch's rate window after a write; return its last_seq.
+
+    Runs in the writer's transaction, after its UPDATE locked the batch row.
+    """
+    window = Batch.objects.values("last_seq", "rate_from_at", "rate_mid_at").get(pk=batch_id)
+    last_seq = window["last_seq"]
+    half = timedelta(seconds=settings.BATCHSITE_RATE_WINDOW_SECONDS / 2)
+    if window["rate_from_at"] is None:
+        Batch.objects.filter(pk=batch_id).update(
+            rate_from_at=now, rate_from_seq=last_seq, rate_mid_at=now, rate_mid_seq=last_seq
+        )
+    elif now - window["rate_mid_at"] >= half:
+        Batch.objects.filter(pk=batch_id).update(
+            rate_from_at=F("rate_mid_at"),
+            rate_from_seq=F("rate_mid_seq"),
+            rate_mid_at=now,
+            rate_mid_seq=last_seq,
+        )
+    return last_seq
+
+
+def chunk_process(*, chunk_id: int) -> str:
+    """Claim and run one chunk; return what happened, for logs."""
+    owner = worker_name()
+    chunk = chunk_claim(chunk_id=chunk_id, owner=owner)
+    if chunk is None:
+        return "not claimable"
+    return ChunkRunner(chunk=chunk, owner=owner).run()
