@@ -23,7 +23,7 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 from rest_framework_api_key.admin import APIKeyModelAdmin
 
-from batches import services, webhooks
+from batches import services, timeline, webhooks
 from batches.exceptions import BatchNotFinished, DomainError, NotFound
 from batches.models import (
     Account,
@@ -382,7 +382,7 @@ class BatchAdmin(admin.ModelAdmin):
         changed = [name for name in form.changed_data if name in self.editable_fields]
         if changed:
             obj.save(update_fields=changed)
-            services.event_record(
+            timeline.event_record(
                 batch=obj, kind="edited", actor=admin_actor(request), detail={"fields": changed}
             )
 
