@@ -27,7 +27,7 @@ from batches.timeline import items_move
 logger = logging.getLogger(__name__)
 
 
-def chunks_release(batch_id) -> int:
+def chunks_release(batch_id: uuid.UUID) -> int:
     """Hand held chunks of a startable, unpaused batch to the broker, up to its free slots.
 
     Held chunks are queued with no task out (enqueued_at is null). A batch without
@@ -138,7 +138,7 @@ def chunk_claim(*, chunk_id: int, owner: str) -> Chunk | None:
     return _chunk_claim(chunk_id=chunk_id, owner=owner)
 
 
-def _chunk_claim_limited(*, chunk_id: int, batch_id, owner: str) -> Chunk | None:
+def _chunk_claim_limited(*, chunk_id: int, batch_id: uuid.UUID, owner: str) -> Chunk | None:
     """Claim a queued chunk of a paused or limited batch under the batch's row lock.
 
     The lock orders this against pause, resume and other claims, so the count of running

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import uuid
 from pathlib import Path
 
 from django.conf import settings
@@ -21,7 +22,7 @@ from jobs.base import JobError
 logger = logging.getLogger(__name__)
 
 
-def failure_policy_apply(*, batch_id, actor: str) -> None:
+def failure_policy_apply(*, batch_id: uuid.UUID, actor: str) -> None:
     """Stop the batch if its failures trip stop_on_error, max_failures or atomic.
 
     Call inside the transaction that recorded the failures.
@@ -62,7 +63,7 @@ def batch_wind_down(*, batch: Batch, ending: str, actor: str, reason: str = "") 
     nudges.batch_nudge(batch.pk)
     event_record(
         batch=batch,
-        kind={Batch.Status.CANCELLED: "cancel_requested"}.get(ending, "stop_requested"),
+        kind="cancel_requested" if ending == Batch.Status.CANCELLED else "stop_requested",
         actor=actor,
         detail={"ending": ending, **({"reason": reason} if reason else {})},
     )
@@ -71,7 +72,7 @@ def batch_wind_down(*, batch: Batch, ending: str, actor: str, reason: str = "") 
     return batch
 
 
-def batch_finalize_if_done(batch_id) -> Batch | None:
+def batch_finalize_if_done(batch_id: uuid.UUID) -> Batch | None:
     """Finalize the batch if no chunk of it is left; safe to call from any worker, any time."""
     with transaction.atomic():
         batch = Batch.objects.select_for_update().filter(pk=batch_id).first()
@@ -199,6 +200,6 @@ def counters_verify(*, batch: Batch) -> bool:
     return False
 
 
-def batch_outputs_dir(batch_id) -> Path:
+def batch_outputs_dir(batch_id: uuid.UUID | str) -> Path:
     """Return the folder where job types write a batch's output files."""
     return Path(settings.MEDIA_ROOT) / "batches" / str(batch_id) / "out"

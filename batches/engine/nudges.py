@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 from pathlib import Path
 
 from django.conf import settings
@@ -23,12 +24,12 @@ logger = logging.getLogger(__name__)
 POLL_SECONDS = 0.1
 
 
-def nudge_path(batch_id) -> Path:
+def nudge_path(batch_id: uuid.UUID | str) -> Path:
     """Return the batch's nudge file on this host."""
     return Path(settings.BATCHSITE_DATA_DIR) / "run" / "nudges" / str(batch_id)
 
 
-def batch_nudge(batch_id) -> None:
+def batch_nudge(batch_id: uuid.UUID | str) -> None:
     """Make every worker of the batch on this host look at the batch before its next item.
 
     Call it while holding the batch's row lock, before the change commits. Never raises: a
@@ -46,7 +47,7 @@ def batch_nudge(batch_id) -> None:
         logger.warning("could not nudge the workers of batch %s", batch_id, exc_info=True)
 
 
-def nudges_clear(batch_id) -> None:
+def nudges_clear(batch_id: uuid.UUID | str) -> None:
     """Remove the batch's nudge file; for a batch that ended or was deleted.
 
     Only when no worker runs the batch: one that holds the file open would not see a
@@ -61,7 +62,7 @@ class BatchWatch:
     Holds the nudge file open (creating it), so a look is one fstat. Call close() when done.
     """
 
-    def __init__(self, batch_id):
+    def __init__(self, batch_id: uuid.UUID | str) -> None:
         path = nudge_path(batch_id)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

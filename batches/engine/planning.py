@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+import uuid
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from batches.models import Batch, Chunk, Item
@@ -61,11 +62,12 @@ def chunks_plan(batch: Batch) -> list[int]:
     return [chunk.pk for chunk in Chunk.objects.bulk_create(chunks)]
 
 
-def _chunks_mixed(batch: Batch, queued) -> list[Chunk]:
+def _chunks_mixed(batch: Batch, queued: QuerySet[Item]) -> list[Chunk]:
     """Cut a mixed batch's queued items into chunks weighed by each item's type."""
     sizes: dict[str, tuple[int, int]] = {}
     chunks: list[Chunk] = []
-    start = last = None
+    start: int | None = None
+    last = 0  # the index before the current one; read only once start is set
     load = 0.0
     slice_size = 0
     for index, type_name in (
@@ -100,7 +102,7 @@ def chunks_enqueue(chunk_ids: list[int]) -> None:
         async_task(CHUNK_TASK, chunk_id, task_name=f"chunk-{chunk_id}")
 
 
-def ingest_enqueue(batch_id) -> None:
+def ingest_enqueue(batch_id: uuid.UUID | str) -> None:
     """Hand a batch's source download to django-q2; call outside the creating transaction."""
     from django_q.tasks import async_task
 

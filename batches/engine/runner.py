@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 import random
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from django.conf import settings
 from django.db import transaction
@@ -26,7 +27,7 @@ from batches.engine.finalize import DEFERRED_RESULT, batch_outputs_dir, failure_
 from batches.ingest import bulk
 from batches.models import Batch, Chunk, Item, counter_field
 from batches.timeline import event_record, items_move
-from jobs import JobContext, PermanentError, TransientError, get_job_type
+from jobs import JobContext, JobType, PermanentError, TransientError, get_job_type
 from jobs.timelimit import ItemTimeout, time_limit
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,18 @@ class Outcome:
     error_message: str = ""
     output_files_json: str = bulk.EMPTY_LIST_JSON
     finished_at: Any = None
+
+
+class ItemRow(TypedDict):
+    """The fields of an item a worker reads to run it."""
+
+    id: int
+    index: int
+    external_id: str
+    type: str
+    payload: Any
+    input_file: str
+    attempts: int
 
 
 def outputs_json(outputs: list[tuple[str, Path]]) -> str:
@@ -132,7 +145,7 @@ class ChunkRunner:
         finalize.batch_finalize_if_done(self.batch_id)
         return "done"
 
-    def _run_slice(self, rows: list[dict]) -> list[Outcome]:
+    def _run_slice(self, rows: list[ItemRow]) -> list[Outcome]:
         """Run the slice's items until it is done, must stop, or has taken its time.
 
         Before each item the worker asks whether its batch was stopped, cancelled or
@@ -208,7 +221,7 @@ class ChunkRunner:
         if started:
             event_record(batch=self.chunk.batch, kind="started", actor=self.owner)
 
-    def _next_slice(self, cursor: int) -> list[dict]:
+    def _next_slice(self, cursor: int) -> list[ItemRow]:
         """Select the next items of our range and mark the queued ones running."""
         rows = list(
             Item.objects.filter(
@@ -233,7 +246,7 @@ class ChunkRunner:
             )
         return rows
 
-    def _run_item(self, row: dict) -> Outcome:
+    def _run_item(self, row: ItemRow) -> Outcome:
         job_type = get_job_type(row["type"])
         attempts = row["attempts"]
         if job_type is None:
@@ -295,7 +308,7 @@ class ChunkRunner:
                 finished_at=timezone.now(),
             )
 
-    def _call(self, job_type, row: dict, context: JobContext) -> Any:
+    def _call(self, job_type: JobType, row: ItemRow, context: JobContext) -> Any:
         if self.atomic and job_type.defer_in_atomic:
             job_type.prepare(row["payload"])
             return DEFERRED_RESULT
@@ -305,11 +318,11 @@ class ChunkRunner:
             return job_type.process(row["payload"], file, context)
 
     @staticmethod
-    def _backoff(job_type, attempts: int) -> float:
-        delay = min(job_type.retry_backoff * 2 ** (attempts - 1), job_type.retry_backoff_max)
+    def _backoff(job_type: JobType, attempts: int) -> float:
+        delay = min(job_type.retry_backoff * 2.0 ** (attempts - 1), job_type.retry_backoff_max)
         return delay * random.uniform(0.5, 1.0)
 
-    def _failed(self, row: dict, attempts: int, code: str, message: str) -> Outcome:
+    def _failed(self, row: ItemRow, attempts: int, code: str, message: str) -> Outcome:
         return Outcome(
             item_id=row["id"],
             index=row["index"],
@@ -371,7 +384,7 @@ class ChunkRunner:
         )
 
 
-def rate_window_move(*, batch_id, now) -> int:
+def rate_window_move(*, batch_id: uuid.UUID, now: datetime) -> int:
     """Slide the batch's rate window after a write; return its last_seq.
 
     Runs in the writer's transaction, after its UPDATE locked the batch row.
@@ -379,11 +392,13 @@ def rate_window_move(*, batch_id, now) -> int:
     window = Batch.objects.values("last_seq", "rate_from_at", "rate_mid_at").get(pk=batch_id)
     last_seq = window["last_seq"]
     half = timedelta(seconds=settings.BATCHSITE_RATE_WINDOW_SECONDS / 2)
-    if window["rate_from_at"] is None:
+    mid_at = window["rate_mid_at"]
+    # Both ends of the window are set and cleared together.
+    if window["rate_from_at"] is None or mid_at is None:
         Batch.objects.filter(pk=batch_id).update(
             rate_from_at=now, rate_from_seq=last_seq, rate_mid_at=now, rate_mid_seq=last_seq
         )
-    elif now - window["rate_mid_at"] >= half:
+    elif now - mid_at >= half:
         Batch.objects.filter(pk=batch_id).update(
             rate_from_at=F("rate_mid_at"),
             rate_from_seq=F("rate_mid_seq"),
