@@ -8,6 +8,7 @@ Everything else uses the ORM.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -50,7 +51,7 @@ PG_OUTCOME_TYPES = [
 ]  # fmt: skip
 
 
-def items_insert(*, batch_id, rows: Iterable[Sequence[Any]]) -> None:
+def items_insert(*, batch_id: uuid.UUID, rows: Iterable[Sequence[Any]]) -> None:
     """Insert pending items.
 
     Rows are (index, external_id, key, type, payload JSON text, input file path), with the
@@ -77,7 +78,9 @@ def items_insert(*, batch_id, rows: Iterable[Sequence[Any]]) -> None:
             cursor.executemany(f"INSERT INTO {_table()} ({columns}) VALUES ({values})", params)
 
 
-def outcomes_write(*, batch_id, first_index: int, last_index: int, rows: list[Sequence[Any]]):
+def outcomes_write(
+    *, batch_id: uuid.UUID, first_index: int, last_index: int, rows: list[Sequence[Any]]
+) -> None:
     """Store outcomes of running items whose indexes lie in [first_index, last_index].
 
     Rows are (status, result JSON text or None, error_code, error_message, attempts,
@@ -110,6 +113,6 @@ def outcomes_write(*, batch_id, first_index: int, last_index: int, rows: list[Se
         "seq = %s WHERE id = %s AND status = %s"
     )
     adapt = connection.ops.adapt_datetimefield_value
-    params = [(*row[:6], adapt(row[6]), row[7], row[8], Item.Status.RUNNING) for row in rows]
+    updates = [(*row[:6], adapt(row[6]), row[7], row[8], Item.Status.RUNNING) for row in rows]
     with connection.cursor() as cursor:
-        cursor.executemany(sql, params)
+        cursor.executemany(sql, updates)

@@ -458,7 +458,9 @@ def zip_records(
             yield position, {**record, "_file": target}
 
 
-def _extract(archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, budget: list[int]):
+def _extract(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, budget: list[int]
+) -> None:
     """Inflate one member to `target`, spending `budget[0]` bytes; refuse it once spent."""
     with archive.open(info) as source, open(target, "wb") as out:
         while block := source.read(COPY_BLOCK):

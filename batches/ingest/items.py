@@ -19,7 +19,7 @@ MAX_TEXT = 255
 class ItemSpec:
     """A validated item, ready to insert."""
 
-    payload: dict
+    payload: Any  # a JSON value its job type accepted: an object unless the type says so
     type: str
     external_id: str = ""
     key: str = ""
@@ -130,5 +130,8 @@ def items_parse(objs: list[Any], *, default_type: str) -> tuple[list[ItemSpec], 
     problems: list[ItemProblem] = []
     for index, obj in enumerate(objs):
         parsed = item_parse(obj, index=index, default_type=default_type)
-        (problems if isinstance(parsed, ItemProblem) else specs).append(parsed)
+        if isinstance(parsed, ItemProblem):
+            problems.append(parsed)
+        else:
+            specs.append(parsed)
     return specs, problems

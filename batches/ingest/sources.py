@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -65,7 +66,7 @@ def download(url: str) -> tuple[Path, str]:
     return path, content_type
 
 
-def source_ingest(*, batch_id) -> str:
+def source_ingest(*, batch_id: uuid.UUID | str) -> str:
     """Download and read the batch's source; return what happened, for logs."""
     batch = Batch.objects.filter(pk=batch_id).first()
     if batch is None or batch.status != Batch.Status.INGESTING:

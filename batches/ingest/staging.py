@@ -23,7 +23,7 @@ from django.conf import settings
 
 from batches.exceptions import InvalidInput, TooLarge
 from batches.ingest import formats
-from batches.ingest.items import ItemProblem, item_parse
+from batches.ingest.items import ItemProblem, ItemSpec, item_parse
 from jobs import get_job_type
 
 READ_BLOCK = 1024 * 1024
@@ -141,11 +141,13 @@ def stage(
                 records = regroup(records)
             for index, record in records:
                 seen += 1
-                parsed = record
+                parsed: ItemSpec | ItemProblem
                 input_file = ""
                 if isinstance(record, dict) and "_file" in record:
                     input_file = str(record.pop("_file").relative_to(settings.MEDIA_ROOT))
-                if not isinstance(record, ItemProblem):
+                if isinstance(record, ItemProblem):
+                    parsed = record
+                else:
                     parsed = item_parse(record, index=index, default_type=default_type)
                 if isinstance(parsed, ItemProblem):
                     if input_file:
@@ -207,7 +209,7 @@ class _GroupWriter:
             pickle.dump(self.group, self.file, protocol=pickle.HIGHEST_PROTOCOL)
             self.group = []
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         try:
             self.flush()
         finally:
@@ -224,7 +226,15 @@ def _read_groups(path: Path) -> Iterator[Any]:
             yield from group
 
 
-def _records(source, path, fmt, default_type, dest, csv_types, payload) -> Iterator[formats.Record]:
+def _records(
+    source: IO[bytes],
+    path: Path,
+    fmt: str,
+    default_type: str,
+    dest: Path,
+    csv_types: str,
+    payload: dict[str, Any] | None,
+) -> Iterator[formats.Record]:
     # A line or element may hold a payload at its limit, plus the item's other fields.
     max_item = settings.BATCHSITE_MAX_PAYLOAD_BYTES * 2 + 4096
     if fmt == "jsonl":
