@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,7 +150,7 @@ def _payloads(start: int, stop: int) -> list[dict]:
     return [{"payload": {"n": n}} for n in range(start, stop)]
 
 
-def scenario_raw_insert(*, items: int, **_) -> dict[str, Any]:
+def scenario_raw_insert(*, items: int, **_options: Any) -> dict[str, Any]:
     """Insert item rows with the fastest path the database has: the limit for ingest."""
     from django.db import connection
 
@@ -196,7 +197,9 @@ def naive_echo_task(item_id: int) -> None:
     )
 
 
-def scenario_naive(*, items: int, naive_items: int, workers: int, clusters: int, **_):
+def scenario_naive(
+    *, items: int, naive_items: int, workers: int, clusters: int, **_options: Any
+) -> dict[str, Any]:
     """Process items with one django-q2 async_task each: the baseline to beat."""
     from django_q.tasks import async_task
 
@@ -221,7 +224,9 @@ def scenario_naive(*, items: int, naive_items: int, workers: int, clusters: int,
             "worker_peak_rss_mb": running.peak_mb}  # fmt: skip
 
 
-def scenario_batchsite(*, items: int, workers: int, clusters: int, **_):
+def scenario_batchsite(
+    *, items: int, workers: int, clusters: int, **_options: Any
+) -> dict[str, Any]:
     """Create, fill (service layer) and commit one batch; wait until it is finished."""
     from batches import services
     from batches.models import Batch
@@ -300,7 +305,9 @@ def _file_batch(*, type_name: str, count: int, make_file, workers: int, clusters
 FILE_SCENARIO_LIMIT = 10_000
 
 
-def scenario_image_derive(*, items: int, workers: int, clusters: int, **_):
+def scenario_image_derive(
+    *, items: int, workers: int, clusters: int, **_options: Any
+) -> dict[str, Any]:
     """Derive the default four sizes from 1024x768 JPEG photos-to-be (`image.derive`)."""
     import io
 
@@ -321,7 +328,9 @@ def scenario_image_derive(*, items: int, workers: int, clusters: int, **_):
     )  # fmt: skip
 
 
-def scenario_document_sign(*, items: int, workers: int, clusters: int, **_):
+def scenario_document_sign(
+    *, items: int, workers: int, clusters: int, **_options: Any
+) -> dict[str, Any]:
     """Sign 100 KB documents with a detached CMS signature each (`document.sign`)."""
     from django.core.management import call_command
 
@@ -350,7 +359,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def scenario_ingest_api(*, items: int, **_):
+def scenario_ingest_api(*, items: int, **_options: Any) -> dict[str, Any]:
     """Add items over real HTTP, 10,000 per request, to a web server on loopback."""
     import httpx
 
@@ -396,7 +405,7 @@ def web_server():
         server.wait(timeout=30)
 
 
-def scenario_ingest_jsonl(*, items: int, **_):
+def scenario_ingest_jsonl(*, items: int, **_options: Any) -> dict[str, Any]:
     """Upload one JSONL file of `items` lines over HTTP, then export them all again."""
     import httpx
 
@@ -458,7 +467,9 @@ def clusters_wait_ready(count: int, *, timeout: float = 60) -> None:
     wait_until(ready, timeout=timeout)
 
 
-def scenario_scale_out(*, items: int, workers: int, max_clusters: int, sleep_ms: int = 0, **_):
+def scenario_scale_out(
+    *, items: int, workers: int, max_clusters: int, sleep_ms: int = 0, **_options: Any
+) -> dict[str, Any]:
     """Process one batch of `items` with 1, 2, ... max_clusters qcluster processes.
 
     Each round fills a fresh batch (not timed), starts that many clusters, waits until they
@@ -502,7 +513,7 @@ def _answers(client, url: str) -> bool:
         return False
 
 
-SCENARIO_FUNCTIONS = {
+SCENARIO_FUNCTIONS: dict[str, Callable[..., dict[str, Any]]] = {
     "raw-insert": scenario_raw_insert,
     "naive": scenario_naive,
     "batchsite": scenario_batchsite,

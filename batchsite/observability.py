@@ -226,7 +226,10 @@ class BatchsiteCollector:
         )
         for row in sorted(rows, key=lambda row: row["type"]):
             cumulative = [
-                (_bound_label(bound), row[f"le_{n}"]) for n, bound in enumerate(DURATION_BUCKETS)
+                # django-stubs types the row from the literal annotate() keywords only and
+                # drops the **buckets ones, so it knows no "le_<n>" key.
+                (_bound_label(bound), row[f"le_{n}"])  # type: ignore[literal-required]
+                for n, bound in enumerate(DURATION_BUCKETS)
             ]
             cumulative.append(("+Inf", row["count"]))
             total = row["total"].total_seconds() if row["total"] is not None else 0.0
