@@ -91,7 +91,9 @@ class ProblemErrorSerializer(serializers.Serializer):
     external_id = serializers.CharField(required=False)
     code = serializers.CharField(required=False)
     message = serializers.CharField()
-    fields = serializers.DictField(
+    # A wire field named like a Serializer property: DRF's metaclass moves declared fields
+    # off the class, so the property stays; mypy sees an override.
+    fields = serializers.DictField(  # type: ignore[assignment]
         child=serializers.CharField(), required=False, help_text="An item's errors by field."
     )
 
@@ -104,7 +106,9 @@ class ProblemSerializer(serializers.Serializer):
     status = serializers.IntegerField()
     detail = serializers.CharField()
     code = serializers.CharField(help_text="Machine-readable: `invalid`, `not_found`, ...")
-    errors = ProblemErrorSerializer(many=True, required=False)
+    # A wire field named like a Serializer property: DRF's metaclass moves declared fields
+    # off the class, so the property stays; mypy sees an override.
+    errors = ProblemErrorSerializer(many=True, required=False)  # type: ignore[assignment]
     job_types = serializers.ListField(
         child=serializers.CharField(),
         required=False,

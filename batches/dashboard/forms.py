@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from django import forms
 
 from batches.dashboard.queries import DEFAULT_SORT, SORTS
@@ -47,7 +49,9 @@ class BatchFilterForm(forms.Form):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         names = sorted(job_types())
-        self.fields["type"].choices = [("", "any type"), *((name, name) for name in names)]
+        # Declared as a ChoiceField above; `fields` is typed as a dict of plain Fields.
+        type_field = cast(forms.ChoiceField, self.fields["type"])
+        type_field.choices = [("", "any type"), *((name, name) for name in names)]
 
     def filters(self) -> dict:
         """Return the valid filters; a bad field is dropped (and shown with its error)."""

@@ -18,7 +18,7 @@ class Command(BaseCommand):
         parser.add_argument("--all", action="store_true", help="rerun every item, not only failed")
 
     def handle(self, *args, batch, **options):
-        which = "all" if options["all"] else "failed"
+        which: services.RerunWhich = "all" if options["all"] else "failed"
         found = batch_find(batch)
         try:
             found = services.batch_rerun(batch=found, which=which, actor=command_actor())
