@@ -6,22 +6,25 @@ import datetime
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from jobs.signing import signer_check, signer_paths
 
+SigningKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 DEFAULT_COMMON_NAME = "batchsite document signer"
 DEFAULT_DAYS = 1095
 MAX_DAYS = 36500
 
 
-def certificate_self_signed(*, key, common_name: str, days: int) -> x509.Certificate:
+def certificate_self_signed(*, key: SigningKey, common_name: str, days: int) -> x509.Certificate:
     """Return a self-signed certificate for `key`, fit for signing documents (S/MIME)."""
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.UTC)
@@ -75,11 +78,14 @@ def file_replace(path: Path, data: bytes, *, mode: int) -> None:
         raise
 
 
-def key_description(key) -> str:
+def key_description(key: PrivateKeyTypes) -> str:
     """Describe a private key briefly, e.g. `EC secp256r1` or `RSA 2048`."""
     if isinstance(key, ec.EllipticCurvePrivateKey):
         return f"EC {key.curve.name}"
-    return f"RSA {key.key_size}"
+    if isinstance(key, rsa.RSAPrivateKey):
+        return f"RSA {key.key_size}"
+    # Not reached from handle(), which refuses any other kind of key first.
+    return type(key).__name__
 
 
 class Command(BaseCommand):
@@ -91,7 +97,7 @@ class Command(BaseCommand):
         "certificate's subject and SHA-256 fingerprint."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--common-name", help=f"subject CN (default {DEFAULT_COMMON_NAME!r})")
         parser.add_argument(
             "--days", type=int, help=f"validity of a new certificate (default {DEFAULT_DAYS})"
@@ -112,7 +118,7 @@ class Command(BaseCommand):
             "--force", action="store_true", help="replace an existing key and certificate"
         )
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         key_path, cert_path = signer_paths()
         existing = [str(path) for path in (key_path, cert_path) if path.exists()]
         if existing and not options["force"]:
@@ -121,6 +127,7 @@ class Command(BaseCommand):
                 "(signatures made with the old key stay verifiable: they carry its certificate)"
             )
         importing = options["import_pem"] or options["import_p12"]
+        key: PrivateKeyTypes
         if importing:
             given = [
                 f"--{name.replace('_', '-')}"
@@ -158,11 +165,12 @@ class Command(BaseCommand):
         self.stdout.write(f"subject: {certificate.subject.rfc4514_string()}")
         self.stdout.write(f"SHA-256 fingerprint: {fingerprint}")
 
-    def _generated(self, options):
+    def _generated(self, options: dict[str, Any]) -> tuple[SigningKey, x509.Certificate]:
         days = DEFAULT_DAYS if options["days"] is None else options["days"]
         if not 1 <= days <= MAX_DAYS:
             raise CommandError(f"--days must be from 1 to {MAX_DAYS}")
         common_name = options["common_name"] or DEFAULT_COMMON_NAME
+        key: SigningKey
         if options["key_type"] == "rsa":
             key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         else:
@@ -173,7 +181,7 @@ class Command(BaseCommand):
             raise CommandError(f"cannot make the certificate: {exc}") from exc
         return key, certificate
 
-    def _imported(self, options):
+    def _imported(self, options: dict[str, Any]) -> tuple[PrivateKeyTypes, x509.Certificate]:
         password = options["password"].encode() if options["password"] is not None else None
         if options["import_p12"]:
             data = self._read(options["import_p12"])
