@@ -66,6 +66,10 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
     """
 
     scope = "api"
+    # Set by SimpleRateThrottle.__init__ from the rate (DRF's stubs leave them out); read
+    # only when there is a rate.
+    num_requests: int
+    duration: int
 
     def get_rate(self) -> str | None:
         """Return the rate from the settings on every request, so changing them takes effect."""

@@ -12,6 +12,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render, resolve_url
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods
@@ -277,7 +278,7 @@ def _stream(chunks, batch: Batch, name: str) -> StreamingHttpResponse:
 
 @staff_required
 @require_GET
-def batch_download(request: HttpRequest, pk, name: str) -> HttpResponse:
+def batch_download(request: HttpRequest, pk, name: str) -> HttpResponseBase:
     """Stream the batch's items (JSONL/CSV, optionally by status), errors CSV or package."""
     batch = _batch(pk)
     if name in ("items.jsonl", "items.csv"):

@@ -22,7 +22,7 @@ PROVIDER_SETTINGS_ID = "1"
 # Fields a client may send that the dialect keeps and answers with, as they were sent.
 ECHO_MAX_LENGTH = 100
 
-_STATUS_OF = {
+_STATUS_OF: dict[str, str] = {
     Batch.Status.CREATED: "NEW",
     Batch.Status.INGESTING: "NEW",
     Batch.Status.OPEN: "UPLOADED",
@@ -121,7 +121,8 @@ class SigningBatchRecordSerializer(serializers.Serializer):
 class SigningAcceptedBatchSerializer(SigningBatchRecordSerializer):
     """The record AcceptBatch answers: as CreateBatch's, with an integer id."""
 
-    id = serializers.IntegerField(source="number")
+    # Declared anew with another type, as DRF allows: fields are collected by name.
+    id = serializers.IntegerField(source="number")  # type: ignore[assignment]
 
 
 class SigningPackageRecordSerializer(serializers.Serializer):
@@ -188,7 +189,9 @@ class SigningBatchStatusSerializer(serializers.Serializer):
     def get_documents(self, batch: Batch) -> list[dict]:
         """Return every document of the batch, in upload order, in one query."""
         items = batch.items.order_by("index").only("pk", "external_id", "status", "result")
-        return SigningDocumentSerializer(items, many=True, context={"batch": batch}).data
+        # With many=True this is a ListSerializer, whose data is a list; the stubs type the
+        # call as the item serializer.
+        return SigningDocumentSerializer(items, many=True, context={"batch": batch}).data  # type: ignore[return-value]
 
 
 class SigningErrorSerializer(serializers.Serializer):
