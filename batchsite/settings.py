@@ -348,7 +348,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "batches.api.renderers.StaffOnlyBrowsableNegotiation",
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "batches.api.parsers.DepthLimitedJSONParser",
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
@@ -444,6 +444,14 @@ BATCHSITE_DEFAULT_JOB_TYPE = os.environ.get("BATCHSITE_DEFAULT_JOB_TYPE", "echo"
 BATCHSITE_MAX_ITEMS_PER_REQUEST = env_int("BATCHSITE_MAX_ITEMS_PER_REQUEST", 10_000)
 BATCHSITE_MAX_ITEMS_PER_BATCH = env_int("BATCHSITE_MAX_ITEMS_PER_BATCH", 10_000_000)
 BATCHSITE_MAX_PAYLOAD_BYTES = env_int("BATCHSITE_MAX_PAYLOAD_BYTES", 64 * 1024)
+# JSON from a client (a body, a line of an upload, a JSON form field) nesting deeper than this
+# is refused before it is parsed. Python's parser recurses once per level, so the ceiling
+# stays well below its recursion limit.
+BATCHSITE_JSON_MAX_DEPTH = env_int("BATCHSITE_JSON_MAX_DEPTH", 64)
+if not 1 <= BATCHSITE_JSON_MAX_DEPTH <= 500:
+    raise ImproperlyConfigured(
+        f"BATCHSITE_JSON_MAX_DEPTH must be from 1 to 500, not {BATCHSITE_JSON_MAX_DEPTH}"
+    )
 # Seconds a worker may spend downloading a batch's source_url.
 BATCHSITE_SOURCE_TIMEOUT = env_int("BATCHSITE_SOURCE_TIMEOUT", 60)
 BATCHSITE_MAX_UPLOAD_BYTES = env_int("BATCHSITE_MAX_UPLOAD_BYTES", 2 * 1024**3)

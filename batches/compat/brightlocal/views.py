@@ -21,7 +21,7 @@ INVALID_BATCH_ID (404, also for another account's batch), plus INVALID_API_KEY (
 INVALID_JOB_TYPE (400) and METHOD_NOT_ALLOWED (405). Bad parameters are reported under
 the parameter's name, e.g. `{"fail": "must be true or false"}`. Any other refusal of the
 services is a 400 (409 conflicts included, as BrightLocal answers 400 to its own
-conflicts) under the upper-cased batchsite code, e.g. BATCH_NOT_OPEN.
+conflicts) under the upper-cased batchsite code, e.g. BATCH_NOT_OPEN or JSON_TOO_DEEP.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.authentication import BaseAuthentication
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -43,6 +43,7 @@ from rest_framework.views import APIView
 
 from batches import services
 from batches.api.authentication import KeyUser, api_key_check, request_actor
+from batches.api.parsers import DepthLimitedJSONParser
 from batches.api.problems import flatten_errors, refusal_headers, request_refusal
 from batches.compat.brightlocal.serializers import (
     BATCH_STATUSES,
@@ -195,7 +196,7 @@ class BrightLocalView(APIView):
     authentication_classes = [BrightLocalKeyAuthentication]
     permission_classes = [IsAuthenticated]
     renderer_classes = [JSONRenderer]
-    parser_classes = [JSONParser, FormParser, MultiPartParser]
+    parser_classes = [DepthLimitedJSONParser, FormParser, MultiPartParser]
 
     def get_exception_handler(self):
         """Answer errors in BrightLocal's shape, not as problem documents."""

@@ -38,7 +38,6 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -46,6 +45,7 @@ from rest_framework.views import APIView
 
 from batches import services
 from batches.api.authentication import KeyUser, api_key_check, request_actor
+from batches.api.parsers import DepthLimitedJSONParser
 from batches.api.problems import flatten_errors, refusal_headers, request_refusal
 from batches.compat.centrapay.serializers import (
     CentrapayBatchCreateSerializer,
@@ -148,7 +148,7 @@ class CentrapayView(APIView):
     authentication_classes = [CentrapayKeyAuthentication]
     permission_classes = [IsAuthenticated]
     renderer_classes = [JSONRenderer]
-    parser_classes = [JSONParser]
+    parser_classes = [DepthLimitedJSONParser]
 
     def get_exception_handler(self):
         """Answer errors in Centrapay's shape, not as problem documents."""

@@ -33,7 +33,6 @@ from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.negotiation import DefaultContentNegotiation
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -41,6 +40,7 @@ from rest_framework.views import APIView
 
 from batches import services
 from batches.api.authentication import ApiKeyAuthentication, request_account, request_actor
+from batches.api.parsers import DepthLimitedJSONParser
 from batches.api.problems import (
     domain_error_line,
     flatten_errors,
@@ -120,7 +120,7 @@ class JsonLdRenderer(JSONRenderer):
     media_type = "application/ld+json"
 
 
-class JsonLdParser(JSONParser):
+class JsonLdParser(DepthLimitedJSONParser):
     """Read JSON sent as JSON-LD."""
 
     media_type = "application/ld+json"
@@ -145,7 +145,7 @@ class DlcsView(APIView):
     authentication_classes = [BasicApiKeyAuthentication, ApiKeyAuthentication]
     permission_classes = [IsAuthenticated]
     renderer_classes = [JSONRenderer, JsonLdRenderer]
-    parser_classes = [JSONParser, JsonLdParser]
+    parser_classes = [DepthLimitedJSONParser, JsonLdParser]
     content_negotiation_class = AnyAcceptNegotiation
 
     def get_exception_handler(self):

@@ -40,7 +40,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.negotiation import DefaultContentNegotiation
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -48,7 +48,7 @@ from rest_framework.views import APIView
 
 from batches import exports, services
 from batches.api.authentication import ApiKeyAuthentication, request_account, request_actor
-from batches.api.parsers import RawBodyParser
+from batches.api.parsers import DepthLimitedJSONParser, RawBodyParser
 from batches.api.problems import (
     domain_error_line,
     flatten_errors,
@@ -138,7 +138,7 @@ class SigningView(APIView):
     authentication_classes = [ApiKeyAuthentication]
     permission_classes = [IsAuthenticated]
     renderer_classes = [JSONRenderer]
-    parser_classes = [JSONParser, FormParser, MultiPartParser]
+    parser_classes = [DepthLimitedJSONParser, FormParser, MultiPartParser]
     content_negotiation_class = AnyAcceptNegotiation
 
     def get_exception_handler(self):
