@@ -28,7 +28,6 @@ What differs from DLCS, and why:
 
 from __future__ import annotations
 
-from django.core.exceptions import SuspiciousOperation
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
@@ -41,12 +40,7 @@ from rest_framework.views import APIView
 from batches import services
 from batches.api.authentication import ApiKeyAuthentication, request_account, request_actor
 from batches.api.parsers import DepthLimitedJSONParser
-from batches.api.problems import (
-    domain_error_line,
-    flatten_errors,
-    refusal_headers,
-    request_refusal,
-)
+from batches.api.problems import answerable, domain_error_line, flatten_errors, refusal_headers
 from batches.api.views import CatchAllNotFound
 from batches.compat.dlcs.authentication import BasicApiKeyAuthentication
 from batches.compat.dlcs.serializers import (
@@ -101,14 +95,12 @@ def error_description(exc: DomainError | exceptions.APIException) -> str:
 
 
 def dlcs_exception_handler(exc: Exception, context: dict) -> Response | None:
-    """Answer every error with a Hydra Error, never a problem document."""
-    if isinstance(exc, SuspiciousOperation):
-        # A body Django refused (too big, too many fields): answered in this dialect's shape.
-        exc = request_refusal(exc)
+    """Answer every error with a Hydra Error, never a problem document; a crash as a bare 500."""
+    exc = answerable(exc, context)
+    if exc is None:
+        return None
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
-    if not isinstance(exc, DomainError | exceptions.APIException):
-        return None
     headers = refusal_headers(exc)
     body = hydra_error(exc.status_code, error_description(exc))
     return Response(body, status=exc.status_code, headers=headers)
