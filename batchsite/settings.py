@@ -445,12 +445,12 @@ BATCHSITE_MAX_ITEMS_PER_REQUEST = env_int("BATCHSITE_MAX_ITEMS_PER_REQUEST", 10_
 BATCHSITE_MAX_ITEMS_PER_BATCH = env_int("BATCHSITE_MAX_ITEMS_PER_BATCH", 10_000_000)
 BATCHSITE_MAX_PAYLOAD_BYTES = env_int("BATCHSITE_MAX_PAYLOAD_BYTES", 64 * 1024)
 # JSON from a client (a body, a line of an upload, a JSON form field) nesting deeper than this
-# is refused before it is parsed. Python's parser recurses once per level, so the ceiling
-# stays well below its recursion limit.
+# is refused before it is parsed. Python's parser, and code that walks what it built, recurse
+# once or more per level: the ceiling keeps them all well below Python's recursion limit.
 BATCHSITE_JSON_MAX_DEPTH = env_int("BATCHSITE_JSON_MAX_DEPTH", 64)
-if not 1 <= BATCHSITE_JSON_MAX_DEPTH <= 500:
+if not 1 <= BATCHSITE_JSON_MAX_DEPTH <= 200:
     raise ImproperlyConfigured(
-        f"BATCHSITE_JSON_MAX_DEPTH must be from 1 to 500, not {BATCHSITE_JSON_MAX_DEPTH}"
+        f"BATCHSITE_JSON_MAX_DEPTH must be from 1 to 200, not {BATCHSITE_JSON_MAX_DEPTH}"
     )
 # Seconds a worker may spend downloading a batch's source_url.
 BATCHSITE_SOURCE_TIMEOUT = env_int("BATCHSITE_SOURCE_TIMEOUT", 60)

@@ -14,8 +14,9 @@ from batches.jsondepth import json_too_deep, json_value_end
 TRICKY_TEXT = st.text(alphabet='[]{}"\\/ \n\tu0aé\u2028\ud800', max_size=12)
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | TRICKY_TEXT,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(TRICKY_TEXT, children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(TRICKY_TEXT, children, max_size=4)
+    ),
     max_leaves=60,
 )
 

@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
 from rest_framework.test import APIClient
 
 from batches import services
@@ -417,3 +418,43 @@ def test_live_server__deep_bodies_are_400_json_not_a_crash(live_server, account)
     assert centrapay.headers["Content-Type"] == "application/json"
     assert "levels deep" in centrapay.json()["message"]
     assert not Batch.objects.exists()
+
+
+# The most BATCHSITE_JSON_MAX_DEPTH may be set to.
+HIGHEST_LIMIT = 200
+
+
+@pytest.mark.parametrize("name", SURFACES)
+def test_json_body__at_the_highest_limit_allowed_nothing_recurses_too_deep(caller, settings, name):
+    settings.BATCHSITE_JSON_MAX_DEPTH = HIGHEST_LIMIT
+    surface = SURFACES[name]
+
+    response = surface.send(caller, HIGHEST_LIMIT)
+
+    assert response.status_code == surface.taken, response.content[:300]
+
+
+def test_json_body__a_batch_at_the_highest_limit_reads_back_everywhere(
+    caller, settings, django_user_model
+):
+    settings.BATCHSITE_JSON_MAX_DEPTH = HIGHEST_LIMIT
+    body = (
+        f'{{"metadata": {objects(HIGHEST_LIMIT - 1)}, '
+        f'"items": [{{"payload": {objects(HIGHEST_LIMIT - 3)}}}]}}'
+    )
+    created = post_json(caller, BATCHES, body, **caller.auth)
+    assert created.status_code == 201, created.content[:300]
+    batch = Batch.objects.get(pk=created.json()["id"])
+    staff = Client()
+    staff.force_login(django_user_model.objects.create_superuser("root", password="pw"))
+
+    pages = [
+        caller.client.get(f"{BATCHES}{batch.pk}/", **caller.auth),
+        caller.client.get(f"{BATCHES}{batch.pk}/items/", **caller.auth),
+        caller.client.get(f"{BATCHES}{batch.pk}/export/?format=jsonl", **caller.auth),
+        staff.get(f"/batches/{batch.pk}/"),
+        staff.get(f"/admin/batches/batch/{batch.pk}/change/"),
+        staff.get(f"/admin/batches/item/{batch.items.get().pk}/change/"),
+    ]
+
+    assert [page.status_code for page in pages] == [200] * len(pages)
