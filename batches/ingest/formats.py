@@ -252,6 +252,9 @@ class _JsonArrayReader:
                     cut = exc.pos >= len(self.buffer) - LOOKAHEAD or exc.msg.startswith(
                         "Unterminated string"
                     )
+                except ValueError as exc:
+                    # An integer of more digits than Python converts: no more text mends it.
+                    error, cut = str(exc), False
                 else:
                     # A number cut by the buffer's end reads as a shorter one: decode it again.
                     if self.eof or end <= len(self.buffer) - LOOKAHEAD:
