@@ -392,6 +392,23 @@ def test_upload__a_deep_element_longer_than_a_read_is_skipped_to_its_end(caller)
     assert [error["code"] for error in response.json()["errors"]] == ["json_too_deep"]
 
 
+def test_source_url__a_deep_line_of_the_file_is_refused_alone(
+    caller, httpserver, django_capture_on_commit_callbacks
+):
+    file = lines(OK_ITEM, item(VERY_DEEP), OK_ITEM)
+    httpserver.expect_request("/items.jsonl").respond_with_data(file, content_type="text/plain")
+    body = json.dumps({"type": "echo", "source_url": httpserver.url_for("/items.jsonl")})
+
+    with django_capture_on_commit_callbacks(execute=True):
+        created = post_json(caller, BATCHES, body, **caller.auth)
+
+    assert created.status_code == 201, created.content[:300]
+    batch = Batch.objects.get(pk=created.json()["id"])
+    assert (batch.status, batch.total_items) == (Batch.Status.OPEN, 2)
+    error = batch.errors.get()
+    assert (error.index, error.code) == (1, "json_too_deep")
+
+
 # --- over real HTTP ------------------------------------------------------------------------------
 
 
