@@ -130,16 +130,18 @@ def answerable(
     """Return the error an exception handler answers in its own shape for `exc`, or None.
 
     Every handler (the API's and each dialect's) starts here. A request body Django
-    refused (too big, too many fields) becomes the domain error it means: left to Django
-    it would be an HTML 400. DomainError, APIException, Http404 and the handler's `known`
-    exceptions are answered as they are. Anything else is a crash: logged with its
-    traceback and answered as ServerError, so no message, stack trace or SQL of it reaches
-    the client, and no surface answers Django's HTML page. With DEBUG on a crash gives
-    None, which leaves it to Django's debug page.
+    refused (too big, too many fields) becomes the domain error it means, and Django's
+    PermissionDenied DRF's: left to Django they would be HTML pages. DomainError,
+    APIException, Http404 and the handler's `known` exceptions are answered as they are.
+    Anything else is a crash: logged with its traceback and answered as ServerError, so no
+    message, stack trace or SQL of it reaches the client, and no surface answers Django's
+    HTML page. With DEBUG on a crash gives None, which leaves it to Django's debug page.
     """
     if isinstance(exc, SuspiciousOperation):
         logger.warning("Refused request: %s", exc)
         return request_refusal(exc)
+    if isinstance(exc, DjangoPermissionDenied):
+        return exceptions.PermissionDenied()
     if isinstance(exc, (DomainError, exceptions.APIException, Http404, *known)):
         return exc
     if settings.DEBUG:
@@ -154,8 +156,6 @@ def problem_exception_handler(exc: Exception, context: dict) -> Response | None:
     """Answer every error with a problem document (see `answerable` for crashes)."""
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
-    elif isinstance(exc, DjangoPermissionDenied):
-        exc = exceptions.PermissionDenied()
     exc = answerable(exc, context)
     if exc is None:
         return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.test import Client
 
 from batches import services
@@ -113,3 +114,26 @@ def test_crash__with_debug_on_is_left_to_djangos_debug_page(
 
     assert response.status_code == 500
     assert SECRET.encode() in response.content
+
+
+@pytest.fixture
+def refusing_create(monkeypatch):
+    """Make batch creation raise Django's PermissionDenied, as a permission check would."""
+
+    def refuse(*args, **kwargs):
+        raise DjangoPermissionDenied("no")
+
+    monkeypatch.setattr(services, "batch_create", refuse)
+
+
+@pytest.mark.parametrize("surface", SERVER_ERRORS, ids=lambda surface: surface.__name__)
+def test_permission_denied__is_403_in_the_surfaces_own_shape(
+    surface, refusing_create, account, key, settings
+):
+    settings.BATCHSITE_OUTBOUND_ALLOWED_HOSTS = ["localhost"]
+
+    response = surface(account, key)
+
+    assert response.status_code == 403, response.content[:300]
+    assert "html" not in response["Content-Type"]
+    assert response.json() != SERVER_ERRORS[surface]
