@@ -40,6 +40,18 @@ def test_usable_content_type__keeps_what_django_can_read(content_type, usable):
     assert usable_content_type(content_type) == usable
 
 
+@pytest.fixture
+def post(wsgi_app, account):
+    """POST to batchsite's WSGI application with a key of `account`."""
+    _, key = services.api_key_create(account=account, name="wsgi")
+
+    def send(path: str, body: bytes, content_type: str):
+        auth = {"HTTP_AUTHORIZATION": f"Api-Key {key}"}
+        return wsgi_request(wsgi_app, "POST", path, body, content_type, **auth)
+
+    return send
+
+
 @pytest.mark.parametrize(
     "content_type",
     [
@@ -48,33 +60,17 @@ def test_usable_content_type__keeps_what_django_can_read(content_type, usable):
         "application/json; charset*=no-such''utf-8",  # RFC 2231, an unknown charset
     ],
 )
-def test_wsgi__a_content_type_django_cannot_read_is_read_as_json(wsgi_app, account, content_type):
-    _, key = services.api_key_create(account=account, name="wsgi")
-
-    response = wsgi_request(
-        wsgi_app,
-        "POST",
-        "/api/v1/batches/?note=1",
-        b'{"label": "read as UTF-8"}',
-        content_type,
-        HTTP_AUTHORIZATION=f"Api-Key {key}",
-    )
+def test_wsgi__a_content_type_django_cannot_read_is_read_as_json(post, content_type):
+    response = post("/api/v1/batches/?note=1", b'{"label": "read as UTF-8"}', content_type)
 
     assert response.status_code == 201, response.content
     assert Batch.objects.get().label == "read as UTF-8"
 
 
-def test_wsgi__a_multipart_body_whose_boundary_cannot_be_read_is_400(wsgi_app, account):
-    _, key = services.api_key_create(account=account, name="wsgi")
+def test_wsgi__a_multipart_body_whose_boundary_cannot_be_read_is_400(post):
+    path = "/compat/signing/api/CreateBatch/1?x=1"
 
-    response = wsgi_request(
-        wsgi_app,
-        "POST",
-        "/compat/signing/api/CreateBatch/1?x=1",
-        b"--x\r\n",
-        "multipart/form-data; boundary*=no-such''x",
-        HTTP_AUTHORIZATION=f"Api-Key {key}",
-    )
+    response = post(path, b"--x\r\n", "multipart/form-data; boundary*=no-such''x")
 
     assert response.status_code == 400, response.content
     assert "error" in json.loads(response.content)

@@ -17,8 +17,6 @@ import csv
 import io
 import json
 import os
-import warnings
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlencode
@@ -31,6 +29,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from batches import services
+from tests.batches.test_formats import zip_data
 from tests.helpers import wsgi_request
 
 EXAMPLES = int(os.environ.get("BATCHSITE_FUZZ_EXAMPLES", "50"))
@@ -269,17 +268,7 @@ MEMBER_NAMES = st.one_of(
 )
 
 
-def _zip(members: list[tuple[str, bytes]]) -> bytes:
-    buffer = io.BytesIO()
-    # A name twice is worth sending; zipfile warns about it.
-    with zipfile.ZipFile(buffer, "w") as archive, warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        for name, data in members:
-            archive.writestr(name, data)
-    return buffer.getvalue()
-
-
-ZIP_FILES = st.lists(st.tuples(MEMBER_NAMES, st.binary(max_size=40)), max_size=4).map(_zip)
+ZIP_FILES = st.lists(st.tuples(MEMBER_NAMES, st.binary(max_size=40)), max_size=4).map(zip_data)
 FILES = st.one_of(JSONL_FILES, JSON_ARRAY_FILES, CSV_FILES, ZIP_FILES)
 MULTIPART_PACKAGES = st.tuples(FILES, st.dictionaries(st.sampled_from(["tsaId", "x"]), FORM_VALUES))
 FILE_BODIES = st.one_of(

@@ -8,9 +8,7 @@ RecursionError), is refused and writes nothing; a body exactly at the limit is t
 
 from __future__ import annotations
 
-import io
 import json
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlencode
@@ -24,6 +22,7 @@ from rest_framework.test import APIClient
 from batches import services
 from batches.models import Batch, Item
 from tests.batches.test_api_problems import assert_problem, row_counts
+from tests.batches.test_formats import zip_data
 
 API = "/api/v1"
 BATCHES = f"{API}/batches/"
@@ -289,14 +288,6 @@ def test_form_field__deep_payload_of_a_file_item_is_400_json_too_deep(caller, de
     assert row_counts() == before
 
 
-def zip_of(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        for name, data in files.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
-
-
 @pytest.mark.parametrize("depth", [65, VERY_DEEP])
 def test_query_parameter__deep_payload_of_a_zip_upload_is_400_json_too_deep(caller, depth):
     batch, _ = services.batch_create(account=caller.account, actor="test", type="test.stamp")
@@ -306,7 +297,7 @@ def test_query_parameter__deep_payload_of_a_zip_upload_is_400_json_too_deep(call
     response = caller.client.generic(
         "POST",
         f"{BATCHES}{batch.id}/upload/?{query}",
-        zip_of({"a.txt": b"a"}),
+        zip_data([("a.txt", b"a")]),
         content_type="application/zip",
         **caller.auth,
     )
