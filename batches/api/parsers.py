@@ -1,7 +1,11 @@
 """Request body parsers: JSON with a nesting limit, and one that leaves the body unread."""
 
 from rest_framework.exceptions import ParseError
-from rest_framework.parsers import BaseParser, JSONParser, get_encoding
+from rest_framework.parsers import (  # type: ignore[attr-defined]  # DRF's stubs lack it
+    BaseParser,
+    JSONParser,
+    get_encoding,
+)
 from rest_framework.utils import json
 
 from batches.jsondepth import json_depth_check

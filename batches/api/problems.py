@@ -156,10 +156,10 @@ def problem_exception_handler(exc: Exception, context: dict) -> Response | None:
     """Answer every error with a problem document (see `answerable` for crashes)."""
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
-    exc = answerable(exc, context)
-    if exc is None:
+    error = answerable(exc, context)
+    if error is None:
         return None
-
+    exc = error
     headers: dict[str, str] = {}
     if isinstance(exc, DomainError):
         body = problem_body(

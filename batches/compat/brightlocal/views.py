@@ -44,7 +44,7 @@ from rest_framework.views import APIView
 from batches import services
 from batches.api.authentication import KeyUser, api_key_check, request_actor
 from batches.api.parsers import DepthLimitedJSONParser
-from batches.api.problems import answerable, flatten_errors, refusal_headers
+from batches.api.problems import ServerError, answerable, flatten_errors, refusal_headers
 from batches.compat.brightlocal.serializers import (
     BATCH_STATUSES,
     BrightLocalBatchCreatedSerializer,
@@ -135,16 +135,18 @@ def _failure(exc: Exception) -> tuple[int, dict[str, Any]]:
         return 400, errors
     if isinstance(exc, exceptions.MethodNotAllowed):
         return 405, {"METHOD_NOT_ALLOWED": str(exc.detail)}
+    if not isinstance(exc, exceptions.APIException):
+        exc = ServerError()  # whatever else answerable let through is a crash too
     return exc.status_code, {str(exc.default_code).upper(): str(exc.detail)}
 
 
 def brightlocal_exception_handler(exc: Exception, context: dict) -> Response | None:
     """Answer every error as `{"success": false, "errors": {...}}`, a crash as SERVER_ERROR."""
-    exc = answerable(exc, context, known=(BrightLocalError,))
-    if exc is None:
+    error = answerable(exc, context, known=(BrightLocalError,))
+    if error is None:
         return None
-    status_code, errors = _failure(exc)
-    headers = refusal_headers(exc)
+    status_code, errors = _failure(error)
+    headers = refusal_headers(error)
     return Response({"success": False, "errors": errors}, status=status_code, headers=headers)
 
 

@@ -45,7 +45,7 @@ from rest_framework.views import APIView
 from batches import services
 from batches.api.authentication import KeyUser, api_key_check, request_actor
 from batches.api.parsers import DepthLimitedJSONParser
-from batches.api.problems import answerable, flatten_errors, refusal_headers
+from batches.api.problems import ServerError, answerable, flatten_errors, refusal_headers
 from batches.compat.centrapay.serializers import (
     CentrapayBatchCreateSerializer,
     CentrapayBatchSerializer,
@@ -91,16 +91,18 @@ def _failure(exc: Exception) -> tuple[int, str]:
         return 401, f"An API key is required in the {KEY_HEADER} header"
     if isinstance(exc, exceptions.ValidationError):
         return 400, _joined(flatten_errors(exc.detail))
+    if not isinstance(exc, exceptions.APIException):
+        exc = ServerError()  # whatever else answerable let through is a crash too
     return exc.status_code, str(exc.detail)
 
 
 def centrapay_exception_handler(exc: Exception, context: dict) -> Response | None:
     """Answer every error as `{"message": ...}`, a crash as a bare 500."""
-    exc = answerable(exc, context, known=(CentrapayError,))
-    if exc is None:
+    error = answerable(exc, context, known=(CentrapayError,))
+    if error is None:
         return None
-    status_code, message = _failure(exc)
-    headers = refusal_headers(exc)
+    status_code, message = _failure(error)
+    headers = refusal_headers(error)
     return Response({"message": message}, status=status_code, headers=headers)
 
 

@@ -96,9 +96,10 @@ def error_description(exc: DomainError | exceptions.APIException) -> str:
 
 def dlcs_exception_handler(exc: Exception, context: dict) -> Response | None:
     """Answer every error with a Hydra Error, never a problem document; a crash as a bare 500."""
-    exc = answerable(exc, context)
-    if exc is None:
+    error = answerable(exc, context)
+    if error is None:
         return None
+    exc = error
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     headers = refusal_headers(exc)
