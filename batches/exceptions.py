@@ -27,6 +27,19 @@ class InvalidInput(DomainError):
         self.errors = errors or []
 
 
+class JsonTooDeep(DomainError):
+    """JSON nested deeper than BATCHSITE_JSON_MAX_DEPTH, refused before it was parsed."""
+
+    default_code = "json_too_deep"
+    title = "JSON nested too deeply"
+
+    def __init__(self, *, field: str, limit: int):
+        what = "the JSON body" if field == "body" else f"the JSON of {field}"
+        message = f"nests more than {limit} levels deep"
+        self.errors = [{"field": field, "message": message}]
+        super().__init__(f"{what} {message}", extra={"errors": self.errors})
+
+
 class NotFound(DomainError):
     status_code = 404
     default_code = "not_found"

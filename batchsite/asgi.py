@@ -4,6 +4,8 @@ import os
 
 from django.core.asgi import get_asgi_application
 
+from batchsite.content_type import asgi_guarded
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "batchsite.settings")
 
-application = get_asgi_application()
+application = asgi_guarded(get_asgi_application())

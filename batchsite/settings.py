@@ -27,8 +27,10 @@ def env_bool(name: str, default: bool = False) -> bool:
     raise ImproperlyConfigured(f"{name} must be 1/0, true/false, yes/no or on/off, not {value!r}")
 
 
-def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
-    """Read an integer environment variable, failing clearly on garbage or one below `minimum`."""
+def env_int(
+    name: str, default: int, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
+    """Read an integer environment variable, failing clearly on garbage or one out of bounds."""
     value = os.environ.get(name)
     if value is None or value.strip() == "":
         return default
@@ -40,6 +42,8 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
         raise ImproperlyConfigured(
             f"{name} must be an integer of at least {minimum}, not {value!r}"
         )
+    if maximum is not None and number > maximum:
+        raise ImproperlyConfigured(f"{name} must be an integer of at most {maximum}, not {value!r}")
     return number
 
 
@@ -348,7 +352,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_CONTENT_NEGOTIATION_CLASS": "batches.api.renderers.StaffOnlyBrowsableNegotiation",
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "batches.api.parsers.DepthLimitedJSONParser",
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
@@ -444,6 +448,10 @@ BATCHSITE_DEFAULT_JOB_TYPE = os.environ.get("BATCHSITE_DEFAULT_JOB_TYPE", "echo"
 BATCHSITE_MAX_ITEMS_PER_REQUEST = env_int("BATCHSITE_MAX_ITEMS_PER_REQUEST", 10_000)
 BATCHSITE_MAX_ITEMS_PER_BATCH = env_int("BATCHSITE_MAX_ITEMS_PER_BATCH", 10_000_000)
 BATCHSITE_MAX_PAYLOAD_BYTES = env_int("BATCHSITE_MAX_PAYLOAD_BYTES", 64 * 1024)
+# JSON from a client (a body, a line of an upload, a JSON form field) nesting deeper than this
+# is refused before it is parsed. Python's parser, and code that walks what it built, recurse
+# once or more per level: the ceiling keeps them all well below Python's recursion limit.
+BATCHSITE_JSON_MAX_DEPTH = env_int("BATCHSITE_JSON_MAX_DEPTH", 64, minimum=1, maximum=200)
 # Seconds a worker may spend downloading a batch's source_url.
 BATCHSITE_SOURCE_TIMEOUT = env_int("BATCHSITE_SOURCE_TIMEOUT", 60)
 BATCHSITE_MAX_UPLOAD_BYTES = env_int("BATCHSITE_MAX_UPLOAD_BYTES", 2 * 1024**3)

@@ -14,6 +14,8 @@ from urllib.parse import quote
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
 from django.test import Client
 from rest_framework.test import APIClient
 
@@ -29,6 +31,22 @@ def key_client(account) -> APIClient:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Api-Key {raw}")
     return client
+
+
+@pytest.fixture
+def wsgi_app(db):
+    """Return batchsite's WSGI application, kept from closing the test's database connection.
+
+    Django's own test client does the same: after each request Django closes the
+    connection, and with it the transaction the test runs in.
+    """
+    from batchsite.wsgi import application
+
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield application
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
 
 
 @pytest.fixture

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import socket
+from dataclasses import dataclass
+from urllib.parse import unquote_to_bytes
+from wsgiref.util import setup_testing_defaults
 
 from django.db.models import Count
 
@@ -49,3 +53,45 @@ def refused_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@dataclass
+class WsgiResponse:
+    """What a WSGI application answered."""
+
+    status_code: int
+    headers: dict[str, str]
+    content: bytes
+
+
+def wsgi_request(
+    application, method: str, path: str, body: bytes = b"", content_type: str = "", **environ
+) -> WsgiResponse:
+    """Send one request to a WSGI application as a WSGI server would, and read its answer.
+
+    Unlike Django's test client, this goes through the application's own entry point
+    (batchsite.wsgi wraps Django's). `environ` adds CGI variables such as HTTP_X_API_KEY.
+    """
+    path, _, query = path.partition("?")
+    request = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": unquote_to_bytes(path).decode("iso-8859-1"),
+        "QUERY_STRING": query,
+        "CONTENT_TYPE": content_type,
+        "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": io.BytesIO(body),
+        **environ,
+    }
+    setup_testing_defaults(request)
+    started: dict = {}
+
+    def start_response(status, headers, exc_info=None):
+        started.update(status=status, headers=headers)
+
+    result = application(request, start_response)
+    try:
+        content = b"".join(result)
+    finally:
+        if hasattr(result, "close"):
+            result.close()
+    return WsgiResponse(int(started["status"].split()[0]), dict(started["headers"]), content)

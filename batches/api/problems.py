@@ -24,6 +24,15 @@ logger = logging.getLogger(__name__)
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 
+
+class ServerError(exceptions.APIException):
+    """A crash as the client hears of it: a bare 500, nothing of the exception itself."""
+
+    status_code = 500
+    default_detail = "The server failed to handle this request."
+    default_code = "server_error"
+
+
 # DRF exception class -> (code, title); the first match in this order wins.
 API_EXCEPTION_CODES: list[tuple[type[exceptions.APIException], str, str]] = [
     (exceptions.ValidationError, "invalid", "Invalid request"),
@@ -36,6 +45,7 @@ API_EXCEPTION_CODES: list[tuple[type[exceptions.APIException], str, str]] = [
     (exceptions.NotAcceptable, "not_acceptable", "Not acceptable"),
     (exceptions.UnsupportedMediaType, "unsupported_media_type", "Unsupported media type"),
     (exceptions.Throttled, "throttled", "Too many requests"),
+    (ServerError, "server_error", "Server error"),
 ]
 
 
@@ -114,31 +124,42 @@ def request_refusal(exc: SuspiciousOperation) -> DomainError:
     return InvalidInput(message, errors=[{"field": "body", "message": message}])
 
 
-def server_error_problem() -> dict:
-    """Build the problem document for a crash: nothing of the exception reaches the client."""
-    return problem_body(
-        status_code=500,
-        code="server_error",
-        title="Server error",
-        detail="The server failed to handle this request.",
-    )
+def answerable(
+    exc: Exception, context: dict, *, known: tuple[type[Exception], ...] = ()
+) -> Exception | None:
+    """Return the error an exception handler answers in its own shape for `exc`, or None.
+
+    Every handler (the API's and each dialect's) starts here. A request body Django
+    refused (too big, too many fields) becomes the domain error it means, and Django's
+    PermissionDenied DRF's: left to Django they would be HTML pages. DomainError,
+    APIException, Http404 and the handler's `known` exceptions are answered as they are.
+    Anything else is a crash: logged with its traceback and answered as ServerError, so no
+    message, stack trace or SQL of it reaches the client, and no surface answers Django's
+    HTML page. With DEBUG on a crash gives None, which leaves it to Django's debug page.
+    """
+    if isinstance(exc, SuspiciousOperation):
+        logger.warning("Refused request: %s", exc)
+        return request_refusal(exc)
+    if isinstance(exc, DjangoPermissionDenied):
+        return exceptions.PermissionDenied()
+    if isinstance(exc, (DomainError, exceptions.APIException, Http404, *known)):
+        return exc
+    if settings.DEBUG:
+        return None
+    view = context.get("view")
+    name = type(view).__name__ if view is not None else "an API view"
+    logger.exception("Unhandled error in %s", name, exc_info=exc)
+    return ServerError()
 
 
 def problem_exception_handler(exc: Exception, context: dict) -> Response | None:
-    """Answer every error with a problem document; with DEBUG on, leave crashes to Django.
-
-    A crash answers a bare 500 problem document and logs the traceback, so no message,
-    stack trace or SQL of the exception reaches the client.
-    """
+    """Answer every error with a problem document (see `answerable` for crashes)."""
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
-    elif isinstance(exc, DjangoPermissionDenied):
-        exc = exceptions.PermissionDenied()
-    elif isinstance(exc, SuspiciousOperation):
-        # Left to Django they would be an HTML 400; a client of the API reads problems.
-        logger.warning("Refused request: %s", exc)
-        exc = request_refusal(exc)
-
+    error = answerable(exc, context)
+    if error is None:
+        return None
+    exc = error
     headers: dict[str, str] = {}
     if isinstance(exc, DomainError):
         body = problem_body(
@@ -165,13 +186,6 @@ def problem_exception_handler(exc: Exception, context: dict) -> Response | None:
             status_code=exc.status_code, code=code, title=title, detail=detail, **extra
         )
         headers.update(refusal_headers(exc))
-    elif settings.DEBUG:
-        return None
-    else:
-        view = context.get("view")
-        name = type(view).__name__ if view is not None else "an API view"
-        logger.exception("Unhandled error in %s", name, exc_info=exc)
-        body = server_error_problem()
 
     set_rollback()
     response = Response(body, status=body["status"], headers=headers)

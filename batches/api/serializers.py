@@ -13,6 +13,7 @@ from rest_framework import serializers
 
 from batches import selectors
 from batches.ingest.items import storable_problem
+from batches.jsondepth import json_depth_check
 from batches.models import Batch, BatchError, BatchEvent, Item
 
 # --- strict input --------------------------------------------------------------------------------
@@ -61,8 +62,20 @@ class StrictUUIDField(serializers.UUIDField):
         return super().to_internal_value(data)
 
 
+class DepthLimitedJSONField(serializers.JSONField):
+    """A JSONField that refuses JSON text (binary=True, or a form's field) nested deeper than
+    BATCHSITE_JSON_MAX_DEPTH before parsing it, as the JSON body parser does."""
+
+    def to_internal_value(self, data):
+        """Refuse too deep JSON text (JsonTooDeep), then parse or check it as JSONField does."""
+        text = self.binary or getattr(data, "is_json_string", False)
+        if text and isinstance(data, str | bytes):
+            json_depth_check(data, field=self.field_name)
+        return super().to_internal_value(data)
+
+
 @extend_schema_field({"type": "object", "additionalProperties": True})
-class JSONObjectField(serializers.JSONField):
+class JSONObjectField(DepthLimitedJSONField):
     """Accept only a JSON object (with binary=True, also given as a JSON string)."""
 
     def to_internal_value(self, data):
@@ -189,7 +202,7 @@ class ItemInputSerializer(StrictSerializer):
 
 
 @extend_schema_field(ItemInputSerializer(many=True))
-class ItemListField(serializers.JSONField):
+class ItemListField(DepthLimitedJSONField):
     """Items as JSON, each checked by the service against its job type."""
 
 

@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from batches.ingest.items import ItemProblem
+from batches.jsondepth import DEFAULT_MAX_DEPTH, json_too_deep, json_value_end
 
 JSONL_TYPES = frozenset({"application/x-ndjson", "application/jsonl", "application/x-jsonlines"})
 JSON_TYPES = frozenset({"application/json"})
@@ -134,8 +135,18 @@ def _lines(file: IO[bytes], max_line: int) -> Iterator[bytes | None]:
         yield None
 
 
-def jsonl_records(file: IO[bytes], *, max_line: int = 1024 * 1024) -> Iterator[Record]:
-    """Yield one item object per non-blank line."""
+def _too_deep(index: int, field: str, max_depth: int) -> ItemProblem:
+    """Return the problem of a line or element nested more than `max_depth` deep."""
+    return ItemProblem(
+        index, {field: f"nests more than {max_depth} levels deep"}, code="json_too_deep"
+    )
+
+
+def jsonl_records(
+    file: IO[bytes], *, max_line: int = 1024 * 1024, max_depth: int = DEFAULT_MAX_DEPTH
+) -> Iterator[Record]:
+    """Yield one item object per non-blank line; a line nested more than `max_depth` deep is
+    a problem, found before it is parsed."""
     for index, raw in enumerate(_lines(file, max_line)):
         if raw is None:
             message = f"is longer than {max_line} bytes"
@@ -153,6 +164,9 @@ def jsonl_records(file: IO[bytes], *, max_line: int = 1024 * 1024) -> Iterator[R
                 index,
                 ItemProblem(index, {"line": f"is not UTF-8: {exc.reason}"}, code="invalid_utf8"),
             )
+            continue
+        if json_too_deep(text, max_depth):
+            yield index, _too_deep(index, "line", max_depth)
             continue
         try:
             record = json.loads(text)
@@ -173,15 +187,22 @@ class _JsonArrayReader:
     The buffer holds the element being decoded and at most the next read, so memory is
     bounded by `max_item` however many elements the array has. Bytes that are not UTF-8
     come through as lone surrogates, which item_parse refuses for their item only.
+
+    No element nested more than `max_depth` deep is decoded: the buffer is checked once
+    from the first element it holds, and only a buffer that nests too deep somewhere has
+    its elements' ends found one by one, so the deep ones can be skipped.
     """
 
-    def __init__(self, file: IO[bytes], max_item: int):
+    def __init__(self, file: IO[bytes], max_item: int, max_depth: int):
         self.file = file
         self.max_item = max_item
+        self.max_depth = max_depth
         self.decoder = codecs.getincrementaldecoder("utf-8-sig")(errors="surrogateescape")
         self.buffer = ""
         self.pos = 0
         self.eof = False
+        # Whether no element from `pos` to the buffer's end nests too deep; None: not known.
+        self.shallow: bool | None = None
 
     def more(self, size: int = COPY_BLOCK) -> bool:
         """Read up to `size` more bytes into the buffer; False once the file has ended."""
@@ -191,6 +212,7 @@ class _JsonArrayReader:
         self.eof = not block
         self.buffer = self.buffer[self.pos :] + self.decoder.decode(block, final=self.eof)
         self.pos = 0
+        self.shallow = None
         return True
 
     def peek(self) -> str:
@@ -205,25 +227,40 @@ class _JsonArrayReader:
                 return ""
 
     def value(self, index: int) -> Any:
-        """Decode the element that starts at the next non-blank character, and take it."""
+        """Decode the element that starts at the next non-blank character, and take it; an
+        element nested too deep is taken undecoded, as its ItemProblem."""
         self.peek()
         while True:
-            try:
-                value, end = _DECODER.raw_decode(self.buffer, self.pos)
-            except json.JSONDecodeError as exc:
-                error = exc.msg
-                # An element cut by the buffer's end fails near it, or inside an open string.
-                cut = exc.pos >= len(self.buffer) - LOOKAHEAD or exc.msg.startswith(
-                    "Unterminated string"
-                )
-            except RecursionError:
-                error, cut = "it nests too deeply", False
+            if self.shallow is None:
+                self.shallow = not json_too_deep(self.buffer[self.pos :], self.max_depth)
+            unended = False
+            if not self.shallow and self.buffer[self.pos : self.pos + 1] in ("[", "{"):
+                end = json_value_end(self.buffer, self.pos)
+                if end is not None and json_too_deep(self.buffer[self.pos : end], self.max_depth):
+                    self.pos, self.shallow = end, None
+                    return _too_deep(index, "item", self.max_depth)
+                unended = end is None
+            if unended:
+                # Decoding it before its end is read could go as deep as the text does.
+                error, cut = "it does not end", True
             else:
-                # A number cut by the buffer's end reads as a shorter one: decode it again.
-                if self.eof or end <= len(self.buffer) - LOOKAHEAD:
-                    self.pos = end
-                    return value
-                error, cut = "it is cut short", True
+                try:
+                    value, end = _DECODER.raw_decode(self.buffer, self.pos)
+                except json.JSONDecodeError as exc:
+                    error = exc.msg
+                    # An element cut by the buffer's end fails near it, or inside an open string.
+                    cut = exc.pos >= len(self.buffer) - LOOKAHEAD or exc.msg.startswith(
+                        "Unterminated string"
+                    )
+                except ValueError as exc:
+                    # An integer of more digits than Python converts: no more text mends it.
+                    error, cut = str(exc), False
+                else:
+                    # A number cut by the buffer's end reads as a shorter one: decode it again.
+                    if self.eof or end <= len(self.buffer) - LOOKAHEAD:
+                        self.pos = end
+                        return value
+                    error, cut = "it is cut short", True
             if not cut or self.eof:
                 raise _element_rejected(index, f"is not JSON: {error}")
             held = len(self.buffer) - self.pos
@@ -240,14 +277,17 @@ def _element_rejected(index: int, message: str) -> FileRejected:
     )
 
 
-def json_array_records(file: IO[bytes], *, max_item: int = 1024 * 1024) -> Iterator[Record]:
+def json_array_records(
+    file: IO[bytes], *, max_item: int = 1024 * 1024, max_depth: int = DEFAULT_MAX_DEPTH
+) -> Iterator[Record]:
     """Yield each element of a JSON array of items, indexed by its position.
 
     Unlike a bad line of JSON Lines, a syntax error leaves no way to tell where the next
     element starts, so it refuses the whole file, naming the element's index; so does an
-    element longer than `max_item` characters, which is never held whole.
+    element longer than `max_item` characters, which is never held whole. An element
+    nested more than `max_depth` deep is a problem of its own, as a line of JSON Lines is.
     """
-    reader = _JsonArrayReader(file, max_item)
+    reader = _JsonArrayReader(file, max_item, max_depth)
     start = reader.peek()
     if start != "[":
         found = f"starts with {start!r}" if start else "is empty"

@@ -237,10 +237,11 @@ def _records(
 ) -> Iterator[formats.Record]:
     # A line or element may hold a payload at its limit, plus the item's other fields.
     max_item = settings.BATCHSITE_MAX_PAYLOAD_BYTES * 2 + 4096
+    max_depth = settings.BATCHSITE_JSON_MAX_DEPTH
     if fmt == "jsonl":
-        return formats.jsonl_records(source, max_line=max_item)
+        return formats.jsonl_records(source, max_line=max_item, max_depth=max_depth)
     if fmt == "json":
-        return formats.json_array_records(source, max_item=max_item)
+        return formats.json_array_records(source, max_item=max_item, max_depth=max_depth)
     if fmt == "csv":
         return formats.csv_records(source, infer_types=csv_types == "infer")
     job_type = get_job_type(default_type)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import pytest
 import schemathesis
-from django.core.signals import request_finished, request_started
-from django.db import close_old_connections
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
@@ -19,25 +17,10 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from batches import services
-from batchsite.wsgi import application
 from tests.factories import AccountFactory
 
 CHECKS = [status_code_conformance, content_type_conformance, response_schema_conformance]
 BATCH = "/api/v1/batches/{id}/"
-
-
-@pytest.fixture
-def wsgi_app(db):
-    """Return the WSGI application, kept from closing the test's database connection.
-
-    Django's own test client does the same: after each request Django closes the
-    connection, and with it the transaction the test runs in.
-    """
-    request_started.disconnect(close_old_connections)
-    request_finished.disconnect(close_old_connections)
-    yield application
-    request_started.connect(close_old_connections)
-    request_finished.connect(close_old_connections)
 
 
 @pytest.fixture

@@ -818,8 +818,13 @@ def test_upload__json_array_adds_one_item_per_element(client_a, empty_batch):
     [
         (jsonl({"payload": {}}, {"payload": {}}), "the body is not a JSON array of items"),
         (b'[{"payload": {}}, {"payload": {]', "item 1 of the JSON array is not JSON"),
+        # More digits than Python turns into an int: a ValueError, not a JSONDecodeError.
+        (
+            b'[{"payload": {}}, {"payload": {"n": ' + b"1" * 5000 + b"}}]",
+            "item 1 of the JSON array is not JSON: Exceeds the limit (4300 digits)",
+        ),
     ],
-    ids=["jsonl-sent-as-json", "syntax-error"],
+    ids=["jsonl-sent-as-json", "syntax-error", "integer-too-long-for-python"],
 )
 def test_upload__json_that_is_not_a_clean_array_is_400(client_a, empty_batch, body, message):
     problem = refused(client_a, empty_batch, body, JSON)

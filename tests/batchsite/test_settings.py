@@ -84,3 +84,18 @@ def test_manage__well_formed_settings_pass(tmp_path):
     )
 
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("deep", "BATCHSITE_JSON_MAX_DEPTH must be an integer, not 'deep'"),
+        ("0", "BATCHSITE_JSON_MAX_DEPTH must be an integer of at least 1, not '0'"),
+        ("201", "BATCHSITE_JSON_MAX_DEPTH must be an integer of at most 200, not '201'"),
+    ],
+)
+def test_manage__a_json_depth_limit_out_of_range_is_one_line(tmp_path, value, says):
+    done = manage_check(tmp_path, BATCHSITE_JSON_MAX_DEPTH=value)
+
+    assert done.returncode == 1
+    assert done.stderr == f"batchsite is not configured right: {says}\n"

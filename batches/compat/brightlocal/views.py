@@ -21,21 +21,21 @@ INVALID_BATCH_ID (404, also for another account's batch), plus INVALID_API_KEY (
 INVALID_JOB_TYPE (400) and METHOD_NOT_ALLOWED (405). Bad parameters are reported under
 the parameter's name, e.g. `{"fail": "must be true or false"}`. Any other refusal of the
 services is a 400 (409 conflicts included, as BrightLocal answers 400 to its own
-conflicts) under the upper-cased batchsite code, e.g. BATCH_NOT_OPEN.
+conflicts) under the upper-cased batchsite code, e.g. BATCH_NOT_OPEN or JSON_TOO_DEEP. A
+crash is a 500 under SERVER_ERROR that says nothing of it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import SuspiciousOperation
 from django.db import transaction
 from django.http import Http404
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.authentication import BaseAuthentication
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -43,7 +43,8 @@ from rest_framework.views import APIView
 
 from batches import services
 from batches.api.authentication import KeyUser, api_key_check, request_actor
-from batches.api.problems import flatten_errors, refusal_headers, request_refusal
+from batches.api.parsers import DepthLimitedJSONParser
+from batches.api.problems import ServerError, answerable, flatten_errors, refusal_headers
 from batches.compat.brightlocal.serializers import (
     BATCH_STATUSES,
     BrightLocalBatchCreatedSerializer,
@@ -107,7 +108,7 @@ def _field_errors(exc: InvalidInput) -> dict[str, str]:
     return found or {"INVALID_REQUEST": exc.message}
 
 
-def _failure(exc: Exception) -> tuple[int, dict[str, Any]] | None:
+def _failure(exc: Exception) -> tuple[int, dict[str, Any]]:
     if isinstance(exc, BrightLocalError):
         return exc.status_code, exc.errors
     if isinstance(exc, BatchEmpty):
@@ -134,21 +135,18 @@ def _failure(exc: Exception) -> tuple[int, dict[str, Any]] | None:
         return 400, errors
     if isinstance(exc, exceptions.MethodNotAllowed):
         return 405, {"METHOD_NOT_ALLOWED": str(exc.detail)}
-    if isinstance(exc, exceptions.APIException):
-        return exc.status_code, {str(exc.default_code).upper(): str(exc.detail)}
-    return None
+    if not isinstance(exc, exceptions.APIException):
+        exc = ServerError()  # whatever else answerable let through is a crash too
+    return exc.status_code, {str(exc.default_code).upper(): str(exc.detail)}
 
 
 def brightlocal_exception_handler(exc: Exception, context: dict) -> Response | None:
-    """Answer every refusal as `{"success": false, "errors": {...}}`; leave crashes to Django."""
-    if isinstance(exc, SuspiciousOperation):
-        # A body Django refused (too big, too many fields): answered in this dialect's shape.
-        exc = request_refusal(exc)
-    failure = _failure(exc)
-    if failure is None:
+    """Answer every error as `{"success": false, "errors": {...}}`, a crash as SERVER_ERROR."""
+    error = answerable(exc, context, known=(BrightLocalError,))
+    if error is None:
         return None
-    status_code, errors = failure
-    headers = refusal_headers(exc)
+    status_code, errors = _failure(error)
+    headers = refusal_headers(error)
     return Response({"success": False, "errors": errors}, status=status_code, headers=headers)
 
 
@@ -195,7 +193,7 @@ class BrightLocalView(APIView):
     authentication_classes = [BrightLocalKeyAuthentication]
     permission_classes = [IsAuthenticated]
     renderer_classes = [JSONRenderer]
-    parser_classes = [JSONParser, FormParser, MultiPartParser]
+    parser_classes = [DepthLimitedJSONParser, FormParser, MultiPartParser]
 
     def get_exception_handler(self):
         """Answer errors in BrightLocal's shape, not as problem documents."""

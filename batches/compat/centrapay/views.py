@@ -24,21 +24,19 @@ string) or its name; naming any other account, or one that does not exist, is th
 Centrapay documents no error schema, so every failure here is `{"message": "..."}` with
 the HTTP status: 400 bad body (each refused field as `field: reason`, joined by "; "),
 401 missing or invalid key, 403 another account, 404 unknown batch (another account's
-batch included), 405 wrong method, and the services' own statuses (e.g. 409) otherwise.
-Never a problem document.
+batch included), 405 wrong method, and the services' own statuses (e.g. 409) otherwise;
+a crash is a 500 whose message says nothing of it. Never a problem document.
 """
 
 from __future__ import annotations
 
 import uuid
 
-from django.core.exceptions import SuspiciousOperation
 from django.http import Http404
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -46,7 +44,8 @@ from rest_framework.views import APIView
 
 from batches import services
 from batches.api.authentication import KeyUser, api_key_check, request_actor
-from batches.api.problems import flatten_errors, refusal_headers, request_refusal
+from batches.api.parsers import DepthLimitedJSONParser
+from batches.api.problems import ServerError, answerable, flatten_errors, refusal_headers
 from batches.compat.centrapay.serializers import (
     CentrapayBatchCreateSerializer,
     CentrapayBatchSerializer,
@@ -78,7 +77,7 @@ def _joined(errors: list[dict]) -> str:
     )
 
 
-def _failure(exc: Exception) -> tuple[int, str] | None:
+def _failure(exc: Exception) -> tuple[int, str]:
     if isinstance(exc, CentrapayError):
         return exc.status_code, exc.message
     if isinstance(exc, Http404):
@@ -92,21 +91,18 @@ def _failure(exc: Exception) -> tuple[int, str] | None:
         return 401, f"An API key is required in the {KEY_HEADER} header"
     if isinstance(exc, exceptions.ValidationError):
         return 400, _joined(flatten_errors(exc.detail))
-    if isinstance(exc, exceptions.APIException):
-        return exc.status_code, str(exc.detail)
-    return None
+    if not isinstance(exc, exceptions.APIException):
+        exc = ServerError()  # whatever else answerable let through is a crash too
+    return exc.status_code, str(exc.detail)
 
 
 def centrapay_exception_handler(exc: Exception, context: dict) -> Response | None:
-    """Answer every refusal as `{"message": ...}`; leave crashes to Django."""
-    if isinstance(exc, SuspiciousOperation):
-        # A body Django refused (too big, too many fields): answered in this dialect's shape.
-        exc = request_refusal(exc)
-    failure = _failure(exc)
-    if failure is None:
+    """Answer every error as `{"message": ...}`, a crash as a bare 500."""
+    error = answerable(exc, context, known=(CentrapayError,))
+    if error is None:
         return None
-    status_code, message = failure
-    headers = refusal_headers(exc)
+    status_code, message = _failure(error)
+    headers = refusal_headers(error)
     return Response({"message": message}, status=status_code, headers=headers)
 
 
@@ -148,7 +144,7 @@ class CentrapayView(APIView):
     authentication_classes = [CentrapayKeyAuthentication]
     permission_classes = [IsAuthenticated]
     renderer_classes = [JSONRenderer]
-    parser_classes = [JSONParser]
+    parser_classes = [DepthLimitedJSONParser]
 
     def get_exception_handler(self):
         """Answer errors in Centrapay's shape, not as problem documents."""

@@ -28,12 +28,10 @@ What differs from DLCS, and why:
 
 from __future__ import annotations
 
-from django.core.exceptions import SuspiciousOperation
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.negotiation import DefaultContentNegotiation
-from rest_framework.parsers import JSONParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -41,12 +39,8 @@ from rest_framework.views import APIView
 
 from batches import services
 from batches.api.authentication import ApiKeyAuthentication, request_account, request_actor
-from batches.api.problems import (
-    domain_error_line,
-    flatten_errors,
-    refusal_headers,
-    request_refusal,
-)
+from batches.api.parsers import DepthLimitedJSONParser
+from batches.api.problems import answerable, domain_error_line, flatten_errors, refusal_headers
 from batches.api.views import CatchAllNotFound
 from batches.compat.dlcs.authentication import BasicApiKeyAuthentication
 from batches.compat.dlcs.serializers import (
@@ -101,14 +95,13 @@ def error_description(exc: DomainError | exceptions.APIException) -> str:
 
 
 def dlcs_exception_handler(exc: Exception, context: dict) -> Response | None:
-    """Answer every error with a Hydra Error, never a problem document."""
-    if isinstance(exc, SuspiciousOperation):
-        # A body Django refused (too big, too many fields): answered in this dialect's shape.
-        exc = request_refusal(exc)
+    """Answer every error with a Hydra Error, never a problem document; a crash as a bare 500."""
+    error = answerable(exc, context)
+    if error is None:
+        return None
+    exc = error
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
-    if not isinstance(exc, DomainError | exceptions.APIException):
-        return None
     headers = refusal_headers(exc)
     body = hydra_error(exc.status_code, error_description(exc))
     return Response(body, status=exc.status_code, headers=headers)
@@ -120,7 +113,7 @@ class JsonLdRenderer(JSONRenderer):
     media_type = "application/ld+json"
 
 
-class JsonLdParser(JSONParser):
+class JsonLdParser(DepthLimitedJSONParser):
     """Read JSON sent as JSON-LD."""
 
     media_type = "application/ld+json"
@@ -145,7 +138,7 @@ class DlcsView(APIView):
     authentication_classes = [BasicApiKeyAuthentication, ApiKeyAuthentication]
     permission_classes = [IsAuthenticated]
     renderer_classes = [JSONRenderer, JsonLdRenderer]
-    parser_classes = [JSONParser, JsonLdParser]
+    parser_classes = [DepthLimitedJSONParser, JsonLdParser]
     content_negotiation_class = AnyAcceptNegotiation
 
     def get_exception_handler(self):

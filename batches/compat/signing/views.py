@@ -33,14 +33,13 @@ import hashlib
 from pathlib import PurePosixPath
 from typing import IO, Any
 
-from django.core.exceptions import SuspiciousOperation
 from django.http import Http404, StreamingHttpResponse
 from django.utils.http import parse_header_parameters
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.negotiation import DefaultContentNegotiation
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -48,13 +47,8 @@ from rest_framework.views import APIView
 
 from batches import exports, services
 from batches.api.authentication import ApiKeyAuthentication, request_account, request_actor
-from batches.api.parsers import RawBodyParser
-from batches.api.problems import (
-    domain_error_line,
-    flatten_errors,
-    refusal_headers,
-    request_refusal,
-)
+from batches.api.parsers import DepthLimitedJSONParser, RawBodyParser
+from batches.api.problems import answerable, domain_error_line, flatten_errors, refusal_headers
 from batches.api.views import CatchAllNotFound
 from batches.compat.signing import packages
 from batches.compat.signing.serializers import (
@@ -95,14 +89,14 @@ def error_message(exc: DomainError | exceptions.APIException) -> str:
 
 
 def signing_exception_handler(exc: Exception, context: dict) -> Response | None:
-    """Answer every error with `{"error": "..."}`, never a problem document."""
-    if isinstance(exc, SuspiciousOperation):
-        # A body Django refused (too big, too many fields): answered in this dialect's shape.
-        exc = request_refusal(exc)
+    """Answer every error with `{"error": "..."}`, never a problem document; a crash as a
+    bare 500."""
+    error = answerable(exc, context)
+    if error is None:
+        return None
+    exc = error
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
-    if not isinstance(exc, DomainError | exceptions.APIException):
-        return None
     headers = refusal_headers(exc)
     return Response({"error": error_message(exc)}, status=exc.status_code, headers=headers)
 
@@ -138,7 +132,7 @@ class SigningView(APIView):
     authentication_classes = [ApiKeyAuthentication]
     permission_classes = [IsAuthenticated]
     renderer_classes = [JSONRenderer]
-    parser_classes = [JSONParser, FormParser, MultiPartParser]
+    parser_classes = [DepthLimitedJSONParser, FormParser, MultiPartParser]
     content_negotiation_class = AnyAcceptNegotiation
 
     def get_exception_handler(self):
