@@ -70,7 +70,7 @@ class DepthLimitedJSONField(serializers.JSONField):
         """Refuse too deep JSON text (JsonTooDeep), then parse or check it as JSONField does."""
         text = self.binary or getattr(data, "is_json_string", False)
         if text and isinstance(data, str | bytes):
-            json_depth_check(data, field=self.field_name)
+            json_depth_check(data, field=self.field_name or "body")
         return super().to_internal_value(data)
 
 
