@@ -12,7 +12,6 @@ from batches.engine import nudges, runner
 from batches.models import Batch, BatchEvent, Chunk, Item
 from jobs import get_job_type
 from tests.helpers import assert_counters_exact, kinds, statuses
-from tests.jobtypes import Flaky
 
 S = Batch.Status
 
@@ -52,36 +51,6 @@ def committed(account, django_capture_on_commit_callbacks):
         return batch
 
     return make
-
-
-@pytest.fixture
-def ran(account, django_capture_on_commit_callbacks):
-    """Create, commit and process a batch inline through django-q2 (sync) and the engine."""
-
-    def make(items, *, type=None, **options) -> Batch:
-        with django_capture_on_commit_callbacks(execute=True):
-            batch, _ = services.batch_create(
-                account=account, actor="test", type=type, items=items, options=options, commit=True
-            )
-        return Batch.objects.get(pk=batch.pk)
-
-    return make
-
-
-@pytest.fixture
-def flaky_hooks(monkeypatch):
-    """Let a test.flaky item whose payload has {"hook": NAME} call hooks[NAME]() once."""
-    hooks: dict = {}
-    original = Flaky.process
-
-    def process(self, payload, file, context):
-        hook = hooks.pop(payload.get("hook"), None)
-        if hook is not None:
-            hook()
-        return original(self, payload, file, context)
-
-    monkeypatch.setattr(Flaky, "process", process)
-    return hooks
 
 
 def flaky_items(count: int, **special: dict) -> list[dict]:

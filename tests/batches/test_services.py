@@ -23,7 +23,6 @@ from batches.exceptions import (
 from batches.models import Account, ApiKey, Batch, BatchError, BatchEvent, Chunk, Item
 from tests.factories import BatchFactory, open_batch
 from tests.helpers import assert_counters_exact, kinds, statuses
-from tests.jobtypes import Flaky
 
 S = Batch.Status
 
@@ -50,37 +49,6 @@ def committed(account, django_capture_on_commit_callbacks):
         return batch, callbacks
 
     return make
-
-
-@pytest.fixture
-def ran(account, django_capture_on_commit_callbacks):
-    """Create, commit and process a batch inline through the real engine; return it fresh."""
-
-    def make(items=3, *, type=None, **options):
-        objs = items if isinstance(items, list) else [{"payload": {"n": n}} for n in range(items)]
-        with django_capture_on_commit_callbacks(execute=True):
-            batch, _ = services.batch_create(
-                account=account, actor="test", type=type, items=objs, options=options, commit=True
-            )
-        return Batch.objects.get(pk=batch.pk)
-
-    return make
-
-
-@pytest.fixture
-def flaky_hooks(monkeypatch):
-    """Let a test.flaky item whose payload has {"hook": NAME} call hooks[NAME]() once."""
-    hooks: dict = {}
-    original = Flaky.process
-
-    def process(self, payload, file, context):
-        hook = hooks.pop(payload.get("hook"), None)
-        if hook is not None:
-            hook()
-        return original(self, payload, file, context)
-
-    monkeypatch.setattr(Flaky, "process", process)
-    return hooks
 
 
 # --- accounts and keys --------------------------------------------------------------------------

@@ -16,7 +16,6 @@ from batches.exceptions import BatchFinished, BatchNotOpen
 from batches.models import Batch, BatchError, BatchEvent, Chunk, Item, Lock
 from tests.factories import open_batch
 from tests.helpers import assert_counters_exact, kinds, statuses
-from tests.jobtypes import Flaky
 
 S = Batch.Status
 STEPS = {"abandoned", "requeued", "expired", "finalized", "purged"}
@@ -107,22 +106,6 @@ def make(account, django_capture_on_commit_callbacks):
         return Batch.objects.get(pk=batch.pk)
 
     return make_batch
-
-
-@pytest.fixture
-def flaky_hooks(monkeypatch):
-    """Let a test.flaky item whose payload has {"hook": NAME} call hooks[NAME]() once."""
-    hooks: dict = {}
-    original = Flaky.process
-
-    def process(self, payload, file, context):
-        hook = hooks.pop(payload.get("hook"), None)
-        if hook is not None:
-            hook()
-        return original(self, payload, file, context)
-
-    monkeypatch.setattr(Flaky, "process", process)
-    return hooks
 
 
 def crash_mid_slice(batch: Batch, flaky_hooks, *, owner: str = "doomed") -> Chunk:
