@@ -196,6 +196,17 @@ class EmailSend(JobType):
         if unknown:
             errors["payload"] = f"unknown field(s): {', '.join(unknown)}"
         errors.update(self._recipient_errors(payload))
+        errors.update(self._content_errors(payload))
+        if "from" in payload:
+            sender_error = self._sender_error(payload["from"])
+            if sender_error:
+                errors["payload.from"] = sender_error
+        if errors:
+            raise PayloadError(errors)
+
+    @staticmethod
+    def _content_errors(payload: dict[str, Any]) -> dict[str, str]:
+        errors = {}
         subject = payload.get("subject")
         if "subject" not in payload:
             errors["payload.subject"] = "is required"
@@ -211,19 +222,20 @@ class EmailSend(JobType):
             errors["payload.text"] = "must be a string"
         if "html" in payload and not isinstance(payload["html"], str):
             errors["payload.html"] = "must be a string"
-        if "from" in payload:
-            try:
-                sender = address_normalize(payload["from"])
-            except ValueError as exc:
-                errors["payload.from"] = str(exc)
-            else:
-                if not sender_allowed(sender):
-                    errors["payload.from"] = (
-                        f"{parseaddr(sender)[1]} is not a sender this server may send as "
-                        f"(allowed: {senders_allowed_text()})"
-                    )
-        if errors:
-            raise PayloadError(errors)
+        return errors
+
+    @staticmethod
+    def _sender_error(value: Any) -> str:
+        try:
+            sender = address_normalize(value)
+        except ValueError as exc:
+            return str(exc)
+        if not sender_allowed(sender):
+            return (
+                f"{parseaddr(sender)[1]} is not a sender this server may send as "
+                f"(allowed: {senders_allowed_text()})"
+            )
+        return ""
 
     @staticmethod
     def _recipient_errors(payload: dict[str, Any]) -> dict[str, str]:

@@ -300,16 +300,20 @@ class HttpRequest(JobType):
                     f"must be a number of seconds above 0, at most {MAX_TIMEOUT:g}"
                 )
         if "expect_status" in payload:
-            expected = payload["expect_status"]
-            if isinstance(expected, list):
-                if not expected or not all(_is_status(status) for status in expected):
-                    errors["payload.expect_status"] = (
-                        "must be a non-empty list of HTTP statuses (100-599)"
-                    )
-            elif not _is_status(expected):
-                errors["payload.expect_status"] = "must be an HTTP status (100-599) or a list"
+            status_error = self._expect_status_error(payload["expect_status"])
+            if status_error:
+                errors["payload.expect_status"] = status_error
         if errors:
             raise PayloadError(errors)
+
+    @staticmethod
+    def _expect_status_error(expected: Any) -> str:
+        if isinstance(expected, list):
+            if not expected or not all(_is_status(status) for status in expected):
+                return "must be a non-empty list of HTTP statuses (100-599)"
+        elif not _is_status(expected):
+            return "must be an HTTP status (100-599) or a list"
+        return ""
 
     @staticmethod
     def _url_error(url: Any, given: bool) -> str:

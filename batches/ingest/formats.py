@@ -354,14 +354,7 @@ def csv_records(file: IO[bytes], *, infer_types: bool = False) -> Iterator[Recor
     except csv.Error as exc:
         raise FileRejected(f"the CSV header cannot be read: {exc}") from None
     header = [name.strip() for name in header]
-    problems = []
-    if _has_bad_bytes(header):
-        problems.append({"field": "header", "message": "is not UTF-8"})
-    if any(not name for name in header):
-        problems.append({"field": "header", "message": "has an empty column name"})
-    duplicates = sorted({name for name in header if header.count(name) > 1})
-    if duplicates:
-        problems.append({"field": "header", "message": f"repeats {', '.join(duplicates)}"})
+    problems = _header_problems(header)
     if problems:
         raise FileRejected("the CSV header is not usable", problems)
     index = -1
@@ -390,16 +383,33 @@ def csv_records(file: IO[bytes], *, infer_types: bool = False) -> Iterator[Recor
         if _has_bad_bytes(row):
             yield index, ItemProblem(index, {"row": "is not UTF-8"}, code="invalid_utf8")
             continue
-        record: dict[str, Any] = {}
-        payload: dict[str, Any] = {}
-        for name, value in zip(header, row, strict=True):
-            if name in ITEM_COLUMNS:
-                if value != "":
-                    record[name] = value
-            else:
-                payload[name] = _infer(value) if infer_types else value
-        record["payload"] = payload
-        yield index, record
+        yield index, _csv_record(header, row, infer_types)
+
+
+def _header_problems(header: list[str]) -> list[dict[str, str]]:
+    problems = []
+    if _has_bad_bytes(header):
+        problems.append({"field": "header", "message": "is not UTF-8"})
+    if any(not name for name in header):
+        problems.append({"field": "header", "message": "has an empty column name"})
+    duplicates = sorted({name for name in header if header.count(name) > 1})
+    if duplicates:
+        problems.append({"field": "header", "message": f"repeats {', '.join(duplicates)}"})
+    return problems
+
+
+def _csv_record(header: list[str], row: list[str], infer_types: bool) -> dict[str, Any]:
+    """Return the item object of a row: item columns as fields, the rest as the payload."""
+    record: dict[str, Any] = {}
+    payload: dict[str, Any] = {}
+    for name, value in zip(header, row, strict=True):
+        if name in ITEM_COLUMNS:
+            if value != "":
+                record[name] = value
+        else:
+            payload[name] = _infer(value) if infer_types else value
+    record["payload"] = payload
+    return record
 
 
 # --- ZIP -----------------------------------------------------------------------------------------

@@ -77,6 +77,21 @@ def storable_problem(text: str) -> str:
     return ""
 
 
+def _payload_json_problem(payload_json: str) -> str:
+    """Say why a payload's JSON cannot be stored (or is too big), or return ""."""
+    # NUL escapes and lone surrogates pass json but not PostgreSQL's jsonb.
+    try:
+        size = len(payload_json.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "contains text that is not valid Unicode"
+    if "\\u0000" in payload_json:
+        return "contains a NUL character"
+    limit = settings.BATCHSITE_MAX_PAYLOAD_BYTES
+    if size > limit:
+        return f"is {size} bytes; the limit is {limit}"
+    return ""
+
+
 def item_parse(obj: Any, *, index: int, default_type: str) -> ItemSpec | ItemProblem:
     """Validate one item object; return its spec, or the problem that refuses it."""
     if not isinstance(obj, dict):
@@ -105,18 +120,9 @@ def item_parse(obj: Any, *, index: int, default_type: str) -> ItemSpec | ItemPro
         except (TypeError, ValueError) as exc:
             errors["payload"] = f"is not JSON: {exc}"
         else:
-            # NUL escapes and lone surrogates pass json but not PostgreSQL's jsonb.
-            try:
-                size = len(payload_json.encode("utf-8"))
-            except UnicodeEncodeError:
-                errors["payload"] = "contains text that is not valid Unicode"
-            else:
-                if "\\u0000" in payload_json:
-                    errors["payload"] = "contains a NUL character"
-                elif size > settings.BATCHSITE_MAX_PAYLOAD_BYTES:
-                    errors["payload"] = (
-                        f"is {size} bytes; the limit is {settings.BATCHSITE_MAX_PAYLOAD_BYTES}"
-                    )
+            problem = _payload_json_problem(payload_json)
+            if problem:
+                errors["payload"] = problem
     if errors:
         return ItemProblem(index, errors, external_id)
     return ItemSpec(
