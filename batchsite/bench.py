@@ -114,6 +114,7 @@ class Clusters:
 
 @contextmanager
 def running_clusters(count: int, workers: int):
+    """Run `count` qclusters of `workers` workers for the block; stop them after it."""
     clusters = Clusters(count=count, workers=workers).start()
     try:
         yield clusters

@@ -40,7 +40,8 @@ def test_createaccount__numbers_increase(db):
 
     numbers = [Account.objects.get(name=name).number for name in ("one", "two")]
     assert numbers[1] > numbers[0]
-    assert str(numbers[0]) in first and str(numbers[1]) in second
+    assert str(numbers[0]) in first
+    assert str(numbers[1]) in second
 
 
 def test_createaccount__duplicate_name_is_a_command_error(db):

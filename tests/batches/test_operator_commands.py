@@ -310,7 +310,8 @@ def test_batchstatus__limit_keeps_the_newest(account):
     out, _ = run("batchstatus", "--limit", "2")
 
     assert str(batches[0].pk) not in out
-    assert str(batches[1].pk) in out and str(batches[2].pk) in out
+    assert str(batches[1].pk) in out
+    assert str(batches[2].pk) in out
 
 
 def test_batchstatus__without_batches_says_so(db):
@@ -327,7 +328,8 @@ def test_batchstatus__shows_one_batch_by_id_or_number(finished, by):
 
     assert re.search(r"status\s+finished", out)
     assert re.search(r"progress\s+100\.0%", out)
-    assert "1 succeeded" in out and "1 failed" in out
+    assert "1 succeeded" in out
+    assert "1 failed" in out
     assert str(finished.pk) in out
 
 

@@ -610,7 +610,8 @@ def test_batch_rerun__failed_requeues_only_failed_items(ran, django_capture_on_c
     assert (rerun.attempts, rerun.seq, rerun.finished_at) == (0, None, None)
     assert Item.objects.get(batch=batch, index=0).result == {"n": 0}
     new_chunks = set(Chunk.objects.filter(batch=batch).values_list("pk", flat=True))
-    assert new_chunks and not new_chunks & old_chunks
+    assert new_chunks
+    assert not new_chunks & old_chunks
     assert kinds(batch)[-1] == "rerun"
     assert BatchEvent.objects.get(batch=batch, kind="rerun").detail == {
         "items": "failed",

@@ -538,7 +538,8 @@ class BatchMachine(RuleBasedStateMachine):
                 batch.max_failures is not None and batch.failed_items > batch.max_failures
             ), batch.counts()
         if batch.status == S.FAILED:
-            assert batch.atomic and batch.failed_items > 0, batch.counts()
+            assert batch.atomic, batch.counts()
+            assert batch.failed_items > 0, batch.counts()
         if batch.status == S.EXPIRED or batch.ending == S.EXPIRED:
             # Only a passed deadline, or the TTL of a batch never committed, expires a batch.
             ttl = timedelta(seconds=django_settings.BATCHSITE_OPEN_BATCH_TTL)
@@ -565,7 +566,8 @@ class BatchMachine(RuleBasedStateMachine):
                 segments[-1].append(kind)
             elif kind == "started":
                 started[-1] += 1
-        assert started[0] == 0 and all(count <= 1 for count in started), events
+        assert started[0] == 0, events
+        assert all(count <= 1 for count in started), events
         starts = [kind for kind in events if kind in ("committed", "rerun")]
         assert starts.count("committed") <= 1
         if starts and starts[0] == "committed":

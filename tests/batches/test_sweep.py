@@ -71,13 +71,13 @@ def _long_slices(settings):
 
 
 @pytest.fixture
-def _lock_released(db):
+def lock_released(db):
     """Start from a sweep lock an earlier sweep took and gave back."""
     Lock.objects.create(name=sweep.SWEEP_LOCK, owner="", expires_at=ago(seconds=5))
 
 
 @pytest.fixture
-def run_sweep(_lock_released, django_capture_on_commit_callbacks):
+def run_sweep(lock_released, django_capture_on_commit_callbacks):
     """Run one sweep as the schedule does: outside any transaction, so on_commit work runs."""
 
     def run() -> dict[str, int]:
@@ -187,7 +187,7 @@ def test_sweep_run__expired_lock_of_a_dead_sweep_is_taken_over(account, settings
     assert Lock.objects.get(name=sweep.SWEEP_LOCK).owner == ""
 
 
-def test_sweep_run__lock_is_released_after_a_run(_lock_released):
+def test_sweep_run__lock_is_released_after_a_run(lock_released):
     assert touched(sweep.sweep_run()) == {}
 
     lock = Lock.objects.get(name=sweep.SWEEP_LOCK)
@@ -196,7 +196,7 @@ def test_sweep_run__lock_is_released_after_a_run(_lock_released):
     assert locks.lock_acquire(name=sweep.SWEEP_LOCK, owner="next-sweep", seconds=300) is True
 
 
-def test_sweep_run__lock_is_released_when_a_step_raises(_lock_released, monkeypatch):
+def test_sweep_run__lock_is_released_when_a_step_raises(lock_released, monkeypatch):
     def explode(now):
         raise RuntimeError("database went away")
 
@@ -210,7 +210,7 @@ def test_sweep_run__lock_is_released_when_a_step_raises(_lock_released, monkeypa
 
 
 def test_sweep_scheduled__runs_once_per_interval_however_many_clusters_fire_it(
-    _lock_released, settings
+    lock_released, settings
 ):
     settings.BATCHSITE_SWEEP_MINUTES = 1
 
@@ -224,7 +224,7 @@ def test_sweep_scheduled__runs_once_per_interval_however_many_clusters_fire_it(
     assert gate.expires_at <= timezone.now() + timedelta(seconds=60)
 
 
-def test_sweep_scheduled__runs_again_once_the_interval_has_passed(_lock_released):
+def test_sweep_scheduled__runs_again_once_the_interval_has_passed(lock_released):
     assert "skipped" not in sweep.sweep_scheduled()
     Lock.objects.filter(name=sweep.INTERVAL_LOCK).update(expires_at=ago(seconds=1))
 
@@ -847,7 +847,7 @@ def test_chunks_abandon_exhausted__below_the_limit_nothing_is_abandoned(
 
 
 def test_sweep_run__nothing_to_do_reports_zeros_and_writes_nothing(
-    _lock_released, django_assert_max_num_queries
+    lock_released, django_assert_max_num_queries
 ):
     with CaptureQueriesContext(connection) as queries, django_assert_max_num_queries(15):
         report = sweep.sweep_run()
@@ -892,7 +892,7 @@ def test_sweep_schedule__exists_after_migrate(db, settings):
     assert Schedule.objects.filter(func="batches.tasks.sweep").count() == 1
 
 
-def test_sweep_task__returns_the_sweep_report(make, _lock_released):
+def test_sweep_task__returns_the_sweep_report(make, lock_released):
     batch = make(echo_items(2))
 
     report = tasks.sweep()

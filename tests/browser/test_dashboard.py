@@ -182,7 +182,8 @@ def test_dashboard__screenshots_of_the_list_and_a_running_batch(log_in, cluster,
         return running.progress >= 0.3 and running.failed_items >= 3
 
     wait_for(well_under_way, timeout=30)
-    assert nightly.status == Batch.Status.FINISHED and nightly.failed_items == 3
+    assert nightly.status == Batch.Status.FINISHED
+    assert nightly.failed_items == 3
     folder.mkdir(parents=True, exist_ok=True)
     page = log_in()
 

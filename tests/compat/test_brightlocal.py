@@ -85,12 +85,14 @@ def test_brightlocal__create_add_commit_poll_delete(
     body = response.json()
     assert body == {"success": True, "batch-id": body["batch-id"]}
     batch_id = body["batch-id"]
-    assert isinstance(batch_id, str) and batch_id.isdigit()
+    assert isinstance(batch_id, str)
+    assert batch_id.isdigit()
     assert Batch.objects.get(number=int(batch_id)).account == account
 
     form_job = add_job(client, key, batch_id, query="plumber", location="New York")
     json_job = add_job(client, key, batch_id, json=True, n=2, tags=["a", "b"], exact=True)
-    assert isinstance(form_job, int) and isinstance(json_job, int)
+    assert isinstance(form_job, int)
+    assert isinstance(json_job, int)
     assert form_job != json_job
 
     assert results(client, key, batch_id) == {

@@ -53,7 +53,8 @@ def failure(response, status_code: int) -> dict:
     assert response["Content-Type"] == "application/json"
     body = response.json()
     assert set(body) == {"message"}
-    assert isinstance(body["message"], str) and body["message"]
+    assert isinstance(body["message"], str)
+    assert body["message"]
     return body
 
 

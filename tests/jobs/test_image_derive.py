@@ -93,8 +93,10 @@ def test_image_derive__fill_crops_to_exactly_the_box(tmp_path):
     # A centred square crop of a half-orange, half-blue image keeps both halves.
     with Image.open(outputs["photo_100x100.jpg"]) as square:
         left, right = square.convert("RGB").getpixel((10, 50)), square.getpixel((90, 50))
-    assert left[0] > 150 and left[2] < 100
-    assert right[2] > 150 and right[0] < 100
+    assert left[0] > 150
+    assert left[2] < 100
+    assert right[2] > 150
+    assert right[0] < 100
 
 
 def test_image_derive__empty_payload_uses_the_default_sizes(tmp_path):
@@ -193,8 +195,10 @@ def test_image_derive__applies_exif_orientation(tmp_path):
         # The stored left half (red) is on top once turned clockwise.
         top, bottom = written.getpixel((50, 20)), written.getpixel((50, 180))
         assert written.getexif().get(EXIF_ORIENTATION) is None
-    assert top[0] > 200 and top[2] < 60
-    assert bottom[2] > 200 and bottom[0] < 60
+    assert top[0] > 200
+    assert top[2] < 60
+    assert bottom[2] > 200
+    assert bottom[0] < 60
 
 
 def test_image_derive__without_exif_orientation_keeps_the_stored_shape(tmp_path):

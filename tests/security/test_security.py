@@ -73,7 +73,8 @@ def assert_refused_in_dialect_shape(interface: str, response, status: int) -> No
         assert body["status"] == status
     elif interface == "brightlocal":
         assert body["success"] is False
-        assert isinstance(body["errors"], dict) and body["errors"]
+        assert isinstance(body["errors"], dict)
+        assert body["errors"]
     elif interface == "centrapay":
         assert list(body) == ["message"]
     elif interface == "dlcs":

@@ -76,7 +76,8 @@ def test_deliveries__list_newest_first_with_their_attempts(client_a, account, re
     assert row["url"] == hook_ok
     assert row["body"] == newer.body
     assert row["last_status_code"] == 200
-    assert row["delivered_at"] and row["next_attempt_at"] is None
+    assert row["delivered_at"]
+    assert row["next_attempt_at"] is None
     (attempt,) = row["attempts"]
     assert set(attempt) == {
         "number", "started_at", "duration_ms", "status_code", "error", "response_excerpt",
@@ -214,11 +215,14 @@ def test_webhook_secret__rotation_returns_the_new_secret_once(client_a, account)
     assert first["Cache-Control"] == "no-store"
     assert set(first.json()) == {"secret", "rotated_at"}
     old, new = first.json()["secret"], second.json()["secret"]
-    assert old.startswith("whsec_") and new.startswith("whsec_") and old != new
+    assert old.startswith("whsec_")
+    assert new.startswith("whsec_")
+    assert old != new
     account.refresh_from_db()
     assert (account.webhook_secret, account.webhook_secret_previous) == (new, old)
     shown = client_a.get(ACCOUNT).content.decode()
-    assert old not in shown and new not in shown
+    assert old not in shown
+    assert new not in shown
 
 
 def test_webhook_secret__only_the_keys_own_account_is_rotated(client_b, account, other_account):
@@ -226,7 +230,8 @@ def test_webhook_secret__only_the_keys_own_account_is_rotated(client_b, account,
 
     account.refresh_from_db()
     other_account.refresh_from_db()
-    assert other_account.webhook_secret and not account.webhook_secret
+    assert other_account.webhook_secret
+    assert not account.webhook_secret
 
 
 def test_account__staff_session_without_an_account_is_refused(staff_client):

@@ -101,7 +101,8 @@ def test_deliver__finished_batch_posts_one_signed_event(account, receiver, hook_
     assert body["batch"]["metadata"] == {"run": 7}
 
     assert (delivery.status, delivery.attempts, delivery.last_status_code) == (D.SUCCEEDED, 1, 200)
-    assert delivery.delivered_at is not None and delivery.next_attempt_at is None
+    assert delivery.delivered_at is not None
+    assert delivery.next_attempt_at is None
     (attempt,) = delivery.attempt_log.all()
     assert (attempt.number, attempt.status_code, attempt.error) == (1, 200, "")
     assert attempt.response_excerpt == "thanks"
@@ -473,7 +474,8 @@ def test_deliver__two_concurrent_calls_post_once(account, receiver):
     assert len(posts(receiver)) == 1
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts) == (D.SUCCEEDED, 1)
-    assert ended and ended[0].status == S.FINISHED
+    assert ended
+    assert ended[0].status == S.FINISHED
 
 
 @pytest.mark.django_db(transaction=True)

@@ -46,7 +46,8 @@ def test_batch_detail__lists_deliveries_with_a_redeliver_button(staff, account, 
     assert "pending" in row
     assert "502" in row
     assert f'action="{redeliver_path(delivery)}"' in row
-    assert 'method="post"' in row and "csrfmiddlewaretoken" in row
+    assert 'method="post"' in row
+    assert "csrfmiddlewaretoken" in row
 
 
 def test_batch_detail__no_section_without_a_callback_url(staff, account):

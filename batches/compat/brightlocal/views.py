@@ -108,7 +108,7 @@ def _field_errors(exc: InvalidInput) -> dict[str, str]:
     return found or {"INVALID_REQUEST": exc.message}
 
 
-def _failure(exc: Exception) -> tuple[int, dict[str, Any]]:
+def _failure(exc: Exception) -> tuple[int, dict[str, Any]]:  # noqa: C901 - one flat dispatch
     if isinstance(exc, BrightLocalError):
         return exc.status_code, exc.errors
     if isinstance(exc, BatchEmpty):
