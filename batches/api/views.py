@@ -133,21 +133,20 @@ class BatchViewSet(viewsets.GenericViewSet):
         account = request_account(self.request)
         if account is not None:
             if number is not None and number != account.number:
-                raise InvalidInput(
-                    "an API key creates batches for its own account only",
-                    errors=[{"field": "account", "message": "not allowed with an API key"}],
+                raise InvalidInput.for_field(
+                    "account",
+                    "not allowed with an API key",
+                    detail="an API key creates batches for its own account only",
                 )
             return account
         if number is None:
-            raise InvalidInput(
-                "staff users must name the account",
-                errors=[{"field": "account", "message": "is required for staff users"}],
+            raise InvalidInput.for_field(
+                "account", "is required for staff users", detail="staff users must name the account"
             )
         account = Account.objects.filter(number=number).first()
         if account is None:
-            raise InvalidInput(
-                f"no account number {number}",
-                errors=[{"field": "account", "message": "no such account"}],
+            raise InvalidInput.for_field(
+                "account", "no such account", detail=f"no account number {number}"
             )
         return account
 
@@ -241,9 +240,7 @@ class BatchViewSet(viewsets.GenericViewSet):
         data = self.request.data
         if not isinstance(data, list | dict):
             message = "must be an item object or a list of them"
-            raise InvalidInput(
-                f"the body {message}", errors=[{"field": "body", "message": message}]
-            )
+            raise InvalidInput.for_field("body", message, detail=f"the body {message}")
         items = data if isinstance(data, list) else [data]
         created = services.items_add(batch=batch, items=items, actor=request_actor(self.request))
         return self._items_added(batch, created)
@@ -340,9 +337,7 @@ class BatchViewSet(viewsets.GenericViewSet):
         if wanted:
             if wanted not in RESULT_STATUSES:
                 message = f"must be one of {', '.join(RESULT_STATUSES)}"
-                raise InvalidInput(
-                    f"status {message}", errors=[{"field": "status", "message": message}]
-                )
+                raise InvalidInput.for_field("status", message)
             items = items.filter(status=wanted)
         page = list(items[:limit]) if batch.results_visible else []
         grouped: dict[str, list] = {}
@@ -383,7 +378,7 @@ class BatchViewSet(viewsets.GenericViewSet):
         unknown = sorted(set(statuses) - set(Item.Status.values))
         if unknown:
             message = f"unknown status {', '.join(unknown)}"
-            raise InvalidInput(message, errors=[{"field": "status", "message": message}])
+            raise InvalidInput.for_field("status", message, detail=message)
         rows = exports.item_rows(batch, statuses)
         if fmt == "csv":
             return _download(exports.as_csv(rows, exports.ITEM_FIELDS), batch, "items.csv")
@@ -449,7 +444,7 @@ def _choice_param(request, name: str, choices: list[str], *, default: str) -> st
     value = request.query_params.get(name) or default
     if value not in choices:
         message = f"must be one of {', '.join(choices)}"
-        raise InvalidInput(f"{name} {message}", errors=[{"field": name, "message": message}])
+        raise InvalidInput.for_field(name, message)
     return value
 
 
@@ -464,7 +459,7 @@ def _int_param(request, name: str, default: int, *, minimum: int, maximum: int |
     if value is None or value < minimum or (maximum is not None and value > maximum):
         bound = f" and at most {maximum}" if maximum is not None else ""
         message = f"must be an integer of at least {minimum}{bound}"
-        raise InvalidInput(f"{name} {message}", errors=[{"field": name, "message": message}])
+        raise InvalidInput.for_field(name, message)
     return value
 
 
