@@ -44,7 +44,7 @@ from rest_framework.views import APIView
 from batches import services
 from batches.api.authentication import KeyUser, api_key_check, request_actor
 from batches.api.parsers import DepthLimitedJSONParser
-from batches.api.problems import ServerError, answerable, flatten_errors, refusal_headers
+from batches.api.problems import ServerError, flatten_errors
 from batches.compat.brightlocal.serializers import (
     BATCH_STATUSES,
     BrightLocalBatchCreatedSerializer,
@@ -57,6 +57,7 @@ from batches.compat.brightlocal.serializers import (
     BrightLocalJobResultSerializer,
     BrightLocalSuccessSerializer,
 )
+from batches.compat.errors import dialect_exception_handler
 from batches.exceptions import (
     BatchAlreadyCommitted,
     BatchEmpty,
@@ -108,7 +109,13 @@ def _field_errors(exc: InvalidInput) -> dict[str, str]:
     return found or {"INVALID_REQUEST": exc.message}
 
 
-def _failure(exc: Exception) -> tuple[int, dict[str, Any]]:
+def _error_body(exc: Exception) -> tuple[int, dict[str, Any]]:
+    """Answer every error as `{"success": false, "errors": {...}}`, a crash as SERVER_ERROR."""
+    status_code, errors = _errors(exc)
+    return status_code, {"success": False, "errors": errors}
+
+
+def _errors(exc: Exception) -> tuple[int, dict[str, Any]]:
     if isinstance(exc, BrightLocalError):
         return exc.status_code, exc.errors
     if isinstance(exc, BatchEmpty):
@@ -140,14 +147,7 @@ def _failure(exc: Exception) -> tuple[int, dict[str, Any]]:
     return exc.status_code, {str(exc.default_code).upper(): str(exc.detail)}
 
 
-def brightlocal_exception_handler(exc: Exception, context: dict) -> Response | None:
-    """Answer every error as `{"success": false, "errors": {...}}`, a crash as SERVER_ERROR."""
-    error = answerable(exc, context, known=(BrightLocalError,))
-    if error is None:
-        return None
-    status_code, errors = _failure(error)
-    headers = refusal_headers(error)
-    return Response({"success": False, "errors": errors}, status=status_code, headers=headers)
+brightlocal_exception_handler = dialect_exception_handler(_error_body, known=(BrightLocalError,))
 
 
 class BrightLocalKeyAuthentication(BaseAuthentication):

@@ -45,13 +45,14 @@ from rest_framework.views import APIView
 from batches import services
 from batches.api.authentication import KeyUser, api_key_check, request_actor
 from batches.api.parsers import DepthLimitedJSONParser
-from batches.api.problems import ServerError, answerable, flatten_errors, refusal_headers
+from batches.api.problems import ServerError, flatten_errors
 from batches.compat.centrapay.serializers import (
     CentrapayBatchCreateSerializer,
     CentrapayBatchSerializer,
     CentrapayBatchTypeSerializer,
     CentrapayErrorSerializer,
 )
+from batches.compat.errors import dialect_exception_handler
 from batches.exceptions import DomainError, InvalidInput
 from batches.models import Batch
 from jobs import job_types
@@ -77,7 +78,13 @@ def _joined(errors: list[dict]) -> str:
     )
 
 
-def _failure(exc: Exception) -> tuple[int, str]:
+def _error_body(exc: Exception) -> tuple[int, dict[str, str]]:
+    """Answer every error as `{"message": ...}`, a crash as a bare 500."""
+    status_code, message = _message(exc)
+    return status_code, {"message": message}
+
+
+def _message(exc: Exception) -> tuple[int, str]:
     if isinstance(exc, CentrapayError):
         return exc.status_code, exc.message
     if isinstance(exc, Http404):
@@ -96,14 +103,7 @@ def _failure(exc: Exception) -> tuple[int, str]:
     return exc.status_code, str(exc.detail)
 
 
-def centrapay_exception_handler(exc: Exception, context: dict) -> Response | None:
-    """Answer every error as `{"message": ...}`, a crash as a bare 500."""
-    error = answerable(exc, context, known=(CentrapayError,))
-    if error is None:
-        return None
-    status_code, message = _failure(error)
-    headers = refusal_headers(error)
-    return Response({"message": message}, status=status_code, headers=headers)
+centrapay_exception_handler = dialect_exception_handler(_error_body, known=(CentrapayError,))
 
 
 class CentrapayKeyAuthentication(BaseAuthentication):

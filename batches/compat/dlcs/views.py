@@ -40,7 +40,7 @@ from rest_framework.views import APIView
 from batches import services
 from batches.api.authentication import ApiKeyAuthentication, request_account, request_actor
 from batches.api.parsers import DepthLimitedJSONParser
-from batches.api.problems import answerable, domain_error_line, flatten_errors, refusal_headers
+from batches.api.problems import domain_error_line, flatten_errors
 from batches.api.views import CatchAllNotFound
 from batches.compat.dlcs.authentication import BasicApiKeyAuthentication
 from batches.compat.dlcs.serializers import (
@@ -55,6 +55,7 @@ from batches.compat.dlcs.serializers import (
     QueueSubmissionSerializer,
     hydra_error,
 )
+from batches.compat.errors import dialect_exception_handler
 from batches.engine.superseding import superseded_refresh
 from batches.exceptions import DomainError, NotFound
 from batches.models import Account, Batch
@@ -94,17 +95,15 @@ def error_description(exc: DomainError | exceptions.APIException) -> str:
     return domain_error_line(exc)
 
 
-def dlcs_exception_handler(exc: Exception, context: dict) -> Response | None:
+def _error_body(exc: Exception) -> tuple[int, dict]:
     """Answer every error with a Hydra Error, never a problem document; a crash as a bare 500."""
-    error = answerable(exc, context)
-    if error is None:
-        return None
-    exc = error
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
-    headers = refusal_headers(exc)
-    body = hydra_error(exc.status_code, error_description(exc))
-    return Response(body, status=exc.status_code, headers=headers)
+    assert isinstance(exc, DomainError | exceptions.APIException)
+    return exc.status_code, hydra_error(exc.status_code, error_description(exc))
+
+
+dlcs_exception_handler = dialect_exception_handler(_error_body)
 
 
 class JsonLdRenderer(JSONRenderer):

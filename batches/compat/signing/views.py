@@ -48,8 +48,9 @@ from rest_framework.views import APIView
 from batches import exports, services
 from batches.api.authentication import ApiKeyAuthentication, request_account, request_actor
 from batches.api.parsers import DepthLimitedJSONParser, RawBodyParser
-from batches.api.problems import answerable, domain_error_line, flatten_errors, refusal_headers
+from batches.api.problems import domain_error_line, flatten_errors
 from batches.api.views import CatchAllNotFound
+from batches.compat.errors import dialect_exception_handler
 from batches.compat.signing import packages
 from batches.compat.signing.serializers import (
     DELETED,
@@ -88,17 +89,16 @@ def error_message(exc: DomainError | exceptions.APIException) -> str:
     return domain_error_line(exc)
 
 
-def signing_exception_handler(exc: Exception, context: dict) -> Response | None:
+def _error_body(exc: Exception) -> tuple[int, dict[str, str]]:
     """Answer every error with `{"error": "..."}`, never a problem document; a crash as a
     bare 500."""
-    error = answerable(exc, context)
-    if error is None:
-        return None
-    exc = error
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
-    headers = refusal_headers(exc)
-    return Response({"error": error_message(exc)}, status=exc.status_code, headers=headers)
+    assert isinstance(exc, DomainError | exceptions.APIException)
+    return exc.status_code, {"error": error_message(exc)}
+
+
+signing_exception_handler = dialect_exception_handler(_error_body)
 
 
 class AnyAcceptNegotiation(DefaultContentNegotiation):
