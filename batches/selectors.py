@@ -2,11 +2,41 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Collection
+from typing import Any
 
 from django.db.models import Count
 
-from batches.models import Batch, Item
+from batches.models import Account, Batch, Item
+
+
+def batch_lookup(reference: str) -> dict[str, Any] | None:
+    """Return the filter a batch reference means (a UUID, else a batch number), or None."""
+    reference = reference.strip()
+    try:
+        return {"pk": uuid.UUID(reference)}
+    except ValueError:
+        pass
+    if reference.isdigit():
+        return {"number": int(reference)}
+    return None
+
+
+def batch_get_by_reference(*, reference: str) -> Batch | None:
+    """Return, with its account, the batch a UUID or a batch number names, or None."""
+    lookup = batch_lookup(reference)
+    if lookup is None:
+        return None
+    return Batch.objects.select_related("account").filter(**lookup).first()
+
+
+def account_get_by_reference(*, reference: str) -> Account | None:
+    """Return the account a name names, else the one a number names, or None."""
+    found = Account.objects.filter(name=reference).first()
+    if found is None and reference.isdigit():
+        found = Account.objects.filter(number=int(reference)).first()
+    return found
 
 
 def batch_item_types(*, batch: Batch, statuses: Collection[str] | None = None) -> set[str]:
