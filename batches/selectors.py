@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
 from django.db.models import Count
@@ -78,3 +79,42 @@ def batch_counts_by_type(*, batch: Batch) -> dict[str, dict[str, int]]:
         cell[status] = n
         cell["total"] += n
     return dict(sorted(counts.items()))
+
+
+# The statuses whose items a batch's results list.
+RESULT_STATUSES = [Item.Status.SUCCEEDED, Item.Status.FAILED]
+
+
+@dataclass
+class ResultsPage:
+    """One page of a batch's results: items in the order they ended, and where to go on."""
+
+    items: list[Item]
+    statuses: dict[str, int]
+    more: bool
+    next_after: int | None  # Item.seq is nullable, though an ended item has one
+
+
+def results_page(
+    *, batch: Batch, after: int, limit: int, type: str | None = None, status: str | None = None
+) -> ResultsPage:
+    """Return the page of results after the cursor `after` (an item's `seq`).
+
+    Empty while the batch hides its results (Batch.results_visible); `more` stays true
+    until the batch has ended, since items may still end after the last one read.
+    """
+    items = batch.items.filter(seq__gt=after, status__in=RESULT_STATUSES).order_by("seq")
+    if type:
+        items = items.filter(type=type)
+    if status:
+        items = items.filter(status=status)
+    page = list(items[:limit]) if batch.results_visible else []
+    statuses = dict(
+        batch.items.values_list("status").annotate(n=Count("id")).values_list("status", "n")
+    )
+    return ResultsPage(
+        items=page,
+        statuses=statuses,
+        more=len(page) == limit or not batch.is_terminal,
+        next_after=page[-1].seq if page else after,
+    )

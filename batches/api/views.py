@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.db.models import Count
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -11,7 +10,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from batches import exports, services
+from batches import exports, selectors, services
 from batches.api.authentication import request_account, request_actor
 from batches.api.filters import BatchFilter, ItemFilter
 from batches.api.pagination import BatchPagination, IdCursorPagination, IndexCursorPagination
@@ -35,10 +34,10 @@ from batches.api.serializers import (
 )
 from batches.exceptions import InvalidInput, NotFound
 from batches.models import Account, Batch, Item
+from batches.selectors import RESULT_STATUSES
 from jobs import job_types
 
 UUID_PATTERN = r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
-RESULT_STATUSES = [Item.Status.SUCCEEDED, Item.Status.FAILED]
 
 
 class CatchAllNotFound:
@@ -330,33 +329,34 @@ class BatchViewSet(viewsets.GenericViewSet):
         batch = self.get_object()
         after = _int_param(request, "after", 0, minimum=0)
         limit = _int_param(request, "limit", 100, minimum=1, maximum=1000)
-        items = batch.items.filter(seq__gt=after, status__in=RESULT_STATUSES).order_by("seq")
-        if request.query_params.get("type"):
-            items = items.filter(type=request.query_params["type"])
         wanted = request.query_params.get("status")
-        if wanted:
-            if wanted not in RESULT_STATUSES:
-                message = f"must be one of {', '.join(RESULT_STATUSES)}"
-                raise InvalidInput.for_field("status", message)
-            items = items.filter(status=wanted)
-        page = list(items[:limit]) if batch.results_visible else []
+        if wanted and wanted not in RESULT_STATUSES:
+            message = f"must be one of {', '.join(RESULT_STATUSES)}"
+            raise InvalidInput.for_field("status", message)
+        page = selectors.results_page(
+            batch=batch,
+            after=after,
+            limit=limit,
+            type=request.query_params.get("type"),
+            status=wanted,
+        )
         grouped: dict[str, list] = {}
-        for item in page:
+        for item in page.items:
             grouped.setdefault(item.type, []).append(
                 ItemSerializer(item, context={"batch": batch}).data
             )
-        histogram = dict(
-            batch.items.values_list("status").annotate(n=Count("id")).values_list("status", "n")
-        )
-        more = len(page) == limit or not batch.is_terminal
-        next_after = page[-1].seq if page else after
         next_url = None
-        if more:
+        if page.more:
             query = request.query_params.copy()
-            query["after"] = str(next_after)
+            query["after"] = str(page.next_after)
             next_url = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
         return Response(
-            {"status": batch.status, "statuses": histogram, "results": grouped, "next": next_url}
+            {
+                "status": batch.status,
+                "statuses": page.statuses,
+                "results": grouped,
+                "next": next_url,
+            }
         )
 
     @extend_schema(
