@@ -31,7 +31,6 @@ from typing import Any
 
 from django.db import transaction
 from django.http import Http404
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.authentication import BaseAuthentication
@@ -45,6 +44,7 @@ from batches import services
 from batches.api.authentication import KeyUser, api_key_check, request_actor
 from batches.api.parsers import DepthLimitedJSONParser
 from batches.api.problems import ServerError, flatten_errors
+from batches.api.schema import api_key_scheme
 from batches.compat.brightlocal.serializers import (
     BATCH_STATUSES,
     BrightLocalBatchCreatedSerializer,
@@ -171,20 +171,13 @@ class BrightLocalKeyAuthentication(BaseAuthentication):
         return KEY_PARAMETER
 
 
-class BrightLocalKeyScheme(OpenApiAuthenticationExtension):
-    """Describe the `api-key` parameter in the schema."""
-
-    target_class = "batches.compat.brightlocal.views.BrightLocalKeyAuthentication"
-    name = "BrightLocalApiKey"
-
-    def get_security_definition(self, auto_schema):
-        """Return the API-key security scheme (query or form parameter)."""
-        return {
-            "type": "apiKey",
-            "in": "query",
-            "name": KEY_PARAMETER,
-            "description": "A batchsite API key, as the `api-key` query or form parameter.",
-        }
+BrightLocalKeyScheme = api_key_scheme(
+    "batches.compat.brightlocal.views.BrightLocalKeyAuthentication",
+    name="BrightLocalApiKey",
+    location="query",
+    parameter=KEY_PARAMETER,
+    description="A batchsite API key, as the `api-key` query or form parameter.",
+)
 
 
 class BrightLocalView(APIView):

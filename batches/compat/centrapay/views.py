@@ -33,7 +33,6 @@ from __future__ import annotations
 import uuid
 
 from django.http import Http404
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
@@ -46,6 +45,7 @@ from batches import services
 from batches.api.authentication import KeyUser, api_key_check, request_actor
 from batches.api.parsers import DepthLimitedJSONParser
 from batches.api.problems import ServerError, flatten_errors
+from batches.api.schema import api_key_scheme
 from batches.compat.centrapay.serializers import (
     CentrapayBatchCreateSerializer,
     CentrapayBatchSerializer,
@@ -122,20 +122,13 @@ class CentrapayKeyAuthentication(BaseAuthentication):
         return KEY_HEADER
 
 
-class CentrapayKeyScheme(OpenApiAuthenticationExtension):
-    """Describe the `X-Api-Key` header in the schema."""
-
-    target_class = "batches.compat.centrapay.views.CentrapayKeyAuthentication"
-    name = "CentrapayApiKey"
-
-    def get_security_definition(self, auto_schema):
-        """Return the API-key security scheme."""
-        return {
-            "type": "apiKey",
-            "in": "header",
-            "name": KEY_HEADER,
-            "description": "A batchsite API key.",
-        }
+CentrapayKeyScheme = api_key_scheme(
+    "batches.compat.centrapay.views.CentrapayKeyAuthentication",
+    name="CentrapayApiKey",
+    location="header",
+    parameter=KEY_HEADER,
+    description="A batchsite API key.",
+)
 
 
 class CentrapayView(APIView):
