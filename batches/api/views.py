@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status, viewsets
@@ -379,10 +378,7 @@ class BatchViewSet(viewsets.GenericViewSet):
         if unknown:
             message = f"unknown status {', '.join(unknown)}"
             raise InvalidInput.for_field("status", message, detail=message)
-        rows = exports.item_rows(batch, statuses)
-        if fmt == "csv":
-            return _download(exports.as_csv(rows, exports.ITEM_FIELDS), batch, "items.csv")
-        return _download(exports.as_jsonl(rows), batch, "items.jsonl")
+        return exports.batch_download(batch, f"items.{fmt}", statuses=statuses)
 
     @extend_schema(
         responses={
@@ -399,7 +395,7 @@ class BatchViewSet(viewsets.GenericViewSet):
         """Stream a ZIP of every output file of an ended batch, with a manifest.json."""
         batch = self.get_object()
         exports.package_check(batch)
-        return _download(exports.package_stream(batch), batch, "package.zip")
+        return exports.batch_download(batch, "package.zip")
 
     @extend_schema(
         parameters=[OpenApiParameter("format", str, enum=["json", "csv"])],
@@ -413,8 +409,7 @@ class BatchViewSet(viewsets.GenericViewSet):
         """List every error of the batch (or stream them all as CSV with ?format=csv)."""
         batch = self.get_object()
         if _choice_param(request, "format", ["json", "csv"], default="json") == "csv":
-            rows = exports.as_csv(exports.error_rows(batch), exports.ERROR_FIELDS)
-            return _download(rows, batch, "errors.csv")
+            return exports.batch_download(batch, "errors.csv")
         page = self.paginate_queryset(batch.errors.all())
         return self.get_paginated_response(BatchErrorSerializer(page, many=True).data)
 
@@ -425,19 +420,6 @@ class BatchViewSet(viewsets.GenericViewSet):
         batch = self.get_object()
         page = self.paginate_queryset(batch.events.all())
         return self.get_paginated_response(BatchEventSerializer(page, many=True).data)
-
-
-DOWNLOAD_TYPES = {
-    "jsonl": "application/x-ndjson",
-    "csv": "text/csv; charset=utf-8",
-    "zip": "application/zip",
-}
-
-
-def _download(chunks, batch: Batch, name: str) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(chunks, content_type=DOWNLOAD_TYPES[name.rsplit(".", 1)[1]])
-    response["Content-Disposition"] = f'attachment; filename="batch-{batch.number}-{name}"'
-    return response
 
 
 def _choice_param(request, name: str, choices: list[str], *, default: str) -> str:

@@ -33,7 +33,7 @@ import hashlib
 from pathlib import PurePosixPath
 from typing import IO, Any
 
-from django.http import Http404, StreamingHttpResponse
+from django.http import Http404
 from django.utils.http import parse_header_parameters
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -397,11 +397,11 @@ class BatchFile(SigningView):
         if not batch.is_terminal:
             raise NotFound(f"batch {batch.number} is not closed yet; its package is not ready")
         exports.package_check(batch)
-        response = StreamingHttpResponse(
-            exports.package_stream(batch), content_type="application/octet-stream"
+        return exports.attachment_response(
+            exports.package_stream(batch),
+            filename=f"batch-{batch.number}.zip",
+            content_type="application/octet-stream",
         )
-        response["Content-Disposition"] = f'attachment; filename="batch-{batch.number}.zip"'
-        return response
 
 
 class BatchDeleteCache(SigningView):
