@@ -33,7 +33,6 @@ from django.db import transaction
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
-from rest_framework.authentication import BaseAuthentication
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
@@ -41,7 +40,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from batches import services
-from batches.api.authentication import KeyUser, api_key_check, request_actor
+from batches.api.authentication import KeyAuthentication, request_actor
 from batches.api.parsers import DepthLimitedJSONParser
 from batches.api.problems import ServerError, flatten_errors
 from batches.api.schema import api_key_scheme
@@ -150,25 +149,20 @@ def _errors(exc: Exception) -> tuple[int, dict[str, Any]]:
 brightlocal_exception_handler = dialect_exception_handler(_error_body, known=(BrightLocalError,))
 
 
-class BrightLocalKeyAuthentication(BaseAuthentication):
+class BrightLocalKeyAuthentication(KeyAuthentication):
     """Take the key from the `api-key` query or form parameter, as BrightLocal does."""
 
-    def authenticate(self, request):
-        """Return (KeyUser, ApiKey) for a valid key, None without one, else fail."""
+    challenge = KEY_PARAMETER
+
+    def raw_key(self, request) -> str | None:
+        """Return the `api-key` parameter: the query's, else (but for GET) the body's."""
         raw = request.query_params.get(KEY_PARAMETER)
         if not raw and request.method != "GET":
             data = request.data
             raw = data.get(KEY_PARAMETER) if isinstance(data, dict) else None
-        if not raw:
-            return None
-        if not isinstance(raw, str):
+        if raw and not isinstance(raw, str):
             raise exceptions.AuthenticationFailed("Invalid API key.")
-        api_key = api_key_check(raw, request=request)
-        return KeyUser(api_key), api_key
-
-    def authenticate_header(self, request):
-        """Answer 401 (not 403) to requests without a key."""
-        return KEY_PARAMETER
+        return raw
 
 
 BrightLocalKeyScheme = api_key_scheme(

@@ -35,14 +35,13 @@ import uuid
 from django.http import Http404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions
-from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from batches import services
-from batches.api.authentication import KeyUser, api_key_check, request_actor
+from batches.api.authentication import KeyAuthentication, request_actor
 from batches.api.parsers import DepthLimitedJSONParser
 from batches.api.problems import ServerError, flatten_errors
 from batches.api.schema import api_key_scheme
@@ -106,20 +105,14 @@ def _message(exc: Exception) -> tuple[int, str]:
 centrapay_exception_handler = dialect_exception_handler(_error_body, known=(CentrapayError,))
 
 
-class CentrapayKeyAuthentication(BaseAuthentication):
+class CentrapayKeyAuthentication(KeyAuthentication):
     """Take the key from the `X-Api-Key` header, as Centrapay does."""
 
-    def authenticate(self, request):
-        """Return (KeyUser, ApiKey) for a valid key, None without one, else fail."""
-        raw = request.headers.get(KEY_HEADER, "").strip()
-        if not raw:
-            return None
-        api_key = api_key_check(raw, request=request)
-        return KeyUser(api_key), api_key
+    challenge = KEY_HEADER
 
-    def authenticate_header(self, request):
-        """Answer 401 (not 403) to requests without a key."""
-        return KEY_HEADER
+    def raw_key(self, request) -> str | None:
+        """Return the `X-Api-Key` header."""
+        return request.headers.get(KEY_HEADER, "").strip()
 
 
 CentrapayKeyScheme = api_key_scheme(
