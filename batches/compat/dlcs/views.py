@@ -31,7 +31,6 @@ from __future__ import annotations
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
-from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -56,6 +55,7 @@ from batches.compat.dlcs.serializers import (
     hydra_error,
 )
 from batches.compat.errors import dialect_exception_handler
+from batches.compat.negotiation import AnyAcceptNegotiation
 from batches.engine.superseding import superseded_refresh
 from batches.exceptions import DomainError, NotFound
 from batches.models import Account, Batch
@@ -116,17 +116,6 @@ class JsonLdParser(DepthLimitedJSONParser):
     """Read JSON sent as JSON-LD."""
 
     media_type = "application/ld+json"
-
-
-class AnyAcceptNegotiation(DefaultContentNegotiation):
-    """Answer in JSON whatever the client says it accepts."""
-
-    def select_renderer(self, request, renderers, format_suffix=None):
-        """Pick as usual, falling back to the first renderer instead of 406."""
-        try:
-            return super().select_renderer(request, renderers, format_suffix)
-        except exceptions.NotAcceptable:
-            return renderers[0], renderers[0].media_type
 
 
 @extend_schema(tags=[TAG])

@@ -38,7 +38,6 @@ from django.utils.http import parse_header_parameters
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
-from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
@@ -51,6 +50,7 @@ from batches.api.parsers import DepthLimitedJSONParser, RawBodyParser
 from batches.api.problems import domain_error_line, flatten_errors
 from batches.api.views import CatchAllNotFound
 from batches.compat.errors import dialect_exception_handler
+from batches.compat.negotiation import AnyAcceptNegotiation
 from batches.compat.signing import packages
 from batches.compat.signing.serializers import (
     DELETED,
@@ -99,17 +99,6 @@ def _error_body(exc: Exception) -> tuple[int, dict[str, str]]:
 
 
 signing_exception_handler = dialect_exception_handler(_error_body)
-
-
-class AnyAcceptNegotiation(DefaultContentNegotiation):
-    """Answer in the dialect's own media type whatever the client says it accepts."""
-
-    def select_renderer(self, request, renderers, format_suffix=None):
-        """Pick as usual, falling back to the first renderer instead of 406."""
-        try:
-            return super().select_renderer(request, renderers, format_suffix)
-        except exceptions.NotAcceptable:
-            return renderers[0], renderers[0].media_type
 
 
 class _HashingReader:
