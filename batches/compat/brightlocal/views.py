@@ -44,6 +44,7 @@ from batches.api.authentication import KeyAuthentication, request_actor
 from batches.api.parsers import DepthLimitedJSONParser
 from batches.api.problems import ServerError, flatten_errors
 from batches.api.schema import api_key_scheme
+from batches.api.views import CatchAllNotFound
 from batches.compat.brightlocal.serializers import (
     BATCH_STATUSES,
     BrightLocalBatchCreatedSerializer,
@@ -343,20 +344,9 @@ class JobAddView(BrightLocalView):
         return Response({"success": True, "job-id": job_id})
 
 
-class NotFoundView(APIView):
+class NotFoundView(CatchAllNotFound, BrightLocalView):
     """Answer any other path under the dialect in BrightLocal's shape."""
 
-    authentication_classes = []
-    permission_classes = []
-    renderer_classes = [JSONRenderer]
-    schema = None
-
-    def get_exception_handler(self):
-        """Answer in BrightLocal's shape."""
-        return brightlocal_exception_handler
-
-    def get(self, request, *args, **kwargs):
-        """Refuse: nothing lives here."""
-        raise BrightLocalError({"NOT_FOUND": f"No API method at {request.path}"}, status_code=404)
-
-    post = put = patch = delete = head = options = get
+    def not_found(self, request) -> Exception:
+        """Say so in BrightLocal's words."""
+        return BrightLocalError({"NOT_FOUND": f"No API method at {request.path}"}, status_code=404)

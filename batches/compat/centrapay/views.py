@@ -45,6 +45,7 @@ from batches.api.authentication import KeyAuthentication, request_actor
 from batches.api.parsers import DepthLimitedJSONParser
 from batches.api.problems import ServerError, flatten_errors
 from batches.api.schema import api_key_scheme
+from batches.api.views import CatchAllNotFound
 from batches.compat.centrapay.serializers import (
     CentrapayBatchCreateSerializer,
     CentrapayBatchSerializer,
@@ -224,20 +225,9 @@ class BatchTypeListView(CentrapayView):
         return Response(CentrapayBatchTypeSerializer(types, many=True).data)
 
 
-class NotFoundView(APIView):
+class NotFoundView(CatchAllNotFound, CentrapayView):
     """Answer any other path under the dialect in Centrapay's shape."""
 
-    authentication_classes = []
-    permission_classes = []
-    renderer_classes = [JSONRenderer]
-    schema = None
-
-    def get_exception_handler(self):
-        """Answer in Centrapay's shape."""
-        return centrapay_exception_handler
-
-    def get(self, request, *args, **kwargs):
-        """Refuse: nothing lives here."""
-        raise CentrapayError(f"No API resource at {request.path}", status_code=404)
-
-    post = put = patch = delete = head = options = get
+    def not_found(self, request) -> Exception:
+        """Say so in Centrapay's words."""
+        return CentrapayError(f"No API resource at {request.path}", status_code=404)
