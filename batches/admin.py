@@ -38,6 +38,7 @@ from batches.models import (
     WebhookAttempt,
     WebhookDelivery,
 )
+from batches.selectors import batch_get_by_reference
 from jobs import job_types
 
 ERRORS_INLINE_LIMIT = 50
@@ -103,20 +104,8 @@ class BatchFilter(admin.SimpleListFilter):
     def _batch(self) -> Batch | None:
         if not hasattr(self, "_found"):
             value = self.value()
-            self._found = batch_by_reference(value) if value else None
+            self._found = batch_get_by_reference(reference=value) if value else None
         return self._found
-
-
-def batch_by_reference(value: str) -> Batch | None:
-    """Return the batch a UUID or a batch number names, or None."""
-    value = value.strip()
-    try:
-        return Batch.objects.filter(pk=uuid.UUID(value)).first()
-    except ValueError:
-        pass
-    if value.isdigit():
-        return Batch.objects.filter(number=int(value)).first()
-    return None
 
 
 class JobTypeFilter(admin.SimpleListFilter):

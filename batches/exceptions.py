@@ -26,6 +26,17 @@ class InvalidInput(DomainError):
         super().__init__(message, extra={"errors": errors} if errors else None)
         self.errors = errors or []
 
+    @classmethod
+    def for_field(cls, field: str, message: str, *, detail: str | None = None) -> InvalidInput:
+        """Refuse one field: `message` says what is wrong with it.
+
+        The error's own message is `detail` when given, else "<field> <message>".
+        """
+        return cls(
+            f"{field} {message}" if detail is None else detail,
+            errors=[{"field": field, "message": message}],
+        )
+
 
 class JsonTooDeep(DomainError):
     """JSON nested deeper than BATCHSITE_JSON_MAX_DEPTH, refused before it was parsed."""

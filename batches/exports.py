@@ -1,5 +1,7 @@
 """Streamed exports of a batch: its items as JSONL or CSV, its errors as CSV, its package.
 
+`batch_download` is the one response that every interface sends them in.
+
 Rows are read in index order a page at a time (keyset pagination: no long-held cursor,
 no long read transaction) and written out as they come, so memory stays flat at a
 million items.
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.http import StreamingHttpResponse
 from django.utils import timezone
 
 from batches.exceptions import BatchNotFinished, DomainError, ResultsHidden
@@ -227,3 +230,44 @@ def package_stream(batch: Batch) -> Iterator[bytes]:
         }
         archive.writestr(MANIFEST_NAME, json.dumps(summary, indent=2))
     yield sink.drain()
+
+
+DOWNLOAD_TYPES = {
+    "jsonl": "application/x-ndjson",
+    "csv": "text/csv; charset=utf-8",
+    "zip": "application/zip",
+}
+
+
+def attachment_response(
+    chunks: Iterable[bytes], *, filename: str, content_type: str | None = None
+) -> StreamingHttpResponse:
+    """Stream `chunks` as a file to save; its type follows the name's extension unless given."""
+    if content_type is None:
+        content_type = DOWNLOAD_TYPES[filename.rsplit(".", 1)[1]]
+    response = StreamingHttpResponse(chunks, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+def batch_download(
+    batch: Batch, name: str, *, statuses: list[str] | None = None
+) -> StreamingHttpResponse:
+    """Stream the batch's `items.jsonl` or `items.csv` (of `statuses`, if given), `errors.csv`
+    or `package.zip` as `batch-<number>-<name>`.
+
+    The caller has checked what it answers in its own way: the statuses are known ones,
+    and the package is ready (`package_check`).
+    """
+    chunks: Iterable[bytes]
+    if name == "items.jsonl":
+        chunks = as_jsonl(item_rows(batch, statuses))
+    elif name == "items.csv":
+        chunks = as_csv(item_rows(batch, statuses), ITEM_FIELDS)
+    elif name == "errors.csv":
+        chunks = as_csv(error_rows(batch), ERROR_FIELDS)
+    elif name == "package.zip":
+        chunks = package_stream(batch)
+    else:
+        raise ValueError(f"no download named {name!r}")
+    return attachment_response(chunks, filename=f"batch-{batch.number}-{name}")

@@ -2,11 +2,42 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
 
 from django.db.models import Count
 
-from batches.models import Batch, Item
+from batches.models import Account, Batch, Item
+
+
+def batch_lookup(reference: str) -> dict[str, Any] | None:
+    """Return the filter a batch reference means (a UUID, else a batch number), or None."""
+    reference = reference.strip()
+    try:
+        return {"pk": uuid.UUID(reference)}
+    except ValueError:
+        pass
+    if reference.isdigit():
+        return {"number": int(reference)}
+    return None
+
+
+def batch_get_by_reference(*, reference: str) -> Batch | None:
+    """Return, with its account, the batch a UUID or a batch number names, or None."""
+    lookup = batch_lookup(reference)
+    if lookup is None:
+        return None
+    return Batch.objects.select_related("account").filter(**lookup).first()
+
+
+def account_get_by_reference(*, reference: str) -> Account | None:
+    """Return the account a name names, else the one a number names, or None."""
+    found = Account.objects.filter(name=reference).first()
+    if found is None and reference.isdigit():
+        found = Account.objects.filter(number=int(reference)).first()
+    return found
 
 
 def batch_item_types(*, batch: Batch, statuses: Collection[str] | None = None) -> set[str]:
@@ -48,3 +79,42 @@ def batch_counts_by_type(*, batch: Batch) -> dict[str, dict[str, int]]:
         cell[status] = n
         cell["total"] += n
     return dict(sorted(counts.items()))
+
+
+# The statuses whose items a batch's results list.
+RESULT_STATUSES = [Item.Status.SUCCEEDED, Item.Status.FAILED]
+
+
+@dataclass
+class ResultsPage:
+    """One page of a batch's results: items in the order they ended, and where to go on."""
+
+    items: list[Item]
+    statuses: dict[str, int]
+    more: bool
+    next_after: int | None  # Item.seq is nullable, though an ended item has one
+
+
+def results_page(
+    *, batch: Batch, after: int, limit: int, type: str | None = None, status: str | None = None
+) -> ResultsPage:
+    """Return the page of results after the cursor `after` (an item's `seq`).
+
+    Empty while the batch hides its results (Batch.results_visible); `more` stays true
+    until the batch has ended, since items may still end after the last one read.
+    """
+    items = batch.items.filter(seq__gt=after, status__in=RESULT_STATUSES).order_by("seq")
+    if type:
+        items = items.filter(type=type)
+    if status:
+        items = items.filter(status=status)
+    page = list(items[:limit]) if batch.results_visible else []
+    statuses = dict(
+        batch.items.values_list("status").annotate(n=Count("id")).values_list("status", "n")
+    )
+    return ResultsPage(
+        items=page,
+        statuses=statuses,
+        more=len(page) == limit or not batch.is_terminal,
+        next_after=page[-1].seq if page else after,
+    )

@@ -116,18 +116,14 @@ def _outbound_check(field: str, url: str) -> None:
     try:
         outbound.check_url(url)
     except outbound.OutboundRefused as exc:
-        raise InvalidInput(
-            f"{field} refused: {exc}", errors=[{"field": field, "message": str(exc)}]
-        ) from exc
+        raise InvalidInput.for_field(field, str(exc), detail=f"{field} refused: {exc}") from exc
 
 
 def _job_type_name(name: str | None) -> str:
     name = name or settings.BATCHSITE_DEFAULT_JOB_TYPE
     if get_job_type(name) is None:
-        raise InvalidInput(
-            f"unknown job type {name!r}",
-            errors=[{"field": "type", "message": f"unknown job type {name!r}"}],
-        )
+        message = f"unknown job type {name!r}"
+        raise InvalidInput.for_field("type", message, detail=message)
     return name
 
 
@@ -187,9 +183,10 @@ def batch_create(
         raise InvalidInput(f"unknown option(s): {', '.join(unknown)}")
     if source_url:
         if items:
-            raise InvalidInput(
-                "give items or a source_url, not both",
-                errors=[{"field": "source_url", "message": "cannot be combined with items"}],
+            raise InvalidInput.for_field(
+                "source_url",
+                "cannot be combined with items",
+                detail="give items or a source_url, not both",
             )
         _outbound_check("source_url", source_url)
         # The file's items are checked once read; most take the batch's type, so a type
@@ -244,16 +241,26 @@ def items_add(*, batch: Batch, items: list[Any], actor: str) -> range:
     return _items_insert(batch=batch, items=items, actor=actor)
 
 
+def _batch_room_check(*, batch: Batch, adding: int, field: str) -> None:
+    """Refuse, as invalid input on `field`, items that would take the batch over its limit."""
+    limit = settings.BATCHSITE_MAX_ITEMS_PER_BATCH
+    if batch.total_items + adding > limit:
+        raise InvalidInput.for_field(
+            field, "too many items for one batch", detail=f"a batch holds at most {limit} items"
+        )
+
+
 def _items_insert(*, batch: Batch, items: list[Any], actor: str) -> range:
     if batch.status not in Batch.ACCEPTS_ITEMS:
         raise BatchNotOpen(f"batch is {batch.status}; items can be added only before commit")
     if not items:
-        raise InvalidInput("no items given", errors=[{"field": "items", "message": "is empty"}])
+        raise InvalidInput.for_field("items", "is empty", detail="no items given")
     limit = settings.BATCHSITE_MAX_ITEMS_PER_REQUEST
     if len(items) > limit:
-        raise InvalidInput(
-            f"{len(items)} items in one request; the limit is {limit}",
-            errors=[{"field": "items", "message": f"at most {limit} items per request"}],
+        raise InvalidInput.for_field(
+            "items",
+            f"at most {limit} items per request",
+            detail=f"{len(items)} items in one request; the limit is {limit}",
         )
     specs, problems = items_parse(items, default_type=batch.type)
     if problems:
@@ -261,11 +268,7 @@ def _items_insert(*, batch: Batch, items: list[Any], actor: str) -> range:
             f"{len(problems)} of {len(items)} items are invalid; nothing was added",
             errors=[problem.as_dict() for problem in problems[:100]],
         )
-    if batch.total_items + len(specs) > settings.BATCHSITE_MAX_ITEMS_PER_BATCH:
-        raise InvalidInput(
-            f"a batch holds at most {settings.BATCHSITE_MAX_ITEMS_PER_BATCH} items",
-            errors=[{"field": "items", "message": "too many items for one batch"}],
-        )
+    _batch_room_check(batch=batch, adding=len(specs), field="items")
     job_types_ready_check(spec.type for spec in specs)
     created = _items_bulk_create(batch=batch, specs=specs)
     updates = ["total_items", "pending_items"]
@@ -324,15 +327,12 @@ def item_add_file(
     job_type = get_job_type(parsed.type)
     assert job_type is not None, "item_parse accepts only registered job types"
     if not job_type.accepts_file:
-        raise InvalidInput(
-            f"job type {parsed.type!r} does not take files",
-            errors=[{"field": "file", "message": "this item's job type does not accept files"}],
+        raise InvalidInput.for_field(
+            "file",
+            "this item's job type does not accept files",
+            detail=f"job type {parsed.type!r} does not take files",
         )
-    if batch.total_items + 1 > settings.BATCHSITE_MAX_ITEMS_PER_BATCH:
-        raise InvalidInput(
-            f"a batch holds at most {settings.BATCHSITE_MAX_ITEMS_PER_BATCH} items",
-            errors=[{"field": "file", "message": "too many items for one batch"}],
-        )
+    _batch_room_check(batch=batch, adding=1, field="file")
     job_types_ready_check([parsed.type])
     target = batch_files_dir(batch.pk) / "in" / uuid.uuid4().hex
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -406,10 +406,11 @@ def batch_upload(
                     f"of {formats.SNIFFED_FORMATS}"
                 )
         if payload is not None and fmt != "zip":
-            raise InvalidInput(
-                "a payload for every item goes with ZIP packages only; the other formats "
+            raise InvalidInput.for_field(
+                "payload",
+                "only with application/zip",
+                detail="a payload for every item goes with ZIP packages only; the other formats "
                 "carry their own",
-                errors=[{"field": "payload", "message": "only with application/zip"}],
             )
         staged = staging.stage(
             path,
@@ -450,11 +451,7 @@ def items_add_staged(*, batch: Batch, staged: staging.Staged, actor: str) -> ran
     batch = batch_lock(batch)
     if batch.status not in (*Batch.ACCEPTS_ITEMS, Batch.Status.INGESTING):
         raise BatchNotOpen(f"batch is {batch.status}; items can be added only before commit")
-    if batch.total_items + staged.added > settings.BATCHSITE_MAX_ITEMS_PER_BATCH:
-        raise InvalidInput(
-            f"a batch holds at most {settings.BATCHSITE_MAX_ITEMS_PER_BATCH} items",
-            errors=[{"field": "file", "message": "too many items for one batch"}],
-        )
+    _batch_room_check(batch=batch, adding=staged.added, field="file")
     job_types_ready_check(staged.types)
     start = batch.total_items
     rows = ((start + offset, *staged_item) for offset, staged_item in enumerate(staged.items()))

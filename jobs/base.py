@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, ClassVar
@@ -40,6 +41,12 @@ class PayloadError(ValueError):
     def __init__(self, errors: dict[str, str]):
         super().__init__("; ".join(f"{path}: {message}" for path, message in errors.items()))
         self.errors = errors
+
+
+def unknown_fields_error(payload: dict[str, Any], fields: Collection[str]) -> dict[str, str]:
+    """Return the error for keys of `payload` not among `fields` (`{"payload": ...}`), or {}."""
+    unknown = sorted(set(payload) - set(fields))
+    return {"payload": f"unknown field(s): {', '.join(unknown)}"} if unknown else {}
 
 
 @dataclass

@@ -24,7 +24,15 @@ from django.core.validators import validate_email
 from django.utils.encoding import punycode
 from django.utils.module_loading import import_string
 
-from jobs.base import JobContext, JobError, JobType, PayloadError, PermanentError, TransientError
+from jobs.base import (
+    JobContext,
+    JobError,
+    JobType,
+    PayloadError,
+    PermanentError,
+    TransientError,
+    unknown_fields_error,
+)
 
 FIELDS = ("to", "subject", "text", "html", "from")
 MAX_RECIPIENTS = 100
@@ -191,10 +199,7 @@ class EmailSend(JobType):
     def validate_payload(self, payload: Any) -> None:
         """Check the addresses, the subject and the bodies."""
         super().validate_payload(payload)
-        errors: dict[str, str] = {}
-        unknown = sorted(set(payload) - set(FIELDS))
-        if unknown:
-            errors["payload"] = f"unknown field(s): {', '.join(unknown)}"
+        errors = unknown_fields_error(payload, FIELDS)
         errors.update(self._recipient_errors(payload))
         errors.update(self._content_errors(payload))
         if "from" in payload:

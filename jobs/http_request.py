@@ -31,7 +31,15 @@ import httpx
 from django.conf import settings
 
 from jobs import outbound
-from jobs.base import JobContext, JobError, JobType, PayloadError, PermanentError, TransientError
+from jobs.base import (
+    JobContext,
+    JobError,
+    JobType,
+    PayloadError,
+    PermanentError,
+    TransientError,
+    unknown_fields_error,
+)
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD")
 FIELDS = ("method", "url", "headers", "json", "body", "timeout", "expect_status")
@@ -278,10 +286,7 @@ class HttpRequest(JobType):
     def validate_payload(self, payload: Any) -> None:
         """Check every field, and that the URL may be fetched now."""
         super().validate_payload(payload)
-        errors: dict[str, str] = {}
-        unknown = sorted(set(payload) - set(FIELDS))
-        if unknown:
-            errors["payload"] = f"unknown field(s): {', '.join(unknown)}"
+        errors = unknown_fields_error(payload, FIELDS)
         method = payload.get("method", "GET")
         if not isinstance(method, str) or method.upper() not in METHODS:
             errors["payload.method"] = f"must be one of {', '.join(METHODS)}"

@@ -58,13 +58,37 @@ def api_key_check(raw: str, *, request) -> ApiKey:
     return api_key
 
 
-class ApiKeyAuthentication(authentication.BaseAuthentication):
+class KeyAuthentication(authentication.BaseAuthentication):
+    """Check the API key a request carries; a subclass says where it is (`raw_key`)."""
+
+    # Where the key goes, named in a 401's WWW-Authenticate: without it DRF answers 403.
+    challenge = ""
+
+    def raw_key(self, request) -> str | None:
+        """Return the raw key the request carries, None without one; fail a malformed one."""
+        raise NotImplementedError
+
+    def authenticate(self, request):
+        """Return (KeyUser, ApiKey) for a valid key, None without one, else fail."""
+        raw = self.raw_key(request)
+        if not raw:
+            return None
+        api_key = api_key_check(raw, request=request)
+        return KeyUser(api_key), api_key
+
+    def authenticate_header(self, request):
+        """Answer 401 (not 403) to requests without a key, naming where it goes."""
+        return self.challenge
+
+
+class ApiKeyAuthentication(KeyAuthentication):
     """Look up the hashed key named in the Authorization header."""
 
     keyword = "Api-Key"
+    challenge = keyword
 
-    def authenticate(self, request):
-        """Return (KeyUser, ApiKey) for a valid key, None without the header, else fail."""
+    def raw_key(self, request) -> str | None:
+        """Return the key of an `Authorization: Api-Key <key>` header."""
         header = authentication.get_authorization_header(request).split()
         if not header or header[0].lower() != self.keyword.lower().encode():
             return None
@@ -73,15 +97,9 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
                 "Malformed Authorization header: use 'Api-Key <key>'."
             )
         try:
-            raw = header[1].decode()
+            return header[1].decode()
         except UnicodeDecodeError as exc:
             raise exceptions.AuthenticationFailed("Invalid API key.") from exc
-        api_key = api_key_check(raw, request=request)
-        return KeyUser(api_key), api_key
-
-    def authenticate_header(self, request):
-        """Answer 401 (not 403) to unauthenticated requests, naming the scheme."""
-        return self.keyword
 
 
 def request_account(request) -> Account | None:

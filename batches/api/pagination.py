@@ -26,8 +26,8 @@ class StrictCursorPagination(CursorPagination):
         try:
             return super().decode_cursor(request)
         except NotFound as exc:
-            raise InvalidInput(
-                "invalid cursor", errors=[{"field": self.cursor_query_param, "message": str(exc)}]
+            raise InvalidInput.for_field(
+                self.cursor_query_param, str(exc), detail="invalid cursor"
             ) from exc
 
 

@@ -121,7 +121,7 @@ def request_refusal(exc: SuspiciousOperation) -> DomainError:
     if isinstance(exc, TooManyFieldsSent | TooManyFilesSent):
         return TooLarge("the request has too many fields or files")
     message = "the request was refused as malformed"
-    return InvalidInput(message, errors=[{"field": "body", "message": message}])
+    return InvalidInput.for_field("body", message, detail=message)
 
 
 def answerable(

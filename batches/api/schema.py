@@ -32,20 +32,41 @@ BODY_METHODS = {"POST", "PUT", "PATCH"}
 BATCHES_PATH = "/api/v1/batches/"
 
 
-class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
-    """Describe `Authorization: Api-Key <key>` in the schema."""
+def api_key_scheme(
+    target_class: str, *, name: str, location: str, parameter: str, description: str
+) -> type[OpenApiAuthenticationExtension]:
+    """Describe in the schema an authentication class that reads an API key from one parameter.
 
-    target_class = "batches.api.authentication.ApiKeyAuthentication"
-    name = "ApiKeyAuth"
+    `location` is OpenAPI's `in` ("header", "query"); `parameter` the header or parameter
+    name. drf-spectacular registers the extension class as it is created.
+    """
+    definition = {"type": "apiKey", "in": location, "name": parameter, "description": description}
 
-    def get_security_definition(self, auto_schema):
-        """Return the API-key security scheme."""
-        return {
-            "type": "apiKey",
-            "in": "header",
-            "name": "Authorization",
-            "description": "`Api-Key <key>`; create a key with `manage.py createapikey ACCOUNT`.",
-        }
+    def get_security_definition(
+        self: OpenApiAuthenticationExtension, auto_schema: AutoSchema
+    ) -> dict:
+        return dict(definition)
+
+    return type(
+        f"{name}Scheme",
+        (OpenApiAuthenticationExtension,),
+        {
+            "__doc__": f"Describe {target_class} in the schema.",
+            "__module__": __name__,
+            "target_class": target_class,
+            "name": name,
+            "get_security_definition": get_security_definition,
+        },
+    )
+
+
+ApiKeyAuthenticationScheme = api_key_scheme(
+    "batches.api.authentication.ApiKeyAuthentication",
+    name="ApiKeyAuth",
+    location="header",
+    parameter="Authorization",
+    description="`Api-Key <key>`; create a key with `manage.py createapikey ACCOUNT`.",
+)
 
 
 class StrictSerializerScheme(OpenApiSerializerExtension):

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from django.db.models import Count
-from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status, viewsets
+from rest_framework.authentication import BaseAuthentication
 from rest_framework.decorators import action
+from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
+from rest_framework.schemas.inspectors import ViewInspector
 from rest_framework.views import APIView
 
-from batches import exports, services
+from batches import exports, selectors, services
 from batches.api.authentication import request_account, request_actor
 from batches.api.filters import BatchFilter, ItemFilter
 from batches.api.pagination import BatchPagination, IdCursorPagination, IndexCursorPagination
@@ -35,10 +36,10 @@ from batches.api.serializers import (
 )
 from batches.exceptions import InvalidInput, NotFound
 from batches.models import Account, Batch, Item
+from batches.selectors import RESULT_STATUSES
 from jobs import job_types
 
 UUID_PATTERN = r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
-RESULT_STATUSES = [Item.Status.SUCCEEDED, Item.Status.FAILED]
 
 
 class CatchAllNotFound:
@@ -47,13 +48,25 @@ class CatchAllNotFound:
     For the last route of a URL conf, so unknown paths get the API's own 404 body.
     """
 
-    authentication_classes = []
-    permission_classes = []
-    schema = None
+    schema: ViewInspector | None = None
+
+    # Methods, not empty authentication_classes and permission_classes: lists typed here
+    # would clash with the typed lists of the view class mixed in.
+    def get_authenticators(self) -> list[BaseAuthentication]:
+        """Authenticate no one: there is nothing here to guard."""
+        return []
+
+    def get_permissions(self) -> list[BasePermission]:
+        """Check no permission: every caller hears the same 404."""
+        return []
+
+    def not_found(self, request) -> Exception:
+        """Return the error that says nothing lives at this path."""
+        return NotFound(f"no resource at {request.path}")
 
     def get(self, request, *args, **kwargs):
         """Refuse: nothing lives here."""
-        raise NotFound(f"no resource at {request.path}")
+        raise self.not_found(request)
 
     post = put = patch = delete = head = options = get
 
@@ -133,21 +146,20 @@ class BatchViewSet(viewsets.GenericViewSet):
         account = request_account(self.request)
         if account is not None:
             if number is not None and number != account.number:
-                raise InvalidInput(
-                    "an API key creates batches for its own account only",
-                    errors=[{"field": "account", "message": "not allowed with an API key"}],
+                raise InvalidInput.for_field(
+                    "account",
+                    "not allowed with an API key",
+                    detail="an API key creates batches for its own account only",
                 )
             return account
         if number is None:
-            raise InvalidInput(
-                "staff users must name the account",
-                errors=[{"field": "account", "message": "is required for staff users"}],
+            raise InvalidInput.for_field(
+                "account", "is required for staff users", detail="staff users must name the account"
             )
         account = Account.objects.filter(number=number).first()
         if account is None:
-            raise InvalidInput(
-                f"no account number {number}",
-                errors=[{"field": "account", "message": "no such account"}],
+            raise InvalidInput.for_field(
+                "account", "no such account", detail=f"no account number {number}"
             )
         return account
 
@@ -241,9 +253,7 @@ class BatchViewSet(viewsets.GenericViewSet):
         data = self.request.data
         if not isinstance(data, list | dict):
             message = "must be an item object or a list of them"
-            raise InvalidInput(
-                f"the body {message}", errors=[{"field": "body", "message": message}]
-            )
+            raise InvalidInput.for_field("body", message, detail=f"the body {message}")
         items = data if isinstance(data, list) else [data]
         created = services.items_add(batch=batch, items=items, actor=request_actor(self.request))
         return self._items_added(batch, created)
@@ -333,35 +343,34 @@ class BatchViewSet(viewsets.GenericViewSet):
         batch = self.get_object()
         after = _int_param(request, "after", 0, minimum=0)
         limit = _int_param(request, "limit", 100, minimum=1, maximum=1000)
-        items = batch.items.filter(seq__gt=after, status__in=RESULT_STATUSES).order_by("seq")
-        if request.query_params.get("type"):
-            items = items.filter(type=request.query_params["type"])
         wanted = request.query_params.get("status")
-        if wanted:
-            if wanted not in RESULT_STATUSES:
-                message = f"must be one of {', '.join(RESULT_STATUSES)}"
-                raise InvalidInput(
-                    f"status {message}", errors=[{"field": "status", "message": message}]
-                )
-            items = items.filter(status=wanted)
-        page = list(items[:limit]) if batch.results_visible else []
+        if wanted and wanted not in RESULT_STATUSES:
+            message = f"must be one of {', '.join(RESULT_STATUSES)}"
+            raise InvalidInput.for_field("status", message)
+        page = selectors.results_page(
+            batch=batch,
+            after=after,
+            limit=limit,
+            type=request.query_params.get("type"),
+            status=wanted,
+        )
         grouped: dict[str, list] = {}
-        for item in page:
+        for item in page.items:
             grouped.setdefault(item.type, []).append(
                 ItemSerializer(item, context={"batch": batch}).data
             )
-        histogram = dict(
-            batch.items.values_list("status").annotate(n=Count("id")).values_list("status", "n")
-        )
-        more = len(page) == limit or not batch.is_terminal
-        next_after = page[-1].seq if page else after
         next_url = None
-        if more:
+        if page.more:
             query = request.query_params.copy()
-            query["after"] = str(next_after)
+            query["after"] = str(page.next_after)
             next_url = request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
         return Response(
-            {"status": batch.status, "statuses": histogram, "results": grouped, "next": next_url}
+            {
+                "status": batch.status,
+                "statuses": page.statuses,
+                "results": grouped,
+                "next": next_url,
+            }
         )
 
     @extend_schema(
@@ -383,11 +392,8 @@ class BatchViewSet(viewsets.GenericViewSet):
         unknown = sorted(set(statuses) - set(Item.Status.values))
         if unknown:
             message = f"unknown status {', '.join(unknown)}"
-            raise InvalidInput(message, errors=[{"field": "status", "message": message}])
-        rows = exports.item_rows(batch, statuses)
-        if fmt == "csv":
-            return _download(exports.as_csv(rows, exports.ITEM_FIELDS), batch, "items.csv")
-        return _download(exports.as_jsonl(rows), batch, "items.jsonl")
+            raise InvalidInput.for_field("status", message, detail=message)
+        return exports.batch_download(batch, f"items.{fmt}", statuses=statuses)
 
     @extend_schema(
         responses={
@@ -404,7 +410,7 @@ class BatchViewSet(viewsets.GenericViewSet):
         """Stream a ZIP of every output file of an ended batch, with a manifest.json."""
         batch = self.get_object()
         exports.package_check(batch)
-        return _download(exports.package_stream(batch), batch, "package.zip")
+        return exports.batch_download(batch, "package.zip")
 
     @extend_schema(
         parameters=[OpenApiParameter("format", str, enum=["json", "csv"])],
@@ -418,8 +424,7 @@ class BatchViewSet(viewsets.GenericViewSet):
         """List every error of the batch (or stream them all as CSV with ?format=csv)."""
         batch = self.get_object()
         if _choice_param(request, "format", ["json", "csv"], default="json") == "csv":
-            rows = exports.as_csv(exports.error_rows(batch), exports.ERROR_FIELDS)
-            return _download(rows, batch, "errors.csv")
+            return exports.batch_download(batch, "errors.csv")
         page = self.paginate_queryset(batch.errors.all())
         return self.get_paginated_response(BatchErrorSerializer(page, many=True).data)
 
@@ -432,24 +437,11 @@ class BatchViewSet(viewsets.GenericViewSet):
         return self.get_paginated_response(BatchEventSerializer(page, many=True).data)
 
 
-DOWNLOAD_TYPES = {
-    "jsonl": "application/x-ndjson",
-    "csv": "text/csv; charset=utf-8",
-    "zip": "application/zip",
-}
-
-
-def _download(chunks, batch: Batch, name: str) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(chunks, content_type=DOWNLOAD_TYPES[name.rsplit(".", 1)[1]])
-    response["Content-Disposition"] = f'attachment; filename="batch-{batch.number}-{name}"'
-    return response
-
-
 def _choice_param(request, name: str, choices: list[str], *, default: str) -> str:
     value = request.query_params.get(name) or default
     if value not in choices:
         message = f"must be one of {', '.join(choices)}"
-        raise InvalidInput(f"{name} {message}", errors=[{"field": name, "message": message}])
+        raise InvalidInput.for_field(name, message)
     return value
 
 
@@ -464,7 +456,7 @@ def _int_param(request, name: str, default: int, *, minimum: int, maximum: int |
     if value is None or value < minimum or (maximum is not None and value > maximum):
         bound = f" and at most {maximum}" if maximum is not None else ""
         message = f"must be an integer of at least {minimum}{bound}"
-        raise InvalidInput(f"{name} {message}", errors=[{"field": name, "message": message}])
+        raise InvalidInput.for_field(name, message)
     return value
 
 

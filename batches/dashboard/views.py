@@ -11,7 +11,7 @@ from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.http.response import HttpResponseBase
 from django.shortcuts import get_object_or_404, redirect, render, resolve_url
 from django.urls import reverse
@@ -263,18 +263,6 @@ def batch_action(request: HttpRequest, pk, action: str) -> HttpResponse:
 
 # --- downloads -----------------------------------------------------------------------------------
 
-DOWNLOAD_TYPES = {
-    "jsonl": "application/x-ndjson",
-    "csv": "text/csv; charset=utf-8",
-    "zip": "application/zip",
-}
-
-
-def _stream(chunks, batch: Batch, name: str) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(chunks, content_type=DOWNLOAD_TYPES[name.rsplit(".", 1)[1]])
-    response["Content-Disposition"] = f'attachment; filename="batch-{batch.number}-{name}"'
-    return response
-
 
 @staff_required
 @require_GET
@@ -286,18 +274,14 @@ def batch_download(request: HttpRequest, pk, name: str) -> HttpResponseBase:
         unknown = sorted(set(statuses) - set(Item.Status.values))
         if unknown:
             return HttpResponseBadRequest(f"unknown status {', '.join(unknown)}")
-        rows = exports.item_rows(batch, statuses)
-        if name == "items.csv":
-            return _stream(exports.as_csv(rows, exports.ITEM_FIELDS), batch, name)
-        return _stream(exports.as_jsonl(rows), batch, name)
-    if name == "errors.csv":
-        return _stream(exports.as_csv(exports.error_rows(batch), exports.ERROR_FIELDS), batch, name)
-    try:
-        exports.package_check(batch)
-    except DomainError as exc:
-        _refused(request, exc)
-        return redirect("dashboard:batch-detail", pk=batch.pk)
-    return _stream(exports.package_stream(batch), batch, name)
+        return exports.batch_download(batch, name, statuses=statuses)
+    if name == "package.zip":
+        try:
+            exports.package_check(batch)
+        except DomainError as exc:
+            _refused(request, exc)
+            return redirect("dashboard:batch-detail", pk=batch.pk)
+    return exports.batch_download(batch, name)
 
 
 # --- accounts and keys ---------------------------------------------------------------------------

@@ -171,10 +171,7 @@ def stage(
                     )
                 )
         if not seen:
-            raise InvalidInput(
-                "the file holds no items",
-                errors=[{"field": "file", "message": "holds no items"}],
-            )
+            raise InvalidInput.for_field("file", "holds no items", detail="the file holds no items")
     except BaseException:
         staged.discard()
         raise
@@ -246,9 +243,12 @@ def _records(
         return formats.csv_records(source, infer_types=csv_types == "infer")
     job_type = get_job_type(default_type)
     if job_type is None or not job_type.accepts_file:
-        raise InvalidInput(
-            f"job type {default_type!r} does not take files, so a ZIP cannot feed this batch",
-            errors=[{"field": "type", "message": "does not accept files"}],
+        raise InvalidInput.for_field(
+            "type",
+            "does not accept files",
+            detail=(
+                f"job type {default_type!r} does not take files, so a ZIP cannot feed this batch"
+            ),
         )
     return formats.zip_records(
         path,

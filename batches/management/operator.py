@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import getpass
 import time
-import uuid
 from datetime import timedelta
 
 from django.core.management.base import CommandError, OutputWrapper
@@ -19,7 +18,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from batches.models import Batch, BatchError
+from batches.models import Account, Batch, BatchError
+from batches.selectors import account_get_by_reference, batch_get_by_reference, batch_lookup
 
 RECENT_DEFAULT = 20
 ERRORS_SHOWN = 5
@@ -39,16 +39,19 @@ def command_actor() -> str:
 def batch_find(reference: str) -> Batch:
     """Return the batch a UUID or a batch number names; CommandError if there is none."""
     reference = reference.strip()
-    try:
-        found = Batch.objects.select_related("account").filter(pk=uuid.UUID(reference)).first()
-    except ValueError:
-        if not reference.isdigit():
-            raise CommandError(
-                f"{reference!r} is neither a batch id (a UUID) nor a batch number"
-            ) from None
-        found = Batch.objects.select_related("account").filter(number=int(reference)).first()
+    if batch_lookup(reference) is None:
+        raise CommandError(f"{reference!r} is neither a batch id (a UUID) nor a batch number")
+    found = batch_get_by_reference(reference=reference)
     if found is None:
         raise CommandError(f"no batch {reference}; run batchstatus without an ID to list batches")
+    return found
+
+
+def account_find(reference: str) -> Account:
+    """Return the account a name or number names; CommandError if there is none."""
+    found = account_get_by_reference(reference=reference)
+    if found is None:
+        raise CommandError(f"no account named or numbered {reference!r}; see createaccount")
     return found
 
 

@@ -31,10 +31,8 @@ from typing import Any
 
 from django.db import transaction
 from django.http import Http404
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
-from rest_framework.authentication import BaseAuthentication
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
@@ -42,9 +40,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from batches import services
-from batches.api.authentication import KeyUser, api_key_check, request_actor
+from batches.api.authentication import KeyAuthentication, request_actor
 from batches.api.parsers import DepthLimitedJSONParser
-from batches.api.problems import ServerError, answerable, flatten_errors, refusal_headers
+from batches.api.problems import ServerError, flatten_errors
+from batches.api.schema import api_key_scheme
+from batches.api.views import CatchAllNotFound
 from batches.compat.brightlocal.serializers import (
     BATCH_STATUSES,
     BrightLocalBatchCreatedSerializer,
@@ -57,6 +57,7 @@ from batches.compat.brightlocal.serializers import (
     BrightLocalJobResultSerializer,
     BrightLocalSuccessSerializer,
 )
+from batches.compat.errors import dialect_exception_handler
 from batches.exceptions import (
     BatchAlreadyCommitted,
     BatchEmpty,
@@ -108,7 +109,13 @@ def _field_errors(exc: InvalidInput) -> dict[str, str]:
     return found or {"INVALID_REQUEST": exc.message}
 
 
-def _failure(exc: Exception) -> tuple[int, dict[str, Any]]:  # noqa: C901 - one flat dispatch
+def _error_body(exc: Exception) -> tuple[int, dict[str, Any]]:
+    """Answer every error as `{"success": false, "errors": {...}}`, a crash as SERVER_ERROR."""
+    status_code, errors = _errors(exc)
+    return status_code, {"success": False, "errors": errors}
+
+
+def _errors(exc: Exception) -> tuple[int, dict[str, Any]]:  # noqa: C901 - one flat dispatch
     if isinstance(exc, BrightLocalError):
         return exc.status_code, exc.errors
     if isinstance(exc, BatchEmpty):
@@ -140,51 +147,32 @@ def _failure(exc: Exception) -> tuple[int, dict[str, Any]]:  # noqa: C901 - one 
     return exc.status_code, {str(exc.default_code).upper(): str(exc.detail)}
 
 
-def brightlocal_exception_handler(exc: Exception, context: dict) -> Response | None:
-    """Answer every error as `{"success": false, "errors": {...}}`, a crash as SERVER_ERROR."""
-    error = answerable(exc, context, known=(BrightLocalError,))
-    if error is None:
-        return None
-    status_code, errors = _failure(error)
-    headers = refusal_headers(error)
-    return Response({"success": False, "errors": errors}, status=status_code, headers=headers)
+brightlocal_exception_handler = dialect_exception_handler(_error_body, known=(BrightLocalError,))
 
 
-class BrightLocalKeyAuthentication(BaseAuthentication):
+class BrightLocalKeyAuthentication(KeyAuthentication):
     """Take the key from the `api-key` query or form parameter, as BrightLocal does."""
 
-    def authenticate(self, request):
-        """Return (KeyUser, ApiKey) for a valid key, None without one, else fail."""
+    challenge = KEY_PARAMETER
+
+    def raw_key(self, request) -> str | None:
+        """Return the `api-key` parameter: the query's, else (but for GET) the body's."""
         raw = request.query_params.get(KEY_PARAMETER)
         if not raw and request.method != "GET":
             data = request.data
             raw = data.get(KEY_PARAMETER) if isinstance(data, dict) else None
-        if not raw:
-            return None
-        if not isinstance(raw, str):
+        if raw and not isinstance(raw, str):
             raise exceptions.AuthenticationFailed("Invalid API key.")
-        api_key = api_key_check(raw, request=request)
-        return KeyUser(api_key), api_key
-
-    def authenticate_header(self, request):
-        """Answer 401 (not 403) to requests without a key."""
-        return KEY_PARAMETER
+        return raw
 
 
-class BrightLocalKeyScheme(OpenApiAuthenticationExtension):
-    """Describe the `api-key` parameter in the schema."""
-
-    target_class = "batches.compat.brightlocal.views.BrightLocalKeyAuthentication"
-    name = "BrightLocalApiKey"
-
-    def get_security_definition(self, auto_schema):
-        """Return the API-key security scheme (query or form parameter)."""
-        return {
-            "type": "apiKey",
-            "in": "query",
-            "name": KEY_PARAMETER,
-            "description": "A batchsite API key, as the `api-key` query or form parameter.",
-        }
+BrightLocalKeyScheme = api_key_scheme(
+    "batches.compat.brightlocal.views.BrightLocalKeyAuthentication",
+    name="BrightLocalApiKey",
+    location="query",
+    parameter=KEY_PARAMETER,
+    description="A batchsite API key, as the `api-key` query or form parameter.",
+)
 
 
 class BrightLocalView(APIView):
@@ -356,20 +344,9 @@ class JobAddView(BrightLocalView):
         return Response({"success": True, "job-id": job_id})
 
 
-class NotFoundView(APIView):
+class NotFoundView(CatchAllNotFound, BrightLocalView):
     """Answer any other path under the dialect in BrightLocal's shape."""
 
-    authentication_classes = []
-    permission_classes = []
-    renderer_classes = [JSONRenderer]
-    schema = None
-
-    def get_exception_handler(self):
-        """Answer in BrightLocal's shape."""
-        return brightlocal_exception_handler
-
-    def get(self, request, *args, **kwargs):
-        """Refuse: nothing lives here."""
-        raise BrightLocalError({"NOT_FOUND": f"No API method at {request.path}"}, status_code=404)
-
-    post = put = patch = delete = head = options = get
+    def not_found(self, request) -> Exception:
+        """Say so in BrightLocal's words."""
+        return BrightLocalError({"NOT_FOUND": f"No API method at {request.path}"}, status_code=404)

@@ -33,25 +33,26 @@ from __future__ import annotations
 import uuid
 
 from django.http import Http404
-from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions
-from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from batches import services
-from batches.api.authentication import KeyUser, api_key_check, request_actor
+from batches.api.authentication import KeyAuthentication, request_actor
 from batches.api.parsers import DepthLimitedJSONParser
-from batches.api.problems import ServerError, answerable, flatten_errors, refusal_headers
+from batches.api.problems import ServerError, flatten_errors
+from batches.api.schema import api_key_scheme
+from batches.api.views import CatchAllNotFound
 from batches.compat.centrapay.serializers import (
     CentrapayBatchCreateSerializer,
     CentrapayBatchSerializer,
     CentrapayBatchTypeSerializer,
     CentrapayErrorSerializer,
 )
+from batches.compat.errors import dialect_exception_handler
 from batches.exceptions import DomainError, InvalidInput
 from batches.models import Batch
 from jobs import job_types
@@ -77,7 +78,13 @@ def _joined(errors: list[dict]) -> str:
     )
 
 
-def _failure(exc: Exception) -> tuple[int, str]:
+def _error_body(exc: Exception) -> tuple[int, dict[str, str]]:
+    """Answer every error as `{"message": ...}`, a crash as a bare 500."""
+    status_code, message = _message(exc)
+    return status_code, {"message": message}
+
+
+def _message(exc: Exception) -> tuple[int, str]:
     if isinstance(exc, CentrapayError):
         return exc.status_code, exc.message
     if isinstance(exc, Http404):
@@ -96,46 +103,26 @@ def _failure(exc: Exception) -> tuple[int, str]:
     return exc.status_code, str(exc.detail)
 
 
-def centrapay_exception_handler(exc: Exception, context: dict) -> Response | None:
-    """Answer every error as `{"message": ...}`, a crash as a bare 500."""
-    error = answerable(exc, context, known=(CentrapayError,))
-    if error is None:
-        return None
-    status_code, message = _failure(error)
-    headers = refusal_headers(error)
-    return Response({"message": message}, status=status_code, headers=headers)
+centrapay_exception_handler = dialect_exception_handler(_error_body, known=(CentrapayError,))
 
 
-class CentrapayKeyAuthentication(BaseAuthentication):
+class CentrapayKeyAuthentication(KeyAuthentication):
     """Take the key from the `X-Api-Key` header, as Centrapay does."""
 
-    def authenticate(self, request):
-        """Return (KeyUser, ApiKey) for a valid key, None without one, else fail."""
-        raw = request.headers.get(KEY_HEADER, "").strip()
-        if not raw:
-            return None
-        api_key = api_key_check(raw, request=request)
-        return KeyUser(api_key), api_key
+    challenge = KEY_HEADER
 
-    def authenticate_header(self, request):
-        """Answer 401 (not 403) to requests without a key."""
-        return KEY_HEADER
+    def raw_key(self, request) -> str | None:
+        """Return the `X-Api-Key` header."""
+        return request.headers.get(KEY_HEADER, "").strip()
 
 
-class CentrapayKeyScheme(OpenApiAuthenticationExtension):
-    """Describe the `X-Api-Key` header in the schema."""
-
-    target_class = "batches.compat.centrapay.views.CentrapayKeyAuthentication"
-    name = "CentrapayApiKey"
-
-    def get_security_definition(self, auto_schema):
-        """Return the API-key security scheme."""
-        return {
-            "type": "apiKey",
-            "in": "header",
-            "name": KEY_HEADER,
-            "description": "A batchsite API key.",
-        }
+CentrapayKeyScheme = api_key_scheme(
+    "batches.compat.centrapay.views.CentrapayKeyAuthentication",
+    name="CentrapayApiKey",
+    location="header",
+    parameter=KEY_HEADER,
+    description="A batchsite API key.",
+)
 
 
 class CentrapayView(APIView):
@@ -238,20 +225,9 @@ class BatchTypeListView(CentrapayView):
         return Response(CentrapayBatchTypeSerializer(types, many=True).data)
 
 
-class NotFoundView(APIView):
+class NotFoundView(CatchAllNotFound, CentrapayView):
     """Answer any other path under the dialect in Centrapay's shape."""
 
-    authentication_classes = []
-    permission_classes = []
-    renderer_classes = [JSONRenderer]
-    schema = None
-
-    def get_exception_handler(self):
-        """Answer in Centrapay's shape."""
-        return centrapay_exception_handler
-
-    def get(self, request, *args, **kwargs):
-        """Refuse: nothing lives here."""
-        raise CentrapayError(f"No API resource at {request.path}", status_code=404)
-
-    post = put = patch = delete = head = options = get
+    def not_found(self, request) -> Exception:
+        """Say so in Centrapay's words."""
+        return CentrapayError(f"No API resource at {request.path}", status_code=404)

@@ -31,7 +31,6 @@ from __future__ import annotations
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
-from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -40,7 +39,7 @@ from rest_framework.views import APIView
 from batches import services
 from batches.api.authentication import ApiKeyAuthentication, request_account, request_actor
 from batches.api.parsers import DepthLimitedJSONParser
-from batches.api.problems import answerable, domain_error_line, flatten_errors, refusal_headers
+from batches.api.problems import domain_error_line, flatten_errors
 from batches.api.views import CatchAllNotFound
 from batches.compat.dlcs.authentication import BasicApiKeyAuthentication
 from batches.compat.dlcs.serializers import (
@@ -55,6 +54,8 @@ from batches.compat.dlcs.serializers import (
     QueueSubmissionSerializer,
     hydra_error,
 )
+from batches.compat.errors import dialect_exception_handler
+from batches.compat.negotiation import AnyAcceptNegotiation
 from batches.engine.superseding import superseded_refresh
 from batches.exceptions import DomainError, NotFound
 from batches.models import Account, Batch
@@ -94,17 +95,15 @@ def error_description(exc: DomainError | exceptions.APIException) -> str:
     return domain_error_line(exc)
 
 
-def dlcs_exception_handler(exc: Exception, context: dict) -> Response | None:
+def _error_body(exc: Exception) -> tuple[int, dict]:
     """Answer every error with a Hydra Error, never a problem document; a crash as a bare 500."""
-    error = answerable(exc, context)
-    if error is None:
-        return None
-    exc = error
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
-    headers = refusal_headers(exc)
-    body = hydra_error(exc.status_code, error_description(exc))
-    return Response(body, status=exc.status_code, headers=headers)
+    assert isinstance(exc, DomainError | exceptions.APIException)
+    return exc.status_code, hydra_error(exc.status_code, error_description(exc))
+
+
+dlcs_exception_handler = dialect_exception_handler(_error_body)
 
 
 class JsonLdRenderer(JSONRenderer):
@@ -117,17 +116,6 @@ class JsonLdParser(DepthLimitedJSONParser):
     """Read JSON sent as JSON-LD."""
 
     media_type = "application/ld+json"
-
-
-class AnyAcceptNegotiation(DefaultContentNegotiation):
-    """Answer in JSON whatever the client says it accepts."""
-
-    def select_renderer(self, request, renderers, format_suffix=None):
-        """Pick as usual, falling back to the first renderer instead of 406."""
-        try:
-            return super().select_renderer(request, renderers, format_suffix)
-        except exceptions.NotAcceptable:
-            return renderers[0], renderers[0].media_type
 
 
 @extend_schema(tags=[TAG])

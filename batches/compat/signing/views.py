@@ -33,12 +33,11 @@ import hashlib
 from pathlib import PurePosixPath
 from typing import IO, Any
 
-from django.http import Http404, StreamingHttpResponse
+from django.http import Http404
 from django.utils.http import parse_header_parameters
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, status
-from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.renderers import JSONRenderer
@@ -48,8 +47,10 @@ from rest_framework.views import APIView
 from batches import exports, services
 from batches.api.authentication import ApiKeyAuthentication, request_account, request_actor
 from batches.api.parsers import DepthLimitedJSONParser, RawBodyParser
-from batches.api.problems import answerable, domain_error_line, flatten_errors, refusal_headers
+from batches.api.problems import domain_error_line, flatten_errors
 from batches.api.views import CatchAllNotFound
+from batches.compat.errors import dialect_exception_handler
+from batches.compat.negotiation import AnyAcceptNegotiation
 from batches.compat.signing import packages
 from batches.compat.signing.serializers import (
     DELETED,
@@ -88,28 +89,16 @@ def error_message(exc: DomainError | exceptions.APIException) -> str:
     return domain_error_line(exc)
 
 
-def signing_exception_handler(exc: Exception, context: dict) -> Response | None:
+def _error_body(exc: Exception) -> tuple[int, dict[str, str]]:
     """Answer every error with `{"error": "..."}`, never a problem document; a crash as a
     bare 500."""
-    error = answerable(exc, context)
-    if error is None:
-        return None
-    exc = error
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
-    headers = refusal_headers(exc)
-    return Response({"error": error_message(exc)}, status=exc.status_code, headers=headers)
+    assert isinstance(exc, DomainError | exceptions.APIException)
+    return exc.status_code, {"error": error_message(exc)}
 
 
-class AnyAcceptNegotiation(DefaultContentNegotiation):
-    """Answer in the dialect's own media type whatever the client says it accepts."""
-
-    def select_renderer(self, request, renderers, format_suffix=None):
-        """Pick as usual, falling back to the first renderer instead of 406."""
-        try:
-            return super().select_renderer(request, renderers, format_suffix)
-        except exceptions.NotAcceptable:
-            return renderers[0], renderers[0].media_type
+signing_exception_handler = dialect_exception_handler(_error_body)
 
 
 class _HashingReader:
@@ -397,11 +386,11 @@ class BatchFile(SigningView):
         if not batch.is_terminal:
             raise NotFound(f"batch {batch.number} is not closed yet; its package is not ready")
         exports.package_check(batch)
-        response = StreamingHttpResponse(
-            exports.package_stream(batch), content_type="application/octet-stream"
+        return exports.attachment_response(
+            exports.package_stream(batch),
+            filename=f"batch-{batch.number}.zip",
+            content_type="application/octet-stream",
         )
-        response["Content-Disposition"] = f'attachment; filename="batch-{batch.number}.zip"'
-        return response
 
 
 class BatchDeleteCache(SigningView):

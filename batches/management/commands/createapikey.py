@@ -1,9 +1,9 @@
 """Create an API key for an account and print it once."""
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
 from batches import services
-from batches.models import Account
+from batches.management.operator import account_find
 
 
 class Command(BaseCommand):
@@ -17,11 +17,7 @@ class Command(BaseCommand):
         parser.add_argument("--name", default="default", help="a label for the key")
 
     def handle(self, *args, account, name, **options):
-        found = Account.objects.filter(name=account).first()
-        if found is None and account.isdigit():
-            found = Account.objects.filter(number=int(account)).first()
-        if found is None:
-            raise CommandError(f"no account named or numbered {account!r}; see createaccount")
+        found = account_find(account)
         key, raw = services.api_key_create(account=found, name=name)
         self.stderr.write(f"API key {key.prefix}… for account {found.name!r}; store it now:")
         self.stdout.write(raw)

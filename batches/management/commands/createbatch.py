@@ -10,6 +10,7 @@ from batches import services
 from batches.exceptions import DomainError
 from batches.ingest import formats
 from batches.management.operator import (
+    account_find,
     batch_summary,
     batch_watch,
     command_actor,
@@ -22,15 +23,10 @@ DEFAULT_ACCOUNT = "demo"
 ERRORS_SHOWN = 10
 
 
-def account_find(reference: str | None) -> Account:
+def account_find_or_default(reference: str | None) -> Account:
     """Return the account a name or number names; without one, the only account (or demo)."""
     if reference:
-        found = Account.objects.filter(name=reference).first()
-        if found is None and reference.isdigit():
-            found = Account.objects.filter(number=int(reference)).first()
-        if found is None:
-            raise CommandError(f"no account named or numbered {reference!r}; see createaccount")
-        return found
+        return account_find(reference)
     accounts = list(Account.objects.order_by("number")[:2])
     if len(accounts) > 1:
         raise CommandError("there is more than one account; name one with --account NAME_OR_NUMBER")
@@ -78,7 +74,7 @@ class Command(BaseCommand):
             raise CommandError("--wait needs --commit: an uncommitted batch never ends")
         if options["interval"] <= 0:
             raise CommandError("--interval must be more than 0 seconds")
-        account = account_find(options["account"])
+        account = account_find_or_default(options["account"])
         if not account.is_active:
             raise CommandError(f"account {account.name!r} is inactive")
         actor = command_actor()

@@ -1,10 +1,10 @@
 """Give an account a new webhook secret and print it once."""
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
 from batches import webhooks
-from batches.models import Account
+from batches.management.operator import account_find
 
 
 class Command(BaseCommand):
@@ -18,11 +18,7 @@ class Command(BaseCommand):
         parser.add_argument("account", help="account name or number")
 
     def handle(self, *args, account, **options):
-        found = Account.objects.filter(name=account).first()
-        if found is None and account.isdigit():
-            found = Account.objects.filter(number=int(account)).first()
-        if found is None:
-            raise CommandError(f"no account named or numbered {account!r}; see createaccount")
+        found = account_find(account)
         had_secret = bool(found.webhook_secret)
         secret = webhooks.webhook_secret_rotate(account=found)
         if had_secret:
