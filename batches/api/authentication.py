@@ -107,6 +107,17 @@ def request_account(request) -> Account | None:
     return getattr(request.user, "account", None)
 
 
+def request_key_account(request) -> Account:
+    """Return the account of a request that only API-key authentication admits.
+
+    The dialects take no staff sessions, so their requests always act for an account.
+    """
+    user = request.user
+    if not isinstance(user, KeyUser):
+        raise exceptions.NotAuthenticated()
+    return user.account
+
+
 def request_actor(request) -> str:
     """Name who made the request, for the batch timeline."""
     if isinstance(request.user, KeyUser):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import getpass
 import time
 from datetime import timedelta
+from typing import TypedDict
 
 from django.core.management.base import CommandError, OutputWrapper
 from django.utils import timezone
-from rich.console import Console, Group
+from rich.console import Console, Group, JustifyMethod, RenderableType
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -78,7 +79,12 @@ class _WrapperFile:
 def console_for(wrapper: OutputWrapper) -> Console:
     """Return a rich console writing to a command's stdout or stderr."""
     file = _WrapperFile(wrapper)
-    return Console(file=file, width=None if file.isatty() else PIPE_WIDTH, highlight=False)
+    # rich annotates `file` as IO[str] but only calls write, flush and isatty on it.
+    return Console(
+        file=file,  # type: ignore[arg-type]
+        width=None if file.isatty() else PIPE_WIDTH,
+        highlight=False,
+    )
 
 
 def _duration(seconds: float) -> str:
@@ -92,7 +98,15 @@ def _counts_text(batch: Batch) -> str:
     )
 
 
-def _live_fields(batch: Batch, measured_rate: float | None) -> dict[str, str]:
+class _LiveFields(TypedDict):
+    number: str
+    status: str
+    counts: str
+    rate: str
+    eta: str
+
+
+def _live_fields(batch: Batch, measured_rate: float | None) -> _LiveFields:
     # The batch's own rate (a moving window the workers keep) first; rich's estimate from
     # what we saw move while watching when the batch has none yet.
     rate = batch.throughput or measured_rate
@@ -181,7 +195,7 @@ def batch_summary(batch: Batch) -> Group:
     if batch.started_at and batch.finished_at:
         grid.add_row("took", _duration((batch.finished_at - batch.started_at).total_seconds()))
     grid.add_row("errors", str(batch.error_count))
-    parts = [grid]
+    parts: list[RenderableType] = [grid]
     errors = BatchError.objects.filter(batch_id=batch.pk).order_by("id")[:ERRORS_SHOWN]
     for error in errors:
         where = "batch" if error.index is None else f"line {error.index}"
@@ -194,7 +208,7 @@ def batch_summary(batch: Batch) -> Group:
 def batches_table(batches: list[Batch]) -> Table:
     """Return a rich table of batches, one row each."""
     table = Table(title="recent batches")
-    for name, justify in (
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("number", "right"),
         ("id", "left"),
         ("account", "left"),
@@ -206,7 +220,8 @@ def batches_table(batches: list[Batch]) -> Table:
         ("ok", "right"),
         ("failed", "right"),
         ("created", "left"),
-    ):
+    )
+    for name, justify in columns:
         table.add_column(name, justify=justify, no_wrap=name in ("id", "number", "status"))
     for batch in batches:
         table.add_row(

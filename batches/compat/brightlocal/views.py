@@ -40,7 +40,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from batches import services
-from batches.api.authentication import KeyAuthentication, request_actor
+from batches.api.authentication import KeyAuthentication, request_actor, request_key_account
 from batches.api.parsers import DepthLimitedJSONParser
 from batches.api.problems import ServerError, flatten_errors
 from batches.api.schema import api_key_scheme
@@ -203,7 +203,7 @@ class BrightLocalView(APIView):
         """Return the caller's batch named by `batch-id` (404 for any other) and the params."""
         fields = serializer(data=params)
         fields.is_valid(raise_exception=True)
-        account = self.request.user.account
+        account = request_key_account(self.request)
         batch = (
             Batch.objects.for_account(account)
             .filter(number=fields.validated_data["batch-id"])
@@ -247,7 +247,7 @@ class BatchView(BrightLocalView):
         fields.is_valid(raise_exception=True)
         stop = fields.validated_data["stop-on-job-error"] == "1"
         batch, _ = services.batch_create(
-            account=request.user.account,
+            account=request_key_account(request),
             actor=self.actor(),
             options={"stop_on_error": True} if stop else None,
         )

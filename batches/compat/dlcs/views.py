@@ -37,7 +37,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from batches import services
-from batches.api.authentication import ApiKeyAuthentication, request_account, request_actor
+from batches.api.authentication import (
+    ApiKeyAuthentication,
+    request_actor,
+    request_key_account,
+)
 from batches.api.parsers import DepthLimitedJSONParser
 from batches.api.problems import domain_error_line, flatten_errors
 from batches.api.views import CatchAllNotFound
@@ -138,7 +142,7 @@ class DlcsView(APIView):
 
         A key sees only its own account; any other customer, real or not, is 404.
         """
-        account = request_account(self.request)
+        account = request_key_account(self.request)
         if _number(self.kwargs["customer"]) != account.number:
             raise NotFound(f"customer {self.kwargs['customer']} not found")
         return account
@@ -157,7 +161,7 @@ class DlcsView(APIView):
 
     def get_serializer_context(self) -> dict:
         """Give serializers what they need to build URLs."""
-        return {"request": self.request, "customer": request_account(self.request).number}
+        return {"request": self.request, "customer": request_key_account(self.request).number}
 
     def paged(self, queryset, total: int, serializer_class, **context) -> Response:
         """Answer one page of `queryset` (of `total` members) as a hydra:Collection."""

@@ -45,7 +45,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from batches import exports, services
-from batches.api.authentication import ApiKeyAuthentication, request_account, request_actor
+from batches.api.authentication import (
+    ApiKeyAuthentication,
+    request_actor,
+    request_key_account,
+)
 from batches.api.parsers import DepthLimitedJSONParser, RawBodyParser
 from batches.api.problems import domain_error_line, flatten_errors
 from batches.api.views import CatchAllNotFound
@@ -154,7 +158,7 @@ class SigningView(APIView):
         batch = None
         if batch_id.isascii() and batch_id.isdigit() and len(batch_id) <= MAX_ID_DIGITS:
             batch = (
-                Batch.objects.for_account(request_account(self.request))
+                Batch.objects.for_account(request_key_account(self.request))
                 .filter(number=int(batch_id))
                 .first()
             )
@@ -198,7 +202,7 @@ class CreateBatch(SigningView):
         fields = SigningCreateFieldsSerializer(data=self.sent(("providerSettingsId",)))
         fields.is_valid(raise_exception=True)
         batch, _ = services.batch_create(
-            account=request_account(request),
+            account=request_key_account(request),
             actor=request_actor(request),
             type=job_type,
             label=f"signing process {process_id}",
@@ -261,14 +265,15 @@ class UploadPackage(SigningView):
             name = self._disposition_name()
         services.batch_upload(
             batch=batch,
-            stream=body,
+            # batch_upload types its stream IO[bytes] but only reads it.
+            stream=body,  # type: ignore[arg-type]
             content_type=ZIP,
             content_length=length,
             actor=request_actor(request),
             on_error="reject",
             regroup=packages.signature_pairs if packages.pairs_signatures(batch.type) else None,
         )
-        upload = batch.events.filter(kind="items_uploaded").order_by("-id").first()
+        upload = batch.events.filter(kind="items_uploaded").latest("id")
         record = {
             "id": str(upload.pk),
             "counterpartyId": fields.validated_data.get("counterpartyId"),
@@ -326,7 +331,16 @@ ACCEPTED_RESPONSES = {
 }
 
 
-class AcceptBatch(SigningView):
+class BatchAcceptView(SigningView):
+    """An endpoint that accepts a batch; its two routes say differently which one."""
+
+    def accept(self, batch: Batch) -> Response:
+        """Commit the batch and answer its record."""
+        batch = services.batch_commit(batch=batch, actor=request_actor(self.request))
+        return Response(SigningAcceptedBatchSerializer(batch).data, status=status.HTTP_202_ACCEPTED)
+
+
+class AcceptBatch(BatchAcceptView):
     """POST /api/AcceptBatch?batchId= (or batchId in the body)."""
 
     @extend_schema(
@@ -343,13 +357,8 @@ class AcceptBatch(SigningView):
         fields.is_valid(raise_exception=True)
         return self.accept(self.get_batch(str(fields.validated_data["batchId"])))
 
-    def accept(self, batch: Batch) -> Response:
-        """Commit the batch and answer its record."""
-        batch = services.batch_commit(batch=batch, actor=request_actor(self.request))
-        return Response(SigningAcceptedBatchSerializer(batch).data, status=status.HTTP_202_ACCEPTED)
 
-
-class AcceptBatchById(AcceptBatch):
+class AcceptBatchById(BatchAcceptView):
     """POST /api/AcceptBatch/{batchId}, as the document lists batchId: a path parameter."""
 
     @extend_schema(
