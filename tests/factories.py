@@ -1,10 +1,13 @@
 """factory_boy factories with minimal valid defaults."""
 
+from datetime import timedelta
+
 import factory
+from django.utils import timezone
 from factory.django import DjangoModelFactory
 
 from batches import services
-from batches.models import Account, Batch, Item
+from batches.models import Account, ApiKey, Batch, Chunk, Item, WebhookDelivery
 
 
 class AccountFactory(DjangoModelFactory):
@@ -32,6 +35,48 @@ class ItemFactory(DjangoModelFactory):
     index = factory.Sequence(lambda n: n)
     type = "echo"
     payload = factory.Dict({})
+
+
+class ChunkFactory(DjangoModelFactory):
+    class Meta:
+        model = Chunk
+
+    batch = factory.SubFactory(BatchFactory)
+    start_index = 0
+    end_index = factory.LazyAttribute(lambda chunk: chunk.start_index + 100)
+
+
+class ApiKeyFactory(DjangoModelFactory):
+    """A key made the way the application makes one; `create_with_raw` also returns the secret."""
+
+    class Meta:
+        model = ApiKey
+
+    account = factory.SubFactory(AccountFactory)
+    name = "default"
+
+    @classmethod
+    def _create(cls, model_class, *args, **kwargs):
+        key, _ = services.api_key_create(**kwargs)
+        return key
+
+    @classmethod
+    def create_with_raw(cls, *, account=None, name="default") -> tuple[ApiKey, str]:
+        """Create a key; return it and the raw key, which only this moment knows."""
+        return services.api_key_create(account=account or AccountFactory(), name=name)
+
+
+class WebhookDeliveryFactory(DjangoModelFactory):
+    class Meta:
+        model = WebhookDelivery
+
+    batch = factory.SubFactory(BatchFactory, callback_url="http://hooks.test/")
+    event = "batch.finished"
+    url = factory.LazyAttribute(
+        lambda delivery: delivery.batch.callback_url or "http://hooks.test/"
+    )
+    body = "{}"
+    give_up_at = factory.LazyFunction(lambda: timezone.now() + timedelta(days=1))
 
 
 def open_batch(*, account=None, items=3, **options):

@@ -22,7 +22,7 @@ from batches.models import (
     Lock,
     Sequence,
 )
-from tests.factories import AccountFactory, open_batch
+from tests.factories import AccountFactory, ApiKeyFactory, open_batch
 
 S = Batch.Status
 
@@ -78,7 +78,7 @@ def data(account, finished) -> dict:
     BatchError.objects.create(
         batch=finished, index=7, external_id="line-7", code="invalid_json", message="is not JSON"
     )
-    services.api_key_create(account=account, name="deploy")
+    ApiKeyFactory(account=account, name="deploy")
     Lock.objects.create(name="sweep", owner="worker-1")
     return {"account": account, "finished": finished, "other": other}
 

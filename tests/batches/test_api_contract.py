@@ -16,8 +16,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from batches import services
-from tests.factories import AccountFactory
+from tests.factories import ApiKeyFactory
 
 CHECKS = [status_code_conformance, content_type_conformance, response_schema_conformance]
 BATCH = "/api/v1/batches/{id}/"
@@ -27,7 +26,7 @@ BATCH = "/api/v1/batches/{id}/"
 def api(wsgi_app):
     """Return a caller of one operation: checks its answer against the schema and returns it."""
     schema = schemathesis.openapi.from_wsgi("/api/v1/schema/?format=json", wsgi_app)
-    _, raw = services.api_key_create(account=AccountFactory(), name="contract")
+    _, raw = ApiKeyFactory.create_with_raw(name="contract")
     headers = {"Authorization": f"Api-Key {raw}"}
 
     def call(method, path, *, expect, **case):

@@ -9,18 +9,15 @@ that no refusal is reported).
 from __future__ import annotations
 
 import re
-from datetime import timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 from django.urls import reverse
-from django.utils import timezone
 
 from batches import services
-from batches.models import WebhookDelivery
 from tests.conftest import ROOT
-from tests.factories import open_batch
+from tests.factories import ApiKeyFactory, WebhookDeliveryFactory, open_batch
 
 pytestmark = pytest.mark.django_db
 
@@ -99,16 +96,10 @@ def pages(staff, account, django_capture_on_commit_callbacks):
     # A delivery row, so the deliveries section and its Redeliver form are drawn.
     batch.callback_url = "https://hooks.example/batchsite"
     batch.save(update_fields=["callback_url"])
-    WebhookDelivery.objects.create(
-        batch=batch,
-        event="batch.finished",
-        url=batch.callback_url,
-        body="{}",
-        give_up_at=timezone.now() + timedelta(days=1),
-    )
+    WebhookDeliveryFactory(batch=batch)
     live = open_batch(account=account, items=2)
     services.batch_commit(batch=live, actor="test")  # its tasks never run: it stays live
-    api_key, _ = services.api_key_create(account=account, name="listed")
+    api_key = ApiKeyFactory(account=account, name="listed")
     number = account.number
 
     responses = {

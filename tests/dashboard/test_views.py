@@ -20,7 +20,7 @@ from rest_framework.test import APIClient
 
 from batches import services
 from batches.models import Account, ApiKey, Batch, BatchError, Item
-from tests.factories import AccountFactory, BatchFactory, ItemFactory, open_batch
+from tests.factories import AccountFactory, ApiKeyFactory, BatchFactory, ItemFactory, open_batch
 
 pytestmark = pytest.mark.django_db
 
@@ -338,8 +338,7 @@ def test_batch_detail__runs_a_bounded_number_of_queries(
 def test_accounts__runs_a_bounded_number_of_queries(staff, django_assert_max_num_queries):
     for _ in range(10):
         account = AccountFactory()
-        services.api_key_create(account=account)
-        services.api_key_create(account=account)
+        ApiKeyFactory.create_batch(2, account=account)
         BatchFactory(account=account)
 
     with django_assert_max_num_queries(5):

@@ -10,7 +10,7 @@ from django.utils import timezone
 from batches import services, webhooks
 from batches.models import Account, WebhookAttempt, WebhookDelivery
 from tests.batches.test_api_problems import assert_problem, error_fields
-from tests.factories import BatchFactory
+from tests.factories import BatchFactory, WebhookDeliveryFactory
 from tests.helpers import kinds
 from tests.webhooks.helpers import HOOK, finished_batch, only_delivery, posts, run_on_commit
 
@@ -90,11 +90,8 @@ def test_deliveries__list_runs_a_bounded_number_of_queries(
 ):
     batch = BatchFactory(account=account, status="finished", callback_url="http://x.test/")
     for n in range(30):
-        delivery = WebhookDelivery.objects.create(
+        delivery = WebhookDeliveryFactory(
             batch=batch,
-            event="batch.finished",
-            url="http://x.test/",
-            body="{}",
             status=D.FAILED,
             attempts=3,
             give_up_at=timezone.now(),

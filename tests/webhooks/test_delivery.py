@@ -16,7 +16,7 @@ from werkzeug import Response
 from batches import services, webhooks
 from batches.engine import sweep
 from batches.models import Batch, WebhookAttempt, WebhookDelivery
-from tests.factories import BatchFactory
+from tests.factories import BatchFactory, WebhookDeliveryFactory
 from tests.helpers import kinds
 from tests.webhooks.helpers import (
     HOOK,
@@ -341,14 +341,10 @@ def test_deliver__an_attempt_whose_worker_died_is_marked_and_tried_again(
     account, receiver, hook_ok
 ):
     batch = BatchFactory(account=account, status=S.FINISHED, callback_url=hook_ok)
-    delivery = WebhookDelivery.objects.create(
+    delivery = WebhookDeliveryFactory(
         batch=batch,
-        event="batch.finished",
-        url=hook_ok,
-        body="{}",
         attempts=1,
         next_attempt_at=timezone.now() - timedelta(seconds=1),  # its lease ran out
-        give_up_at=timezone.now() + timedelta(hours=1),
     )
     WebhookAttempt.objects.create(delivery=delivery, number=1)
 
@@ -410,10 +406,8 @@ def test_deliveries_retry_due__hands_out_only_pending_deliveries_that_are_due(
     window = now + timedelta(hours=1)
 
     def delivery(status, next_attempt_at):
-        return WebhookDelivery.objects.create(
+        return WebhookDeliveryFactory(
             batch=batch,
-            event="batch.finished",
-            url=hook_ok,
             body=json.dumps({"status": status}),
             status=status,
             next_attempt_at=next_attempt_at,
