@@ -16,12 +16,7 @@ from batches.services.common import (
     job_types_ready_check,
     sequence_next,
 )
-from batches.services.items import (
-    batch_upload,
-    item_add_file,
-    items_add,
-    items_add_staged,
-)
+from batches.services.items import batch_upload, item_add_file, items_add, items_add_staged
 from batches.services.lifecycle import (
     BATCH_OPTIONS,
     UNCOMMITTED,

@@ -6,10 +6,7 @@ from typing import cast
 
 from django.db import transaction
 
-from batches.exceptions import (
-    Conflict,
-    InvalidInput,
-)
+from batches.exceptions import Conflict, InvalidInput
 from batches.models import Account, ApiKey
 from batches.services.common import sequence_next
 

@@ -10,10 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.db.models import F
 
-from batches.exceptions import (
-    JobTypeNotReady,
-    NotFound,
-)
+from batches.exceptions import JobTypeNotReady, NotFound
 from batches.models import Batch, Sequence
 from jobs import get_job_type
 

@@ -11,12 +11,7 @@ from typing import IO, Any, Literal
 from django.conf import settings
 from django.db import transaction
 
-from batches.exceptions import (
-    BatchNotOpen,
-    InvalidInput,
-    TooLarge,
-    UnsupportedMediaType,
-)
+from batches.exceptions import BatchNotOpen, InvalidInput, TooLarge, UnsupportedMediaType
 from batches.ingest import bulk, formats, staging
 from batches.ingest.items import ItemProblem, ItemSpec, item_parse, items_parse
 from batches.models import Batch, BatchError
