@@ -937,7 +937,7 @@ def test_upload__bad_query_parameter_is_400(client_a, empty_batch, params, field
 @pytest.fixture
 def crash_on_second_group(monkeypatch):
     """Make the second group of item rows fail to insert, after the first was written."""
-    monkeypatch.setattr(services, "INSERT_GROUP", 2)
+    monkeypatch.setattr(services.items, "INSERT_GROUP", 2)
     real_insert = bulk.items_insert
     calls = []
 

@@ -631,7 +631,7 @@ def test_batch_detail__filters_items_by_status_type_and_external_id(staff, finis
 def test_batch_detail__pages_items_by_index(staff, account, monkeypatch):
     from batches.dashboard import queries
 
-    monkeypatch.setattr(queries, "ITEMS_PER_PAGE", 2)
+    monkeypatch.setattr(queries.detail, "ITEMS_PER_PAGE", 2)
     batch = open_batch(account=account, items=5)
 
     first = html(staff.get(detail_url(batch)))
