@@ -242,14 +242,8 @@ class _GuardedBackend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
-        if not self._check_addresses:
-            # Through a proxy: the connection goes to the proxy the operator configured.
-            stream = self._sockets.connect_tcp(
-                host, port, _bounded(timeout, httpcore.ConnectTimeout), local_address,
-                socket_options,
-            )  # fmt: skip
-            return _DeadlineStream(stream)
-        addresses = _checked_addresses(host, port)
+        # Through a proxy the connection goes to the proxy the operator configured.
+        addresses = _checked_addresses(host, port) if self._check_addresses else [host]
         failure: Exception | None = None
         for address in addresses:
             try:
