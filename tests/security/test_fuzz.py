@@ -264,7 +264,8 @@ CSV_FILES = st.tuples(
 ).map(lambda table: _csv([table[0], *table[1]]))
 MEMBER_NAMES = st.one_of(
     st.sampled_from(["a.txt", "../up.txt", "/abs.txt", "dir/", "dir/a.txt", "a\\b.txt", "a.p7s"]),
-    st.text(min_size=1, max_size=12),
+    # zipfile cuts a name at its first NUL and cannot write a name that leaves empty.
+    st.text(min_size=1, max_size=12).filter(lambda name: name.split("\x00", 1)[0] != ""),
 )
 
 
