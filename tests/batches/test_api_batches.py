@@ -13,7 +13,8 @@ from django.utils import timezone
 
 from batches import services
 from batches.models import Batch, BatchError, BatchEvent, Chunk, Item
-from tests.batches.test_api_problems import (
+from tests.factories import BatchFactory, open_batch
+from tests.helpers.api import (
     BATCHES,
     assert_problem,
     batch_url,
@@ -21,7 +22,6 @@ from tests.batches.test_api_problems import (
     error_fields,
     row_counts,
 )
-from tests.factories import BatchFactory, open_batch
 
 
 def items(n: int, **payload) -> list[dict]:

@@ -6,14 +6,8 @@ import pytest
 
 from batches import services
 from batches.models import Batch, BatchError, Item
-from tests.batches.test_api_problems import (
-    assert_problem,
-    batch_url,
-    create_batch,
-    error_fields,
-    row_counts,
-)
 from tests.factories import BatchFactory, ItemFactory, open_batch
+from tests.helpers.api import assert_problem, batch_url, create_batch, error_fields, row_counts
 
 
 @pytest.fixture

@@ -7,13 +7,7 @@ import uuid
 import pytest
 
 from batches.models import Batch, BatchEvent, Item
-from tests.batches.test_api_problems import (
-    BATCHES,
-    assert_problem,
-    batch_url,
-    create_batch,
-    row_counts,
-)
+from tests.helpers.api import BATCHES, assert_problem, batch_url, create_batch, row_counts
 
 REQUESTS = [
     pytest.param("get", "", None, id="retrieve"),

@@ -18,11 +18,15 @@ from django.urls import reverse
 from batches import engine, exports, services
 from batches.ingest import bulk
 from batches.models import Batch, BatchError, BatchEvent, Chunk, Item
-from tests.batches.test_api_problems import assert_problem, batch_url, create_batch
-
-ZIP = "application/zip"
-JSONL = "application/x-ndjson"
-
+from tests.helpers.api import (
+    JSONL,
+    ZIP,
+    assert_problem,
+    batch_url,
+    create_batch,
+    run_commit,
+    upload,
+)
 
 # --- helpers --------------------------------------------------------------------------------------
 
@@ -42,27 +46,12 @@ def csv_rows(response) -> tuple[list[str], list[dict]]:
     return header, [dict(zip(header, row, strict=True)) for row in reader]
 
 
-def run_commit(client, batch, django_capture_on_commit_callbacks) -> Batch:
-    """Commit through the API and let the (sync) workers run the batch to its end."""
-    with django_capture_on_commit_callbacks(execute=True):
-        response = client.post(batch_url(batch, "commit/"))
-    assert response.status_code == 200, response.content
-    batch_id = batch["id"] if isinstance(batch, dict) else batch.pk
-    return Batch.objects.get(pk=batch_id)
-
-
 def make_zip(files: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name, data in files.items():
             archive.writestr(name, data)
     return buffer.getvalue()
-
-
-def upload(client, batch, data: bytes, content_type: str = ZIP) -> dict:
-    response = client.post(batch_url(batch, "upload/"), data=data, content_type=content_type)
-    assert response.status_code == 200, response.content
-    return response.json()
 
 
 def open_package(response) -> zipfile.ZipFile:

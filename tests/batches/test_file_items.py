@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
 
 from batches.models import Batch, Item
-from tests.batches.test_api_problems import assert_problem
+from tests.helpers.api import assert_problem
 
 pytestmark = pytest.mark.django_db
 

@@ -16,9 +16,17 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 
 from batches.models import Batch, BatchError, Item
-from tests.batches.test_api_problems import BATCHES, batch_url, create_batch, row_counts
-from tests.batches.test_exports import make_zip, run_commit, upload
-from tests.batches.test_sources import jsonl, serve
+from tests.batches.test_exports import make_zip
+from tests.batches.test_sources import jsonl
+from tests.helpers.api import (
+    BATCHES,
+    batch_url,
+    create_batch,
+    row_counts,
+    run_commit,
+    serve,
+    upload,
+)
 
 PROBLEM = "application/problem+json"
 NO_SIGNER = {

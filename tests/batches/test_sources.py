@@ -18,10 +18,8 @@ from werkzeug import Response
 from batches import services
 from batches.ingest import sources
 from batches.models import Batch, BatchError, Item
-from tests.batches.test_api_problems import BATCHES, assert_problem, batch_url, row_counts
 from tests.batches.test_formats import SNIFFED_FILES, UNRECOGNISABLE
-
-JSONL = "application/x-ndjson"
+from tests.helpers.api import BATCHES, JSONL, assert_problem, batch_url, row_counts, serve
 
 
 @pytest.fixture(autouse=True)
@@ -45,13 +43,6 @@ def ingest(client_a, django_capture_on_commit_callbacks):
 
 def jsonl(lines: list) -> str:
     return "".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines)
-
-
-def serve(httpserver, path: str, body, *, content_type: str = JSONL, status: int = 200) -> str:
-    httpserver.expect_request(path).respond_with_data(
-        body, status=status, content_type=content_type
-    )
-    return httpserver.url_for(path)
 
 
 def items_of(batch: Batch) -> list[tuple]:

@@ -10,8 +10,8 @@ import pytest
 from batches import engine, services
 from batches.engine import superseding
 from batches.models import Batch, Chunk, Item
-from tests.batches.test_api_problems import BATCHES, batch_url, create_batch
 from tests.factories import AccountFactory
+from tests.helpers.api import BATCHES, batch_url, create_batch
 
 
 @pytest.fixture

@@ -18,12 +18,6 @@ from django.conf import settings as django_settings
 from batches import services
 from batches.ingest import bulk, staging
 from batches.models import Batch, BatchError, Item
-from tests.batches.test_api_problems import (
-    assert_problem,
-    batch_url,
-    error_fields,
-    row_counts,
-)
 from tests.batches.test_formats import (
     MB,
     SNIFFED_FILES,
@@ -38,6 +32,7 @@ from tests.batches.test_formats import (
     zip_data,
 )
 from tests.factories import open_batch
+from tests.helpers.api import assert_problem, batch_url, error_fields, row_counts
 
 JSONL = "application/x-ndjson"
 JSON = "application/json"

@@ -21,9 +21,9 @@ from rest_framework.test import APIClient
 
 from batches import services
 from batches.models import Batch, Item
-from tests.batches.test_api_problems import assert_problem, batch_url
 from tests.compat.test_signing import API as SIGNING
 from tests.factories import BatchFactory, ItemFactory
+from tests.helpers.api import assert_problem, batch_url
 
 SECRET = "s3cret-result"
 OUTPUT_NAME = "photo-200.webp"

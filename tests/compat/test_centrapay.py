@@ -18,8 +18,9 @@ from batches.models import Batch, Chunk
 from jobs import job_types
 from jobs.echo import Echo
 from tests.batches.test_formats import SNIFFED_FILES, UNRECOGNISABLE
-from tests.batches.test_sources import jsonl, serve
+from tests.batches.test_sources import jsonl
 from tests.factories import open_batch
+from tests.helpers.api import serve
 
 BATCHES = "/compat/centrapay/api/batches"
 BATCH_TYPES = "/compat/centrapay/api/batch-types"

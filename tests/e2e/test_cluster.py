@@ -8,34 +8,18 @@ import pytest
 
 from batches.models import Batch, Chunk, Item
 from tests.conftest import wait_for
+from tests.e2e.helpers import wait_terminal
 from tests.helpers import recount
+from tests.helpers.api import create_batch
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
-
-
-def create(client, **body) -> dict:
-    response = client.post("/api/v1/batches/", body, format="json")
-    assert response.status_code == 201, response.json()
-    return response.json()
-
-
-def wait_terminal(batch_id, cluster, timeout: float = 120) -> Batch:
-    def ended():
-        batch = Batch.objects.get(pk=batch_id)
-        return batch if batch.is_terminal else None
-
-    try:
-        return wait_for(ended, timeout=timeout)
-    except AssertionError:
-        print(cluster.output()[-5000:])
-        raise
 
 
 def test_cluster__2000_items_with_failures_finish_with_exact_counters(client_a, cluster):
     failing = {7, 999, 1500, 1999}
     items = [{"payload": {"n": n, **({"fail": True} if n in failing else {})}} for n in range(2000)]
     started = time.monotonic()
-    batch = create(client_a, items=items, commit=True)
+    batch = create_batch(client_a, items=items, commit=True)
 
     batch = wait_terminal(batch["id"], cluster)
     elapsed = time.monotonic() - started
@@ -60,7 +44,7 @@ def test_cluster__2000_items_with_failures_finish_with_exact_counters(client_a, 
 
 def test_cluster__stop_on_error_stops_and_cancels_the_rest(client_a, cluster):
     items = [{"payload": {"n": n, **({"fail": True} if n == 10 else {})}} for n in range(2000)]
-    batch = create(client_a, items=items, options={"stop_on_error": True}, commit=True)
+    batch = create_batch(client_a, items=items, options={"stop_on_error": True}, commit=True)
 
     batch = wait_terminal(batch["id"], cluster)
 
@@ -75,7 +59,7 @@ def test_cluster__stop_on_error_stops_and_cancels_the_rest(client_a, cluster):
 
 def test_cluster__atomic_batch_with_one_failure_publishes_nothing(client_a, cluster):
     items = [{"payload": {"n": n, **({"fail": True} if n == 1200 else {})}} for n in range(2000)]
-    batch = create(client_a, items=items, options={"atomic": True}, commit=True)
+    batch = create_batch(client_a, items=items, options={"atomic": True}, commit=True)
 
     batch = wait_terminal(batch["id"], cluster)
 
@@ -92,7 +76,7 @@ def test_cluster__atomic_batch_with_one_failure_publishes_nothing(client_a, clus
 
 def test_cluster__cancel_during_a_run_leaves_nothing_queued_or_running(client_a, cluster):
     items = [{"payload": {"n": n, "sleep_ms": 20}} for n in range(400)]
-    batch = create(client_a, items=items, commit=True)
+    batch = create_batch(client_a, items=items, commit=True)
     wait_for(lambda: Batch.objects.get(pk=batch["id"]).succeeded_items > 0, timeout=60)
 
     response = client_a.post(f"/api/v1/batches/{batch['id']}/cancel/")
@@ -113,7 +97,7 @@ def test_cluster__cancel_during_a_run_leaves_nothing_queued_or_running(client_a,
 
 def test_cluster__rerun_failed_items_runs_only_those(client_a, cluster):
     items = [{"payload": {"n": n, **({"fail": True} if n % 100 == 0 else {})}} for n in range(300)]
-    batch = create(client_a, items=items, commit=True)
+    batch = create_batch(client_a, items=items, commit=True)
     batch = wait_terminal(batch["id"], cluster)
     assert batch.failed_items == 3
     before = dict(Item.objects.filter(batch=batch, status="succeeded").values_list("id", "seq"))
@@ -133,7 +117,7 @@ def test_cluster__rerun_failed_items_runs_only_those(client_a, cluster):
 
 def test_cluster__max_failures_stops_once_exceeded(client_a, cluster):
     items = [{"payload": {"n": n, **({"fail": True} if n % 10 == 0 else {})}} for n in range(3000)]
-    batch = create(client_a, items=items, options={"max_failures": 5}, commit=True)
+    batch = create_batch(client_a, items=items, options={"max_failures": 5}, commit=True)
 
     batch = wait_terminal(batch["id"], cluster)
 
@@ -151,7 +135,7 @@ def test_cluster__max_failures_stops_once_exceeded(client_a, cluster):
 
 def test_cluster__transient_failures_are_retried_until_success(client_a, cluster):
     items = [{"payload": {"n": n, "transient_failures": n % 3}} for n in range(30)]
-    batch = create(client_a, items=items, commit=True)
+    batch = create_batch(client_a, items=items, commit=True)
 
     batch = wait_terminal(batch["id"], cluster)
 
@@ -162,7 +146,7 @@ def test_cluster__transient_failures_are_retried_until_success(client_a, cluster
 
 
 def test_cluster__transient_failures_past_max_attempts_fail_the_item(client_a, cluster):
-    batch = create(client_a, items=[{"payload": {"transient_failures": 99}}], commit=True)
+    batch = create_batch(client_a, items=[{"payload": {"transient_failures": 99}}], commit=True)
 
     batch = wait_terminal(batch["id"], cluster)
 
@@ -174,7 +158,7 @@ def test_cluster__transient_failures_past_max_attempts_fail_the_item(client_a, c
 
 def test_cluster__rerun_all_runs_every_item_again(client_a, cluster):
     items = [{"payload": {"n": n}} for n in range(500)]
-    batch = create(client_a, items=items, commit=True)
+    batch = create_batch(client_a, items=items, commit=True)
     batch = wait_terminal(batch["id"], cluster)
     first_seqs = set(Item.objects.filter(batch=batch).values_list("seq", flat=True))
 
@@ -198,7 +182,7 @@ def test_cluster__not_before_waits_for_the_sweep(client_a, cluster):
 
     not_before = (timezone.now() + timedelta(hours=1)).isoformat()
     items = [{"payload": {"n": n}} for n in range(100)]
-    batch = create(client_a, items=items, options={"not_before": not_before}, commit=True)
+    batch = create_batch(client_a, items=items, options={"not_before": not_before}, commit=True)
     time.sleep(1.5)  # the cluster polls every 0.1 s; nothing may start meanwhile
     assert Batch.objects.get(pk=batch["id"]).status == Batch.Status.COMMITTED
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ from batches import services
 from batches.engine.sweep import sweep_run
 from batches.models import Batch, BatchEvent, Item
 from tests.conftest import wait_for
+from tests.e2e.helpers import read_log
 from tests.e2e.test_cluster import recount
 from tests.factories import AccountFactory
 
@@ -29,15 +29,6 @@ def record_batch(count: int, *, sleep_ms: float = 0) -> Batch:
         ]
         services.items_add(batch=batch, items=items, actor="test")
     return services.batch_commit(batch=batch, actor="test")
-
-
-def read_log(path: Path) -> dict[int, list[tuple[float, float, int]]]:
-    """Return every logged execution by item number."""
-    runs: dict[int, list[tuple[float, float, int]]] = defaultdict(list)
-    for line in path.read_text().splitlines():
-        n, start, end, pid = line.split()
-        runs[int(n)].append((float(start), float(end), int(pid)))
-    return runs
 
 
 def assert_never_concurrent(runs: dict[int, list[tuple[float, float, int]]]) -> None:

@@ -9,8 +9,8 @@ import pytest
 
 from batches.models import Batch, BatchEvent, Chunk, Item
 from tests.conftest import wait_for
-from tests.e2e.test_cluster import recount, wait_terminal
-from tests.e2e.test_crash import read_log
+from tests.e2e.helpers import most_at_once, read_log, wait_terminal
+from tests.e2e.test_cluster import recount
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 
@@ -27,20 +27,6 @@ def create_paced(client, count: int, *, sleep_ms: int, **options) -> dict:
     )
     assert response.status_code == 201, response.json()
     return response.json()
-
-
-def most_at_once(runs: dict[int, list[tuple[float, float, int]]]) -> int:
-    """Return the largest number of item executions that overlapped in time."""
-    edges = []
-    for executions in runs.values():
-        for start, end, _pid in executions:
-            edges += [(start, 1), (end, -1)]
-    level = peak = 0
-    # At equal times an end comes before a start: back-to-back items do not overlap.
-    for _, change in sorted(edges, key=lambda edge: (edge[0], edge[1])):
-        level += change
-        peak = max(peak, level)
-    return peak
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ from PIL import Image
 from batches.models import Batch, Item
 from jobs import get_job_type
 from jobs.signing import signer_paths
-from tests.batches.test_api_problems import batch_url, create_batch
-from tests.e2e.test_cluster import wait_terminal
+from tests.e2e.helpers import wait_terminal
+from tests.helpers.api import batch_url, create_batch
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 

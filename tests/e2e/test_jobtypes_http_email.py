@@ -14,7 +14,8 @@ import pytest
 from werkzeug import Response
 
 from batches.models import Batch, Item
-from tests.e2e.test_cluster import create, wait_terminal
+from tests.e2e.helpers import wait_terminal
+from tests.helpers.api import create_batch
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 
@@ -34,7 +35,7 @@ def test_cluster_http_request__20_requests_all_succeed(
         for n in range(20)
     ]
 
-    batch = create(client_a, type="http.request", items=items, commit=True)
+    batch = create_batch(client_a, type="http.request", items=items, commit=True)
     batch = wait_terminal(batch["id"], cluster)
 
     assert batch.status == Batch.Status.FINISHED
@@ -62,7 +63,7 @@ def test_cluster_email_send__five_letters_are_written_by_the_file_backend(
         for n in range(5)
     ]
 
-    batch = create(client_a, type="email.send", items=items, commit=True)
+    batch = create_batch(client_a, type="email.send", items=items, commit=True)
     batch = wait_terminal(batch["id"], cluster)
 
     assert batch.status == Batch.Status.FINISHED

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from batches.models import Batch, Item
-from tests.batches.test_api_problems import batch_url, create_batch
+from tests.helpers.api import batch_url, create_batch
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 

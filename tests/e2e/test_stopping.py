@@ -11,10 +11,9 @@ from rest_framework.test import APIClient
 from batches import services
 from batches.models import Batch, BatchEvent, Chunk, Item
 from tests.conftest import wait_for
-from tests.e2e.test_cluster import create, wait_terminal
-from tests.e2e.test_crash import read_log
-from tests.e2e.test_flow_control import most_at_once
+from tests.e2e.helpers import most_at_once, read_log, wait_terminal
 from tests.helpers import recount
+from tests.helpers.api import create_batch
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 
@@ -48,7 +47,7 @@ def test_cluster__stop_on_error_with_one_worker_runs_nothing_after_the_failure(
     client_a, cluster_factory
 ):
     cluster = cluster_factory(workers=1)
-    body = create(
+    body = create_batch(
         client_a, items=failing_at(10, 3000), options={"stop_on_error": True}, commit=True
     )
 
@@ -69,7 +68,7 @@ def test_cluster__stop_on_error_with_four_workers_lets_at_most_three_more_items_
     cluster = cluster_factory(workers=4)
     # Four chunks of 750; each item takes 5 ms, so every worker is busy when item 10 fails.
     items = failing_at(10, 3000, sleep_ms=5)
-    body = create(
+    body = create_batch(
         client_a, type="test.echo750", items=items, options={"stop_on_error": True}, commit=True
     )
 
@@ -112,7 +111,7 @@ def test_cluster__pause_of_a_one_chunk_batch_stops_mid_chunk_and_resume_runs_eac
 ):
     cluster = cluster_factory(workers=2, env={"BATCHSITE_TEST_EXEC_LOG": str(exec_log)})
     items = [{"payload": {"n": n, "sleep_ms": 10}} for n in range(200)]
-    body = create(client_a, type="test.record", items=items, commit=True)
+    body = create_batch(client_a, type="test.record", items=items, commit=True)
     batch_id = body["id"]
     assert Chunk.objects.filter(batch_id=batch_id).count() == 1
     wait_for(lambda: exec_log.exists() and len(read_log(exec_log)) >= 20, timeout=60)
@@ -149,7 +148,9 @@ def test_cluster__an_item_past_its_time_limit_fails_alone_in_the_same_worker(
     cluster = cluster_factory(workers=1, env={"BATCHSITE_TASK_TIMEOUT": "600"})
     items = [{"payload": {"n": n, field: n == 3}} for n in range(8)]
 
-    batch = wait_terminal(create(client_a, type=job_type, items=items, commit=True)["id"], cluster)
+    batch = wait_terminal(
+        create_batch(client_a, type=job_type, items=items, commit=True)["id"], cluster
+    )
 
     assert batch.status == Batch.Status.FINISHED
     assert batch.counts() == recount(batch)
@@ -178,7 +179,9 @@ def test_cluster__slow_items_in_a_mixed_batch_spread_over_the_workers(
         + [{"payload": {"n": n}} for n in range(100)]
     )
 
-    batch = wait_terminal(create(client_a, type="echo", items=items, commit=True)["id"], cluster)
+    batch = wait_terminal(
+        create_batch(client_a, type="echo", items=items, commit=True)["id"], cluster
+    )
 
     assert batch.status == Batch.Status.FINISHED
     assert batch.succeeded_items == 240

@@ -14,8 +14,8 @@ from batches.models import Batch, Item
 from jobs import JobContext, PermanentError, TransientError, get_job_type
 from jobs.base import PayloadError
 from jobs.email_send import EmailSend
-from tests.batches.test_api_problems import BATCHES, assert_problem, error_fields
 from tests.compat.test_brightlocal import JOBS as BRIGHTLOCAL_JOBS
+from tests.helpers.api import BATCHES, assert_problem, error_fields
 
 TYPE_PATH = "jobs.email_send.EmailSend"
 

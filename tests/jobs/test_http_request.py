@@ -20,8 +20,8 @@ from batches.models import Item
 from jobs import JobContext, PermanentError, TransientError, get_job_type, http_request
 from jobs.base import PayloadError
 from jobs.http_request import HttpRequest
-from tests.batches.test_api_problems import BATCHES, assert_problem, error_fields
 from tests.helpers import refused_port
+from tests.helpers.api import BATCHES, assert_problem, error_fields
 
 TYPE_PATH = "jobs.http_request.HttpRequest"
 LOCAL = {"url": "http://localhost/"}

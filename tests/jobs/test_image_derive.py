@@ -14,7 +14,7 @@ from PIL import Image
 from batches.models import Batch, Item
 from jobs.base import JobContext, PayloadError, PermanentError, TransientError
 from jobs.image_derive import DEFAULT_SIZES, ImageDerive
-from tests.batches.test_api_problems import assert_problem, batch_url, create_batch, error_fields
+from tests.helpers.api import assert_problem, batch_url, create_batch, error_fields
 
 ZIP = "application/zip"
 EXIF_ORIENTATION = 0x0112

@@ -24,7 +24,7 @@ from batches.models import Batch, Item
 from jobs.base import JobContext, PayloadError, PermanentError, TransientError
 from jobs.management.commands.createsigningkey import certificate_self_signed
 from jobs.signing import DocumentSign, DocumentVerify, openssl_reason, signer_load
-from tests.batches.test_api_problems import assert_problem, batch_url, create_batch, error_fields
+from tests.helpers.api import assert_problem, batch_url, create_batch, error_fields
 
 ZIP = "application/zip"
 OPENSSL = "/usr/bin/openssl"

@@ -33,8 +33,8 @@ from batches.models import Batch, BatchError, WebhookDelivery
 from jobs import JobContext, PermanentError, TransientError, http_request, outbound
 from jobs.http_request import HttpRequest
 from jobs.image_derive import origin_fetch
-from tests.batches.test_api_problems import BATCHES
 from tests.factories import AccountFactory
+from tests.helpers.api import BATCHES
 from tests.webhooks.helpers import finished_batch
 
 LIMIT = 2

@@ -9,9 +9,9 @@ from django.utils import timezone
 
 from batches import services, webhooks
 from batches.models import Account, WebhookAttempt, WebhookDelivery
-from tests.batches.test_api_problems import assert_problem, error_fields
 from tests.factories import BatchFactory, WebhookDeliveryFactory
 from tests.helpers import kinds
+from tests.helpers.api import assert_problem, error_fields
 from tests.webhooks.helpers import HOOK, finished_batch, only_delivery, posts, run_on_commit
 
 pytestmark = pytest.mark.django_db

@@ -7,7 +7,8 @@ import pytest
 from batches import webhooks
 from batches.models import Batch, WebhookDelivery
 from tests.conftest import wait_for
-from tests.e2e.test_cluster import create, wait_terminal
+from tests.e2e.helpers import wait_terminal
+from tests.helpers.api import create_batch
 from tests.webhooks.helpers import HOOK, body_of, posts, signed_by
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
@@ -21,7 +22,7 @@ def test_cluster_webhook__finished_batch_is_delivered_once_signed(
     cluster = cluster_factory(env={"BATCHSITE_OUTBOUND_ALLOWED_HOSTS": "localhost"})
     items = [{"payload": {"n": n}} for n in range(50)]
 
-    created = create(
+    created = create_batch(
         client_a, items=items, commit=True, options={"callback_url": receiver.url_for(HOOK)}
     )
     batch = wait_terminal(created["id"], cluster)
