@@ -19,10 +19,10 @@ FUNCTION_LEVEL_IMPORTS = {
     ("batches.apps", "batches.api.schema"),
     ("jobs.apps", "jobs.checks"),
     # The benchmark child process configures Django before it touches models and services.
-    ("batchsite.bench", "batches.models"),
-    ("batchsite.bench", "batches.services"),
-    ("batchsite.bench", "jobs"),
-    ("batchsite.bench", "jobs.echo"),
+    ("batchsite.bench.scenarios", "batches.models"),
+    ("batchsite.bench.scenarios", "batches.services"),
+    ("batchsite.bench.scenarios", "jobs"),
+    ("batchsite.bench.scenarios", "jobs.echo"),
 }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from batchsite import bench
+from batchsite.bench import harness, scenarios
 
 
 def scale_out_result() -> dict:
@@ -19,7 +19,7 @@ def scale_out_result() -> dict:
 
 
 def test_ratios__scale_out_compares_each_cluster_count_with_one():
-    found = bench.ratios({"scale-out": scale_out_result()})
+    found = harness.ratios({"scale-out": scale_out_result()})
 
     assert found == {
         "scale-out 2 clusters / 1 cluster (items/s)": 1.6,
@@ -35,15 +35,15 @@ def test_format_table__scale_out_lists_every_round():
         "clusters": 1,
         "workers": 2,
         "scenarios": {"scale-out": scale_out_result()},
-        "ratios": bench.ratios({"scale-out": scale_out_result()}),
+        "ratios": harness.ratios({"scale-out": scale_out_result()}),
     }
 
-    table = bench.format_table(report)
+    table = harness.format_table(report)
 
     assert "1 cluster(s) 10,000/s; 2 cluster(s) 16,000/s; 3 cluster(s) 20,000/s" in table
     assert "scale-out 3 clusters / 1 cluster (items/s): 2.00x" in table
 
 
 def test_scale_out__is_run_only_when_asked_for():
-    assert "scale-out" in bench.EXTRA_SCENARIOS
-    assert "scale-out" not in bench.SCENARIOS
+    assert "scale-out" in scenarios.EXTRA_SCENARIOS
+    assert "scale-out" not in scenarios.SCENARIOS

@@ -4,7 +4,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from batchsite import bench
+from batchsite.bench import harness
+from batchsite.bench.scenarios import EXTRA_SCENARIOS, SCENARIOS, run_in_child
 
 
 class Command(BaseCommand):
@@ -18,7 +19,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--scenario",
             action="append",
-            choices=[*bench.SCENARIOS, *bench.EXTRA_SCENARIOS],
+            choices=[*SCENARIOS, *EXTRA_SCENARIOS],
             help=(
                 "scenario to run (repeatable; default: all but the job-type scenarios "
                 "image-derive and document-sign, and scale-out)"
@@ -58,7 +59,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         if options["child"]:
-            result = bench.run_in_child(options["child"], json.loads(options["child_options"]))
+            result = run_in_child(options["child"], json.loads(options["child_options"]))
             self.stdout.write(json.dumps(result))
             return
         if min(options[name] for name in ("items", "workers", "clusters", "max_clusters")) < 1:
@@ -67,7 +68,7 @@ class Command(BaseCommand):
             )
         if options["sleep_ms"] < 0:
             raise CommandError("--sleep-ms must be 0 or more")
-        scenarios = options["scenario"] or bench.SCENARIOS
+        scenarios = options["scenario"] or SCENARIOS
         shared = {
             "items": options["items"],
             "naive_items": options["naive_items"],
@@ -81,14 +82,14 @@ class Command(BaseCommand):
             if not options["json"]:
                 self.stderr.write(f"running {name} ...")
             try:
-                results[name] = bench.run_scenario(
+                results[name] = harness.run_scenario(
                     name,
                     database=options["database"],
                     broker=options["broker"],
                     options={
                         **shared,
                         "postgres_url": options["postgres_url"],
-                        "redis_url": options["redis_url"] or bench.default_redis_url(),
+                        "redis_url": options["redis_url"] or harness.default_redis_url(),
                     },
                 )
             except RuntimeError as exc:
@@ -98,9 +99,9 @@ class Command(BaseCommand):
             "broker": options["broker"],
             **shared,
             "scenarios": results,
-            "ratios": bench.ratios(results),
+            "ratios": harness.ratios(results),
         }
         if options["json"]:
             self.stdout.write(json.dumps(report, indent=2))
         else:
-            self.stdout.write(bench.format_table(report))
+            self.stdout.write(harness.format_table(report))

@@ -1,143 +1,32 @@
-"""Benchmark scenarios run by `manage.py benchmark`, each in a throw-away database.
+"""The benchmark scenarios, run in the child process on its own fresh database.
 
-The parent process (the command) starts one child process per scenario with its own
-DATABASE_URL, data dir and queue name; the child migrates the fresh database, runs the
-scenario and prints one JSON line. Figures are compared as ratios within one run, since
-absolute times on shared machines are not stable.
+Each `scenario_*` function takes the command's options and returns its figures as a dict:
+at least `items`, `seconds` and `items_per_s`.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-import uuid
 from collections.abc import Callable
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 
-MANAGE = str(Path(__file__).resolve().parent.parent / "manage.py")
+from batchsite.bench.processes import (
+    clusters_wait_ready,
+    peak_rss_mb,
+    running_clusters,
+    wait_until,
+    web_server,
+)
+
 SCENARIOS = ["raw-insert", "naive", "batchsite", "ingest-api", "ingest-jsonl"]
 # Not run unless asked for with --scenario: they measure job types, not the engine, or (scale-out)
 # process the same batch several times over.
 EXTRA_SCENARIOS = ["image-derive", "document-sign", "scale-out"]
 API_REQUEST_ITEMS = 10_000
-
-
-# --- processes and memory ------------------------------------------------------------------------
-
-
-def _children(pid: int) -> list[int]:
-    """Return every descendant of `pid` (Linux /proc)."""
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        parents.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def peak_rss_mb(pid: int) -> float:
-    """Return the peak resident set size of one process in MB (VmHWM), 0 if unknown."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-def tree_peak_rss_mb(pid: int) -> float:
-    """Return the largest peak RSS among a process and its descendants."""
-    return max([peak_rss_mb(p) for p in [pid, *_children(pid)]] or [0.0])
-
-
-@dataclass
-class Clusters:
-    """Real `manage.py qcluster` processes for a scenario."""
-
-    count: int
-    workers: int
-    processes: list[subprocess.Popen] = field(default_factory=list)
-    peak_mb: float = 0.0
-
-    def start(self) -> Clusters:
-        env = {**os.environ, "BATCHSITE_WORKERS": str(self.workers)}
-        for _ in range(self.count):
-            self.processes.append(
-                subprocess.Popen(
-                    [sys.executable, MANAGE, "qcluster"],
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-            )
-        return self
-
-    def sample(self) -> None:
-        """Record the workers' peak memory so far."""
-        for process in self.processes:
-            self.peak_mb = max(self.peak_mb, tree_peak_rss_mb(process.pid))
-
-    def stop(self) -> None:
-        self.sample()
-        for process in self.processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
-
-
-@contextmanager
-def running_clusters(count: int, workers: int):
-    """Run `count` qclusters of `workers` workers for the block; stop them after it."""
-    clusters = Clusters(count=count, workers=workers).start()
-    try:
-        yield clusters
-    finally:
-        clusters.stop()
-
-
-def wait_until(predicate, *, timeout: float, clusters: Clusters | None = None) -> float:
-    """Poll `predicate` until true; return the elapsed seconds."""
-    started = time.perf_counter()
-    last_sample = 0.0
-    while not predicate():
-        now = time.perf_counter()
-        if now - started > timeout:
-            raise TimeoutError(f"not done after {timeout:.0f}s")
-        if clusters and now - last_sample > 1:
-            clusters.sample()
-            last_sample = now
-        time.sleep(0.1)
-    return time.perf_counter() - started
-
-
-# --- scenarios (run in the child) -----------------------------------------------------------------
 
 
 def _account():
@@ -217,7 +106,7 @@ def scenario_naive(
     with running_clusters(clusters, workers) as running:
         started = time.perf_counter()
         for item_id in ids:
-            async_task("batchsite.bench.naive_echo_task", item_id)
+            async_task("batchsite.bench.scenarios.naive_echo_task", item_id)
         done = Item.objects.filter(batch=batch, status="succeeded")
         wait_until(lambda: done.count() >= count, timeout=3600, clusters=running)
         elapsed = time.perf_counter() - started
@@ -354,12 +243,6 @@ def io_sink():
     return io.StringIO()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def scenario_ingest_api(*, items: int, **_options: Any) -> dict[str, Any]:
     """Add items over real HTTP, 10,000 per request, to a web server on loopback."""
     import httpx
@@ -388,22 +271,6 @@ def scenario_ingest_api(*, items: int, **_options: Any) -> dict[str, Any]:
         web_peak = peak_rss_mb(server.pid)
     return {"items": items, "seconds": elapsed, "items_per_s": items / elapsed,
             "web_peak_rss_mb": web_peak}  # fmt: skip
-
-
-@contextmanager
-def web_server():
-    """Run `manage.py runserver` on a free loopback port; yield (process, base API URL)."""
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, MANAGE, "runserver", "--noreload", "--nothreading", f"127.0.0.1:{port}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        yield server, f"http://127.0.0.1:{port}/api/v1"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def scenario_ingest_jsonl(*, items: int, **_options: Any) -> dict[str, Any]:
@@ -454,18 +321,6 @@ def scenario_ingest_jsonl(*, items: int, **_options: Any) -> dict[str, Any]:
         "export_items_per_s": items / export_seconds,
         "web_peak_rss_after_export_mb": peak,
     }
-
-
-def clusters_wait_ready(count: int, *, timeout: float = 60) -> None:
-    """Wait until `count` clusters report their workers up (django-q2's stats, a few s old)."""
-    from django_q.conf import Conf
-    from django_q.status import Stat
-
-    def ready() -> bool:
-        up = [stat for stat in Stat.get_all() if stat.status in (Conf.IDLE, Conf.WORKING)]
-        return len(up) >= count
-
-    wait_until(ready, timeout=timeout)
 
 
 def scenario_scale_out(
@@ -532,118 +387,3 @@ def run_in_child(name: str, options: dict[str, Any]) -> dict[str, Any]:
 
     call_command("migrate", interactive=False, verbosity=0)
     return SCENARIO_FUNCTIONS[name](**options)
-
-
-# --- the parent: a throw-away database per scenario -------------------------------------------
-
-
-@contextmanager
-def throwaway_environment(*, database: str, broker: str, postgres_url: str, redis_url: str):
-    """Yield environment variables naming a new empty database, data dir and queue."""
-    tag = uuid.uuid4().hex[:10]
-    with tempfile.TemporaryDirectory(prefix="batchsite-bench-") as data_dir:
-        env = {
-            "BATCHSITE_DATA_DIR": data_dir,
-            "BATCHSITE_QUEUE_NAME": f"bench-{tag}",
-            "DJANGO_SETTINGS_MODULE": "batchsite.settings",
-            "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY") or uuid.uuid4().hex * 2,
-            "BATCHSITE_BROKER_URL": redis_url if broker == "redis" else "",
-        }
-        if database == "sqlite":
-            env["DATABASE_URL"] = f"sqlite:///{data_dir}/bench.sqlite3"
-            yield env
-            return
-        import psycopg
-
-        name = f"batchsite_bench_{tag}"
-        with psycopg.connect(f"{postgres_url}/postgres", autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        try:
-            env["DATABASE_URL"] = f"{postgres_url}/{name}"
-            yield env
-        finally:
-            with psycopg.connect(f"{postgres_url}/postgres", autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def run_scenario(name: str, *, database: str, broker: str, options: dict[str, Any]):
-    """Run one scenario in a child process on a throw-away database; return its figures."""
-    with throwaway_environment(
-        database=database,
-        broker=broker,
-        postgres_url=options.pop("postgres_url"),
-        redis_url=options.pop("redis_url"),
-    ) as env:
-        child = subprocess.run(
-            [sys.executable, MANAGE, "benchmark", "--child", name,
-             "--child-options", json.dumps(options)],
-            env={**os.environ, **env},
-            capture_output=True,
-            text=True,
-        )  # fmt: skip
-    lines = [line for line in child.stdout.splitlines() if line.startswith("{")]
-    if child.returncode != 0 or not lines:
-        tail = (child.stderr or child.stdout)[-3000:]
-        raise RuntimeError(f"scenario {name} failed:\n{tail}")
-    return json.loads(lines[-1])
-
-
-def default_redis_url() -> str:
-    """Return the Redis URL for --broker redis: BATCHSITE_BROKER_URL, or a local one."""
-    configured = settings.BATCHSITE_BROKER_URL
-    return configured if configured.startswith("redis") else "redis://127.0.0.1:6379/5"
-
-
-def ratios(results: dict[str, dict]) -> dict[str, float]:
-    """Compare scenarios measured in the same run."""
-    rate = {name: result["items_per_s"] for name, result in results.items()}
-    found = {}
-    if "batchsite" in rate and "naive" in rate:
-        found["batchsite / naive (processing items/s)"] = rate["batchsite"] / rate["naive"]
-    if "ingest-api" in rate and "raw-insert" in rate:
-        found["ingest-api / raw-insert (items/s)"] = rate["ingest-api"] / rate["raw-insert"]
-    if "ingest-jsonl" in rate and "raw-insert" in rate:
-        found["ingest-jsonl / raw-insert (items/s)"] = rate["ingest-jsonl"] / rate["raw-insert"]
-    if "batchsite" in results and "raw-insert" in rate:
-        ingest = results["batchsite"]["ingest_items_per_s"]
-        found["service ingest / raw-insert (items/s)"] = ingest / rate["raw-insert"]
-    for count, figures in results.get("scale-out", {}).get("clusters", {}).items():
-        if count != "1":
-            found[f"scale-out {count} clusters / 1 cluster (items/s)"] = figures["vs_1_cluster"]
-    return found
-
-
-def format_table(report: dict) -> str:
-    """Render a report as a plain-text table."""
-    lines = [
-        f"database={report['database']} broker={report['broker']} items={report['items']} "
-        f"clusters={report['clusters']} workers/cluster={report['workers']}",
-        "",
-        f"{'scenario':<12} {'items':>9} {'seconds':>9} {'items/s':>11}  notes",
-    ]
-    for name, result in report["scenarios"].items():
-        notes = []
-        if "commit_to_finished_seconds" in result:
-            notes.append(f"commit→finished {result['commit_to_finished_seconds']:.2f}s")
-            notes.append(f"ingest {result['ingest_items_per_s']:,.0f}/s")
-        if result.get("worker_peak_rss_mb"):
-            notes.append(f"worker peak RSS {result['worker_peak_rss_mb']:.0f} MB")
-        if result.get("web_peak_rss_mb"):
-            notes.append(f"web peak RSS {result['web_peak_rss_mb']:.0f} MB")
-        if result.get("sleep_ms"):
-            notes.append(f"{result['sleep_ms']} ms per item")
-        for count, figures in result.get("clusters", {}).items():
-            notes.append(f"{count} cluster(s) {figures['items_per_s']:,.0f}/s")
-        if "export_seconds" in result:
-            notes.append(
-                f"export {result['export_items_per_s']:,.0f}/s, web peak RSS after export "
-                f"{result['web_peak_rss_after_export_mb']:.0f} MB"
-            )
-        lines.append(
-            f"{name:<12} {result['items']:>9,} {result['seconds']:>9.2f} "
-            f"{result['items_per_s']:>11,.0f}  {'; '.join(notes)}"
-        )
-    if report["ratios"]:
-        lines.append("")
-        lines.extend(f"{name}: {value:.2f}x" for name, value in report["ratios"].items())
-    return "\n".join(lines)
