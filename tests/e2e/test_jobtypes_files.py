@@ -20,7 +20,7 @@ from PIL import Image
 
 from batches.models import Batch, Item
 from jobs import get_job_type
-from jobs.signing import signer_paths
+from jobs.signer import signer_paths
 from tests.e2e.helpers import wait_terminal
 from tests.helpers.api import batch_url, create_batch
 

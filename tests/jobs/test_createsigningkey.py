@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from django.core.management import CommandError, call_command
 
 from jobs.management.commands.createsigningkey import certificate_self_signed
-from jobs.signing import signer_paths
+from jobs.signer import signer_paths
 
 
 @pytest.fixture(autouse=True)

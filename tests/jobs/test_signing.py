@@ -22,8 +22,10 @@ from django.utils import timezone
 
 from batches.models import Batch, Item
 from jobs.base import JobContext, PayloadError, PermanentError, TransientError
+from jobs.cms import openssl_reason
 from jobs.management.commands.createsigningkey import certificate_self_signed
-from jobs.signing import DocumentSign, DocumentVerify, openssl_reason, signer_load
+from jobs.signer import signer_load
+from jobs.signing import DocumentSign, DocumentVerify
 from tests.helpers.api import assert_problem, batch_url, create_batch, error_fields
 
 ZIP = "application/zip"

@@ -15,7 +15,7 @@ from django.core.management.base import BaseCommand
 from batches import services
 from batches.models import Account
 from jobs import job_types
-from jobs.signing import signer_paths
+from jobs.signer import signer_paths
 
 DEMO_ACCOUNT = "demo"
 DEMO_STAFF_USER = "admin"

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from jobs.signing import signer_check, signer_paths
+from jobs.signer import signer_check, signer_paths
 
 SigningKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 DEFAULT_COMMON_NAME = "batchsite document signer"
