@@ -25,7 +25,7 @@ from rest_framework.test import APIClient
 
 from batches import services
 from batches.models import Batch, Item
-from batchsite.settings import env_int_map
+from batchsite.env import env_int_map
 
 API = "/compat/signing/api"
 OCTETS = "application/octet-stream"
