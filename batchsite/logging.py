@@ -1,12 +1,12 @@
-"""Format log records as one JSON object per line, and keep secrets out of log lines.
+"""Format log records as JSON lines, keep secrets out of log lines, and build LOGGING.
 
 JSON is chosen with `BATCHSITE_LOG_FORMAT=json`. Engine log lines that concern a batch, an
 item or a chunk pass them as `extra={"batch": ..., "item": ..., "chunk": ...}`; those land
 in the object as fields of their own, so logs can be searched by batch without parsing
 messages.
 
-This module is imported by logging configuration before Django's apps are ready: it must
-not import models.
+This module is imported by the settings, and by logging configuration before Django's apps
+are ready: it must not import models or read settings.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import json
 import logging
 import re
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import unquote_plus
 
 # Attributes a record may carry through `extra=` that are copied into the JSON object.
@@ -100,3 +101,51 @@ class JsonFormatter(logging.Formatter):
             entry["stack"] = self.formatStack(record.stack_info)
         # default=str: ids are often UUIDs; a log line must never fail to serialize.
         return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def logging_config(*, log_format: str, batches_level: str, q_level: str) -> dict[str, Any]:
+    """Return Django's LOGGING: console lines in `log_format` ("plain" or "json"), no secrets.
+
+    SecretsFilter blanks secrets out of what the loggers that print client input make (the
+    development server's request lines, SQL), and out of everything the console prints.
+    """
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"secrets": {"()": "batchsite.logging.SecretsFilter"}},
+        "formatters": {
+            "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+            "json": {"()": "batchsite.logging.JsonFormatter"},
+            # Django's own, for `runserver`'s request lines.
+            "django.server": {
+                "()": "django.utils.log.ServerFormatter",
+                "format": "[{server_time}] {message}",
+                "style": "{",
+            },
+        },
+        "handlers": {
+            "console": {
+                "class": "logging.StreamHandler",
+                "formatter": log_format,
+                "filters": ["secrets"],
+            },
+            "django.server": {
+                "class": "logging.StreamHandler",
+                "formatter": "django.server",
+                "level": "INFO",
+            },
+        },
+        "root": {"handlers": ["console"], "level": "WARNING"},
+        "loggers": {
+            "batches": {"level": batches_level},
+            "django-q": {"level": q_level},
+            # As Django configures it, plus the filter: request lines carry query strings.
+            "django.server": {
+                "handlers": ["django.server"],
+                "level": "INFO",
+                "propagate": False,
+                "filters": ["secrets"],
+            },
+            "django.db.backends": {"filters": ["secrets"]},
+        },
+    }

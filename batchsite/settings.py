@@ -20,6 +20,7 @@ from batchsite.env import (
     env_port_list,
     env_senders,
 )
+from batchsite.logging import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -193,49 +194,12 @@ if BATCHSITE_LOG_FORMAT not in ("plain", "json"):
         f"BATCHSITE_LOG_FORMAT must be 'plain' or 'json', not {BATCHSITE_LOG_FORMAT!r}"
     )
 
-# No log line shows an API key or a webhook secret: SecretsFilter blanks them out of what
-# the loggers that print client input make (the development server's request lines, SQL),
-# and out of everything the console prints.
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "filters": {"secrets": {"()": "batchsite.logging.SecretsFilter"}},
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "json": {"()": "batchsite.logging.JsonFormatter"},
-        # Django's own, for `runserver`'s request lines.
-        "django.server": {
-            "()": "django.utils.log.ServerFormatter",
-            "format": "[{server_time}] {message}",
-            "style": "{",
-        },
-    },
-    "handlers": {
-        "console": {
-            "class": "logging.StreamHandler",
-            "formatter": BATCHSITE_LOG_FORMAT,
-            "filters": ["secrets"],
-        },
-        "django.server": {
-            "class": "logging.StreamHandler",
-            "formatter": "django.server",
-            "level": "INFO",
-        },
-    },
-    "root": {"handlers": ["console"], "level": "WARNING"},
-    "loggers": {
-        "batches": {"level": os.environ.get("BATCHSITE_LOG_LEVEL", "INFO")},
-        "django-q": {"level": os.environ.get("BATCHSITE_Q_LOG_LEVEL", "WARNING")},
-        # As Django configures it, plus the filter: request lines carry query strings.
-        "django.server": {
-            "handlers": ["django.server"],
-            "level": "INFO",
-            "propagate": False,
-            "filters": ["secrets"],
-        },
-        "django.db.backends": {"filters": ["secrets"]},
-    },
-}
+# No log line shows an API key or a webhook secret (batchsite.logging.SecretsFilter).
+LOGGING = logging_config(
+    log_format=BATCHSITE_LOG_FORMAT,
+    batches_level=os.environ.get("BATCHSITE_LOG_LEVEL", "INFO"),
+    q_level=os.environ.get("BATCHSITE_Q_LOG_LEVEL", "WARNING"),
+)
 
 # `Authorization: Bearer <token>` reads /metrics; empty: only staff sessions may.
 BATCHSITE_METRICS_TOKEN = os.environ.get("BATCHSITE_METRICS_TOKEN", "").strip()
