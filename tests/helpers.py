@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import unquote_to_bytes
 from wsgiref.util import setup_testing_defaults
 
@@ -95,3 +96,10 @@ def wsgi_request(
         if hasattr(result, "close"):
             result.close()
     return WsgiResponse(int(started["status"].split()[0]), dict(started["headers"]), content)
+
+
+def tree(path: Path) -> list[str]:
+    """Return every file under `path`, relative to it."""
+    if not path.exists():
+        return []
+    return sorted(str(found.relative_to(path)) for found in path.rglob("*") if found.is_file())

@@ -22,7 +22,7 @@ from typing import IO, Any
 from django.conf import settings
 
 from batches.exceptions import InvalidInput, TooLarge
-from batches.ingest import formats
+from batches.ingest import archives, formats
 from batches.ingest.items import ItemProblem, ItemSpec, item_parse
 from jobs import get_job_type
 
@@ -250,7 +250,7 @@ def _records(
                 f"job type {default_type!r} does not take files, so a ZIP cannot feed this batch"
             ),
         )
-    return formats.zip_records(
+    return archives.zip_records(
         path,
         dest=dest,
         max_members=settings.BATCHSITE_ZIP_MAX_MEMBERS,

@@ -24,20 +24,16 @@ from tests.batches.test_api_problems import (
     error_fields,
     row_counts,
 )
-from tests.batches.test_formats import (
-    MB,
-    SNIFFED_FILES,
-    UNRECOGNISABLE,
+from tests.batches.test_archives import (
     bomb_data,
-    csv_bytes,
     encrypted_zip_data,
-    jsonl,
     lying_zip_data,
     symlink_info,
-    tree,
     zip_data,
 )
+from tests.batches.test_formats import MB, SNIFFED_FILES, UNRECOGNISABLE, csv_bytes, jsonl
 from tests.factories import open_batch
+from tests.helpers import tree
 
 JSONL = "application/x-ndjson"
 JSON = "application/json"

@@ -29,7 +29,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from batches import services
-from tests.batches.test_formats import zip_data
+from tests.batches.test_archives import zip_data
 from tests.helpers import wsgi_request
 
 EXAMPLES = int(os.environ.get("BATCHSITE_FUZZ_EXAMPLES", "50"))

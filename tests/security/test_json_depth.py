@@ -22,7 +22,7 @@ from rest_framework.test import APIClient
 from batches import services
 from batches.models import Batch, Item
 from tests.batches.test_api_problems import assert_problem, row_counts
-from tests.batches.test_formats import zip_data
+from tests.batches.test_archives import zip_data
 
 API = "/api/v1"
 BATCHES = f"{API}/batches/"
