@@ -5,11 +5,8 @@ from __future__ import annotations
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status, viewsets
-from rest_framework.authentication import BaseAuthentication
 from rest_framework.decorators import action
-from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
-from rest_framework.schemas.inspectors import ViewInspector
 from rest_framework.views import APIView
 
 from batches import exports, selectors, services
@@ -41,39 +38,6 @@ from batches.selectors import RESULT_STATUSES
 from jobs import job_types
 
 UUID_PATTERN = r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
-
-
-class CatchAllNotFound:
-    """Answer every method with NotFound, in the error shape of the view it is mixed into.
-
-    For the last route of a URL conf, so unknown paths get the API's own 404 body.
-    """
-
-    schema: ViewInspector | None = None
-
-    # Methods, not empty authentication_classes and permission_classes: lists typed here
-    # would clash with the typed lists of the view class mixed in.
-    def get_authenticators(self) -> list[BaseAuthentication]:
-        """Authenticate no one: there is nothing here to guard."""
-        return []
-
-    def get_permissions(self) -> list[BasePermission]:
-        """Check no permission: every caller hears the same 404."""
-        return []
-
-    def not_found(self, request) -> Exception:
-        """Return the error that says nothing lives at this path."""
-        return NotFound(f"no resource at {request.path}")
-
-    def get(self, request, *args, **kwargs):
-        """Refuse: nothing lives here."""
-        raise self.not_found(request)
-
-    post = put = patch = delete = head = options = get
-
-
-class ApiNotFound(CatchAllNotFound, APIView):
-    """Answer any unknown path under the API with a 404 problem document."""
 
 
 class JobTypeList(APIView):

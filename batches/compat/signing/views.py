@@ -50,9 +50,9 @@ from batches.api.authentication import (
     request_actor,
     request_key_account,
 )
+from batches.api.notfound import CatchAllNotFound
 from batches.api.parsers import DepthLimitedJSONParser, RawBodyParser
 from batches.api.problems import domain_error_line, flatten_errors
-from batches.api.views import CatchAllNotFound
 from batches.compat.errors import dialect_exception_handler
 from batches.compat.negotiation import AnyAcceptNegotiation
 from batches.compat.signing import packages
