@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from django.conf import settings
 
@@ -31,6 +31,15 @@ REPORTED_ERRORS = 100
 Regroup = Callable[[Iterator[formats.Record]], Iterator[formats.Record]]
 
 
+class BinaryReader(Protocol):
+    """What a body is received from: an open file, a request, an UploadedFile, or a wrapper
+    that sees the bytes go by. Only `read` is ever called."""
+
+    def read(self, size: int = -1, /) -> bytes:
+        """Return up to `size` bytes (all that is left for -1); b"" once the end is reached."""
+        ...
+
+
 def work_dir() -> Path:
     """Return the folder for temporary upload files, inside the data dir."""
     path = Path(settings.BATCHSITE_DATA_DIR) / "tmp"
@@ -38,7 +47,7 @@ def work_dir() -> Path:
     return path
 
 
-def receive(stream: IO[bytes], *, content_length: int | None, limit: int) -> Path:
+def receive(stream: BinaryReader, *, content_length: int | None, limit: int) -> Path:
     """Copy a request body to a temporary file, refusing it once it passes `limit` bytes."""
     if content_length is not None and content_length > limit:
         raise TooLarge(f"the body is {content_length} bytes; the limit is {limit}")
