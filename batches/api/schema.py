@@ -72,7 +72,7 @@ ApiKeyAuthenticationScheme = api_key_scheme(
 class StrictSerializerScheme(OpenApiSerializerExtension):
     """Say in the schema what a StrictSerializer does: a request with an unknown field is 400."""
 
-    target_class = "batches.api.serializers.StrictSerializer"
+    target_class = "batches.api.fields.StrictSerializer"
     match_subclasses = True
 
     def map_serializer(self, auto_schema, direction):
@@ -86,7 +86,7 @@ class StrictSerializerScheme(OpenApiSerializerExtension):
 class JobTypeNameScheme(OpenApiSerializerFieldExtension):
     """List the registered job types as the values a job type field takes."""
 
-    target_class = "batches.api.serializers.JobTypeNameField"
+    target_class = "batches.api.fields.JobTypeNameField"
 
     def map_serializer_field(self, auto_schema, direction):
         """Refer to one component: the job types registered when the schema is made."""

@@ -6,8 +6,9 @@ from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.routers import SimpleRouter
 
+from batches.api.notfound import ApiNotFound
 from batches.api.renderers import SchemaNegotiation
-from batches.api.views import UUID_PATTERN, ApiNotFound, BatchViewSet, JobTypeList
+from batches.api.views import UUID_PATTERN, BatchViewSet, JobTypeList
 from batches.api.webhooks import AccountView, DeliveryViewSet, WebhookSecretView
 
 app_name = "api"

@@ -5,17 +5,15 @@ from __future__ import annotations
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status, viewsets
-from rest_framework.authentication import BaseAuthentication
 from rest_framework.decorators import action
-from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
-from rest_framework.schemas.inspectors import ViewInspector
 from rest_framework.views import APIView
 
 from batches import exports, selectors, services
 from batches.api.authentication import request_account, request_actor
 from batches.api.filters import BatchFilter, ItemFilter
 from batches.api.pagination import BatchPagination, IdCursorPagination, IndexCursorPagination
+from batches.api.params import choice_param, form_errors, int_param
 from batches.api.parsers import RawBodyParser
 from batches.api.schema import problem_response
 from batches.api.serializers import (
@@ -40,39 +38,6 @@ from batches.selectors import RESULT_STATUSES
 from jobs import job_types
 
 UUID_PATTERN = r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
-
-
-class CatchAllNotFound:
-    """Answer every method with NotFound, in the error shape of the view it is mixed into.
-
-    For the last route of a URL conf, so unknown paths get the API's own 404 body.
-    """
-
-    schema: ViewInspector | None = None
-
-    # Methods, not empty authentication_classes and permission_classes: lists typed here
-    # would clash with the typed lists of the view class mixed in.
-    def get_authenticators(self) -> list[BaseAuthentication]:
-        """Authenticate no one: there is nothing here to guard."""
-        return []
-
-    def get_permissions(self) -> list[BasePermission]:
-        """Check no permission: every caller hears the same 404."""
-        return []
-
-    def not_found(self, request) -> Exception:
-        """Return the error that says nothing lives at this path."""
-        return NotFound(f"no resource at {request.path}")
-
-    def get(self, request, *args, **kwargs):
-        """Refuse: nothing lives here."""
-        raise self.not_found(request)
-
-    post = put = patch = delete = head = options = get
-
-
-class ApiNotFound(CatchAllNotFound, APIView):
-    """Answer any unknown path under the API with a 404 problem document."""
 
 
 class JobTypeList(APIView):
@@ -242,7 +207,7 @@ class BatchViewSet(viewsets.GenericViewSet):
             return self._items_add(batch)
         items = ItemFilter(request.query_params, queryset=batch.items.all(), request=request)
         if not items.is_valid():
-            raise InvalidInput("invalid filter", errors=_form_errors(items.errors))
+            raise InvalidInput("invalid filter", errors=form_errors(items.errors))
         page = self.paginate_queryset(items.qs)
         data = ItemSerializer(page, many=True, context={"batch": batch}).data
         return self.get_paginated_response(data)
@@ -341,8 +306,8 @@ class BatchViewSet(viewsets.GenericViewSet):
     def results(self, request, pk=None):
         """Return results progressively: items in the order they ended, grouped by type."""
         batch = self.get_object()
-        after = _int_param(request, "after", 0, minimum=0)
-        limit = _int_param(request, "limit", 100, minimum=1, maximum=1000)
+        after = int_param(request, "after", 0, minimum=0)
+        limit = int_param(request, "limit", 100, minimum=1, maximum=1000)
         wanted = request.query_params.get("status")
         if wanted and wanted not in RESULT_STATUSES:
             message = f"must be one of {', '.join(RESULT_STATUSES)}"
@@ -387,7 +352,7 @@ class BatchViewSet(viewsets.GenericViewSet):
     def export(self, request, pk=None):
         """Stream every item (or those in the given statuses) as JSON lines or CSV."""
         batch = self.get_object()
-        fmt = _choice_param(request, "format", ["jsonl", "csv"], default="jsonl")
+        fmt = choice_param(request, "format", ["jsonl", "csv"], default="jsonl")
         statuses = request.query_params.getlist("status")
         unknown = sorted(set(statuses) - set(Item.Status.values))
         if unknown:
@@ -423,7 +388,7 @@ class BatchViewSet(viewsets.GenericViewSet):
     def errors(self, request, pk=None):
         """List every error of the batch (or stream them all as CSV with ?format=csv)."""
         batch = self.get_object()
-        if _choice_param(request, "format", ["json", "csv"], default="json") == "csv":
+        if choice_param(request, "format", ["json", "csv"], default="json") == "csv":
             return exports.batch_download(batch, "errors.csv")
         page = self.paginate_queryset(batch.errors.all())
         return self.get_paginated_response(BatchErrorSerializer(page, many=True).data)
@@ -435,34 +400,3 @@ class BatchViewSet(viewsets.GenericViewSet):
         batch = self.get_object()
         page = self.paginate_queryset(batch.events.all())
         return self.get_paginated_response(BatchEventSerializer(page, many=True).data)
-
-
-def _choice_param(request, name: str, choices: list[str], *, default: str) -> str:
-    value = request.query_params.get(name) or default
-    if value not in choices:
-        message = f"must be one of {', '.join(choices)}"
-        raise InvalidInput.for_field(name, message)
-    return value
-
-
-def _int_param(request, name: str, default: int, *, minimum: int, maximum: int | None = None):
-    raw = request.query_params.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = None
-    if value is None or value < minimum or (maximum is not None and value > maximum):
-        bound = f" and at most {maximum}" if maximum is not None else ""
-        message = f"must be an integer of at least {minimum}{bound}"
-        raise InvalidInput.for_field(name, message)
-    return value
-
-
-def _form_errors(errors) -> list[dict[str, str]]:
-    return [
-        {"field": field, "message": str(message)}
-        for field, messages in errors.items()
-        for message in messages
-    ]

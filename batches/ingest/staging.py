@@ -17,18 +17,27 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from django.conf import settings
 
 from batches.exceptions import InvalidInput, TooLarge
-from batches.ingest import formats
+from batches.ingest import archives, formats
 from batches.ingest.items import ItemProblem, ItemSpec, item_parse
 from jobs import get_job_type
 
 READ_BLOCK = 1024 * 1024
 REPORTED_ERRORS = 100
 Regroup = Callable[[Iterator[formats.Record]], Iterator[formats.Record]]
+
+
+class BinaryReader(Protocol):
+    """What a body is received from: an open file, a request, an UploadedFile, or a wrapper
+    that sees the bytes go by. Only `read` is ever called."""
+
+    def read(self, size: int = -1, /) -> bytes:
+        """Return up to `size` bytes (all that is left for -1); b"" once the end is reached."""
+        ...
 
 
 def work_dir() -> Path:
@@ -38,7 +47,7 @@ def work_dir() -> Path:
     return path
 
 
-def receive(stream: IO[bytes], *, content_length: int | None, limit: int) -> Path:
+def receive(stream: BinaryReader, *, content_length: int | None, limit: int) -> Path:
     """Copy a request body to a temporary file, refusing it once it passes `limit` bytes."""
     if content_length is not None and content_length > limit:
         raise TooLarge(f"the body is {content_length} bytes; the limit is {limit}")
@@ -250,7 +259,7 @@ def _records(
                 f"job type {default_type!r} does not take files, so a ZIP cannot feed this batch"
             ),
         )
-    return formats.zip_records(
+    return archives.zip_records(
         path,
         dest=dest,
         max_members=settings.BATCHSITE_ZIP_MAX_MEMBERS,

@@ -162,7 +162,7 @@ def item_add_file(
 def batch_upload(
     *,
     batch: Batch,
-    stream: IO[bytes],
+    stream: staging.BinaryReader,
     content_type: str,
     content_length: int | None,
     actor: str,

@@ -27,6 +27,7 @@ from tests.helpers.api import (
     run_commit,
     upload,
 )
+from tests.helpers.files import zip_data
 
 # --- helpers --------------------------------------------------------------------------------------
 
@@ -44,14 +45,6 @@ def csv_rows(response) -> tuple[list[str], list[dict]]:
     reader = csv.reader(io.StringIO(body_of(response).decode("utf-8")))
     header = next(reader)
     return header, [dict(zip(header, row, strict=True)) for row in reader]
-
-
-def make_zip(files: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name, data in files.items():
-            archive.writestr(name, data)
-    return buffer.getvalue()
 
 
 def open_package(response) -> zipfile.ZipFile:
@@ -356,7 +349,7 @@ def test_export__200000_items_stream_in_bounded_memory(client_a, large_batch, fm
 
 def stamp_batch(client, files: dict[str, bytes], **body) -> dict:
     batch = create_batch(client, type="test.stamp", **body)
-    report = upload(client, batch, make_zip(files))
+    report = upload(client, batch, zip_data(files))
     assert report["added"] == len(files)
     return batch
 
@@ -426,7 +419,7 @@ def test_package__outputs_with_the_same_name_get_distinct_names(
     client_a, django_capture_on_commit_callbacks
 ):
     batch = stamp_batch(client_a, {"doc.txt": b"first"})
-    upload(client_a, batch, make_zip({"doc.txt": b"second"}))
+    upload(client_a, batch, zip_data({"doc.txt": b"second"}))
     run_commit(client_a, batch, django_capture_on_commit_callbacks)
 
     names = package_names(client_a, batch)
@@ -443,7 +436,7 @@ def test_package__a_renamed_output_never_takes_a_name_already_used(
 ):
     # Item 2's output is renamed "2-doc.txt.stamp", which item 1's output already is.
     batch = stamp_batch(client_a, {"doc.txt": b"zero", "2-doc.txt": b"one"})
-    upload(client_a, batch, make_zip({"doc.txt": b"two"}))
+    upload(client_a, batch, zip_data({"doc.txt": b"two"}))
     run_commit(client_a, batch, django_capture_on_commit_callbacks)
 
     names = package_names(client_a, batch)

@@ -1,20 +1,15 @@
-"""Tests for batches.ingest.formats (the JSONL, JSON array, CSV and ZIP readers, format_sniff) and
-batches.ingest.staging (receive, stage).
+"""Tests for batches.ingest.formats (the JSONL, JSON array and CSV readers, format_sniff) and
+batches.ingest.staging (receive, stage); the ZIP reader's are in test_archives.
 
 Everything here runs without the database: readers see bytes, stage sees a file on disk.
 """
 
 from __future__ import annotations
 
-import copy
 import csv
 import io
 import json
-import stat
-import struct
 import tracemalloc
-import warnings
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -25,8 +20,7 @@ from batches.exceptions import InvalidInput, TooLarge
 from batches.ingest import formats, staging
 from batches.ingest.formats import FileRejected
 from batches.ingest.items import ItemProblem
-
-MB = 1024 * 1024
+from tests.helpers.files import MB, SNIFFED_FILES, csv_bytes, jsonl, lying_zip_data, tree, zip_data
 
 
 @pytest.fixture(autouse=True)
@@ -49,30 +43,12 @@ def problems(found) -> list[ItemProblem]:
     return [record for _, record in found if isinstance(record, ItemProblem)]
 
 
-def jsonl(*objs) -> bytes:
-    return b"".join(json.dumps(obj).encode() + b"\n" for obj in objs)
-
-
-def csv_bytes(*rows, lineterminator="\n", quoting=csv.QUOTE_MINIMAL) -> bytes:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator=lineterminator, quoting=quoting)
-    writer.writerows(rows)
-    return out.getvalue().encode()
-
-
 def read_jsonl(body: bytes):
     return records(formats.jsonl_records(io.BytesIO(body)))
 
 
 def read_csv(body: bytes, *, infer_types=False):
     return records(formats.csv_records(io.BytesIO(body), infer_types=infer_types))
-
-
-def tree(path: Path) -> list[str]:
-    """Return every file under `path`, relative to it."""
-    if not path.exists():
-        return []
-    return sorted(str(found.relative_to(path)) for found in path.rglob("*") if found.is_file())
 
 
 # --- format_of -----------------------------------------------------------------------------------
@@ -538,273 +514,11 @@ def test_csv_records__round_trip_infers_types(table):
             assert type(record["payload"][name]) is type(value)
 
 
-# --- ZIP -----------------------------------------------------------------------------------------
-
-
-def zip_data(members, *, compression=zipfile.ZIP_DEFLATED) -> bytes:
-    """Return a ZIP of `members`: (name or ZipInfo, bytes) pairs."""
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # duplicate names are the point of some tests
-        with zipfile.ZipFile(buffer, "w", compression) as archive:
-            for name, data in members:
-                archive.writestr(name, data)
-    return buffer.getvalue()
-
-
-def make_zip(path: Path, members, **kwargs) -> Path:
-    path.write_bytes(zip_data(members, **kwargs))
-    return path
-
-
-def encrypted_zip_data() -> bytes:
-    """Return a ZIP whose second member is flagged as encrypted."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("ok.txt", b"fine")
-        archive.writestr("secret.txt", b"hidden")
-        # The central directory is written at close from these infos: flag it as encrypted.
-        archive.getinfo("secret.txt").flag_bits |= 0x1
-    return buffer.getvalue()
-
-
-def symlink_info(name: str) -> zipfile.ZipInfo:
-    info = zipfile.ZipInfo(name)
-    info.create_system = 3
-    info.external_attr = (stat.S_IFLNK | 0o777) << 16
-    return info
-
-
-def lying_zip_data(*, real_size: int, declared: int) -> bytes:
-    """Return a ZIP whose second member holds `real_size` zeros but claims `declared` bytes."""
-    data = bytearray(zip_data([("ok.txt", b"fine"), ("big.bin", b"\0" * real_size)]))
-    local = data.find(b"PK\x03\x04", 1)  # the second member's local header
-    struct.pack_into("<I", data, local + 22, declared)
-    central = data.find(b"PK\x01\x02")
-    central = data.find(b"PK\x01\x02", central + 1)
-    struct.pack_into("<I", data, central + 24, declared)
-    with zipfile.ZipFile(io.BytesIO(bytes(data))) as archive:
-        assert archive.getinfo("big.bin").file_size == declared
-    return bytes(data)
-
-
-def bomb_data(size: int = 10 * MB) -> bytes:
-    """Return a ZIP of one member: `size` zeros, compressed a thousandfold."""
-    data = zip_data([("zeros.bin", b"\0" * size)])
-    assert len(data) < size // 500
-    return data
-
-
-def read_zip(path: Path, dest: Path, *, max_members=100, max_uncompressed=10 * MB):
-    return records(
-        formats.zip_records(
-            path, dest=dest, max_members=max_members, max_uncompressed=max_uncompressed
-        )
-    )
-
-
-def test_zip_records__each_member_becomes_a_file_record(tmp_path):
-    path = make_zip(tmp_path / "in.zip", [("a.pdf", b"%PDF-a"), ("b.txt", b"bee")])
-    dest = tmp_path / "out"
-
-    found = read_zip(path, dest)
-
-    assert [(index, r["external_id"], r["key"], r["payload"]) for index, r in found] == [
-        (0, "a.pdf", "a.pdf", {}),
-        (1, "b.txt", "b.txt", {}),
-    ]
-    assert [r["_file"].read_bytes() for _, r in found] == [b"%PDF-a", b"bee"]
-    assert all(r["_file"].parent == dest for _, r in found)
-    assert len(tree(dest)) == 2
-
-
-def test_zip_records__stored_members_are_read_too(tmp_path):
-    path = make_zip(tmp_path / "in.zip", [("a.txt", b"aaa")], compression=zipfile.ZIP_STORED)
-
-    [(_, record)] = read_zip(path, tmp_path / "out")
-
-    assert record["_file"].read_bytes() == b"aaa"
-
-
-@pytest.mark.parametrize(
-    ("members", "index", "message"),
-    [
-        ([("ok.txt", b"x"), ("docs/", b"")], 1, "is a directory"),
-        ([("ok.txt", b"x"), ("docs/a.txt", b"x")], 1, "inside a directory"),
-        ([("ok.txt", b"x"), ("../evil.txt", b"x")], 1, "'..' path"),
-        ([("ok.txt", b"x"), ("..", b"x")], 1, "'..' path"),
-        ([("/etc/passwd", b"x"), ("ok.txt", b"x")], 0, "absolute path"),
-        ([("ok.txt", b"x"), ("C:evil.txt", b"x")], 1, "absolute path"),
-        ([("ok.txt", b"x"), ("..\\evil.txt", b"x")], 1, "'..' path"),
-        ([("ok.txt", b"x"), (symlink_info("link"), b"/etc/passwd")], 1, "symbolic link"),
-        ([("a.txt", b"x"), ("b.txt", b"y"), ("a.txt", b"z")], 2, "duplicate name"),
-    ],
-    ids=[
-        "directory",
-        "nested",
-        "dotdot",
-        "dotdot-alone",
-        "absolute",
-        "drive",
-        "backslash-dotdot",
-        "symlink",
-        "duplicate",
-    ],
-)
-def test_zip_records__bad_member_rejects_the_whole_package(tmp_path, members, index, message):
-    path = make_zip(tmp_path / "in.zip", members)
-    dest = tmp_path / "out"
-
-    with pytest.raises(FileRejected) as caught:
-        read_zip(path, dest)
-
-    assert any(
-        error.get("index") == index and message in error["message"] for error in caught.value.errors
-    ), caught.value.errors
-    assert tree(dest) == []
-
-
-def test_zip_records__encrypted_member_rejects_the_whole_package(tmp_path):
-    path = tmp_path / "in.zip"
-    path.write_bytes(encrypted_zip_data())
-
-    with pytest.raises(FileRejected) as caught:
-        read_zip(path, tmp_path / "out")
-
-    assert caught.value.errors == [
-        {"index": 1, "external_id": "secret.txt", "message": "is encrypted"}
-    ]
-    assert tree(tmp_path / "out") == []
-
-
-def test_zip_records__more_members_than_the_limit_is_rejected(tmp_path):
-    path = make_zip(tmp_path / "in.zip", [(f"{n}.txt", b"x") for n in range(4)])
-
-    with pytest.raises(FileRejected) as caught:
-        read_zip(path, tmp_path / "out", max_members=3)
-
-    assert any("4 members; the limit is 3" in e["message"] for e in caught.value.errors)
-    assert tree(tmp_path / "out") == []
-
-
-def test_zip_records__members_at_the_limit_are_accepted(tmp_path):
-    path = make_zip(tmp_path / "in.zip", [(f"{n}.txt", b"x") for n in range(3)])
-
-    assert len(read_zip(path, tmp_path / "out", max_members=3)) == 3
-
-
-def test_zip_records__bomb_is_rejected_by_declared_size(tmp_path):
-    path = tmp_path / "in.zip"
-    path.write_bytes(bomb_data())
-
-    with pytest.raises(FileRejected) as caught:
-        read_zip(path, tmp_path / "out", max_uncompressed=MB)
-
-    assert any("the limit is" in e["message"] for e in caught.value.errors)
-    assert tree(tmp_path / "out") == []
-
-
-def test_zip_records__uncompressed_size_at_the_limit_is_accepted(tmp_path):
-    path = make_zip(tmp_path / "in.zip", [("a.bin", b"\0" * 1000), ("b.bin", b"\0" * 24)])
-
-    assert len(read_zip(path, tmp_path / "out", max_uncompressed=1024)) == 2
-
-
-def test_zip_records__header_lying_about_its_size_is_rejected(tmp_path):
-    path = tmp_path / "in.zip"
-    path.write_bytes(lying_zip_data(real_size=2 * MB, declared=100))
-    dest = tmp_path / "out"
-
-    with pytest.raises(FileRejected) as caught:
-        read_zip(path, dest, max_uncompressed=MB)
-
-    assert caught.value.errors
-    assert any(
-        e.get("external_id") == "big.bin" or "limit" in e["message"] for e in caught.value.errors
-    )
-    # Records yielded before the bad member leave files behind; stage() discards them.
-
-
-def test_zip_records__inflated_bytes_are_counted_while_extracting(tmp_path, monkeypatch):
-    """Headers that understate the sizes pass the declared check; the real bytes do not."""
-    path = make_zip(tmp_path / "in.zip", [("a.bin", b"\0" * MB), ("b.bin", b"\0" * MB)])
-    real_infolist = zipfile.ZipFile.infolist
-    real_open = zipfile.ZipFile.open
-
-    def lying_infolist(self):
-        lies = [copy.copy(info) for info in real_infolist(self)]
-        for lie in lies:
-            lie.file_size = 10
-        return lies
-
-    def honest_open(self, name, *args, **kwargs):
-        if isinstance(name, zipfile.ZipInfo):
-            name = name.filename
-        return real_open(self, name, *args, **kwargs)
-
-    monkeypatch.setattr(zipfile.ZipFile, "infolist", lying_infolist)
-    monkeypatch.setattr(zipfile.ZipFile, "open", honest_open)
-    found = []
-
-    with pytest.raises(FileRejected) as caught:  # noqa: PT012 - records read before the refusal
-        for record in formats.zip_records(
-            path, dest=tmp_path / "out", max_members=10, max_uncompressed=MB + 1
-        ):
-            found.append(record)
-
-    assert [index for index, _ in found] == [0]
-    assert caught.value.errors == [
-        {"field": "package", "message": "unpacks to more than the limit (checked while unpacking)"}
-    ]
-
-
-@pytest.mark.parametrize(
-    "body", [b"", b"not a zip at all", b"PK\x03\x04garbage"], ids=["empty", "text", "bad-magic"]
-)
-def test_zip_records__not_a_zip_is_rejected(tmp_path, body):
-    path = tmp_path / "in.zip"
-    path.write_bytes(body)
-
-    with pytest.raises(FileRejected, match="not a ZIP"):
-        read_zip(path, tmp_path / "out")
-
-
-def test_zip_records__package_without_members_is_rejected(tmp_path):
-    path = make_zip(tmp_path / "in.zip", [])
-
-    with pytest.raises(FileRejected) as caught:
-        read_zip(path, tmp_path / "out")
-
-    assert caught.value.errors == [{"field": "package", "message": "is empty"}]
-
-
 # --- format_sniff --------------------------------------------------------------------------------
 
 # One file of each format a body is recognised as without its Content-Type or name, each
 # holding the items "a" and "b": (format, body, the job type its items need).
-SNIFFED_FILES = [
-    pytest.param(
-        "jsonl",
-        jsonl({"external_id": "a", "payload": {"n": "1"}}, {"external_id": "b", "payload": {}}),
-        "echo",
-        id="jsonl",
-    ),
-    pytest.param(
-        "json",
-        json.dumps(
-            [{"external_id": "a", "payload": {"n": "1"}}, {"external_id": "b", "payload": {}}]
-        ).encode(),
-        "echo",
-        id="json",
-    ),
-    pytest.param("csv", csv_bytes(["external_id", "n"], ["a", "1"], ["b", ""]), "echo", id="csv"),
-    pytest.param("zip", zip_data([("a", b"alpha"), ("b", b"beta")]), "test.stamp", id="zip"),
-]
 # Bodies whose first bytes show none of the formats.
-UNRECOGNISABLE = [
-    pytest.param(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", id="png"),
-    pytest.param(b"hello world\nthis is not a batch file\n", id="text-without-a-comma"),
-]
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,6 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 
 from batches.models import Batch, BatchError, Item
-from tests.batches.test_exports import make_zip
 from tests.batches.test_sources import jsonl
 from tests.helpers.api import (
     BATCHES,
@@ -27,6 +26,7 @@ from tests.helpers.api import (
     serve,
     upload,
 )
+from tests.helpers.files import zip_data
 
 PROBLEM = "application/problem+json"
 NO_SIGNER = {
@@ -109,7 +109,7 @@ def test_upload__zip_of_documents_without_a_signer_is_refused(client_a, dry_run)
 
     response = client_a.post(
         batch_url(batch, f"upload/{dry_run}"),
-        data=make_zip(DOCUMENTS),
+        data=zip_data(DOCUMENTS),
         content_type="application/zip",
     )
 
@@ -160,7 +160,7 @@ def test_source_ingest__lines_of_an_unready_type_fail_the_batch(
 def test_items_add__accepted_once_the_signer_exists(client_a):
     batch = create_batch(client_a, type="document.sign")
     url = batch_url(batch, "upload/")
-    zipped = make_zip(DOCUMENTS)
+    zipped = zip_data(DOCUMENTS)
     assert client_a.post(url, data=zipped, content_type="application/zip").status_code == 409
 
     make_signer()
@@ -176,7 +176,7 @@ def test_batch_commit__refused_when_the_signer_went_after_the_items_came(
 ):
     make_signer()
     batch = create_batch(client_a, type="document.sign")
-    upload(client_a, batch, make_zip(DOCUMENTS))
+    upload(client_a, batch, zip_data(DOCUMENTS))
     Path(django_settings.BATCHSITE_SIGNING_KEY).unlink()
     before = row_counts()
 
@@ -195,7 +195,7 @@ def test_batch_rerun__refused_while_a_type_is_not_ready(
 ):
     make_signer()
     batch = create_batch(client_a, type="document.sign")
-    upload(client_a, batch, make_zip(DOCUMENTS))
+    upload(client_a, batch, zip_data(DOCUMENTS))
     run_commit(client_a, batch, django_capture_on_commit_callbacks)
     Path(django_settings.BATCHSITE_SIGNING_KEY).unlink()
 

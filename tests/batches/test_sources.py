@@ -18,8 +18,8 @@ from werkzeug import Response
 from batches import services
 from batches.ingest import sources
 from batches.models import Batch, BatchError, Item
-from tests.batches.test_formats import SNIFFED_FILES, UNRECOGNISABLE
 from tests.helpers.api import BATCHES, JSONL, assert_problem, batch_url, row_counts, serve
+from tests.helpers.files import SNIFFED_FILES, UNRECOGNISABLE
 
 
 @pytest.fixture(autouse=True)

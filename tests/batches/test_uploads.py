@@ -18,7 +18,9 @@ from django.conf import settings as django_settings
 from batches import services
 from batches.ingest import bulk, staging
 from batches.models import Batch, BatchError, Item
-from tests.batches.test_formats import (
+from tests.factories import open_batch
+from tests.helpers.api import assert_problem, batch_url, error_fields, row_counts
+from tests.helpers.files import (
     MB,
     SNIFFED_FILES,
     UNRECOGNISABLE,
@@ -31,8 +33,6 @@ from tests.batches.test_formats import (
     tree,
     zip_data,
 )
-from tests.factories import open_batch
-from tests.helpers.api import assert_problem, batch_url, error_fields, row_counts
 
 JSONL = "application/x-ndjson"
 JSON = "application/json"

@@ -17,10 +17,10 @@ from batches.compat.centrapay import serializers
 from batches.models import Batch, Chunk
 from jobs import job_types
 from jobs.echo import Echo
-from tests.batches.test_formats import SNIFFED_FILES, UNRECOGNISABLE
 from tests.batches.test_sources import jsonl
 from tests.factories import open_batch
 from tests.helpers.api import serve
+from tests.helpers.files import SNIFFED_FILES, UNRECOGNISABLE
 
 BATCHES = "/compat/centrapay/api/batches"
 BATCH_TYPES = "/compat/centrapay/api/batch-types"

@@ -29,8 +29,8 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from batches import services
-from tests.batches.test_formats import zip_data
 from tests.helpers import wsgi_request
+from tests.helpers.files import zip_data
 
 EXAMPLES = int(os.environ.get("BATCHSITE_FUZZ_EXAMPLES", "50"))
 fuzz_settings = hypothesis_settings(

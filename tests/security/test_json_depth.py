@@ -21,8 +21,8 @@ from rest_framework.test import APIClient
 
 from batches import services
 from batches.models import Batch, Item
-from tests.batches.test_formats import zip_data
 from tests.helpers.api import assert_problem, row_counts
+from tests.helpers.files import zip_data
 
 API = "/api/v1"
 BATCHES = f"{API}/batches/"

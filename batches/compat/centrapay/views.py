@@ -42,10 +42,10 @@ from rest_framework.views import APIView
 
 from batches import services
 from batches.api.authentication import KeyAuthentication, request_actor
+from batches.api.notfound import CatchAllNotFound
 from batches.api.parsers import DepthLimitedJSONParser
 from batches.api.problems import ServerError, flatten_errors
 from batches.api.schema import api_key_scheme
-from batches.api.views import CatchAllNotFound
 from batches.compat.centrapay.serializers import (
     CentrapayBatchCreateSerializer,
     CentrapayBatchSerializer,

@@ -14,7 +14,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from batches.api.serializers import StrictCharField
+from batches.api.fields import StrictCharField
 from batches.models import Batch, Item
 
 HYDRA_CONTEXT = "http://www.w3.org/ns/hydra/context.jsonld"

@@ -42,9 +42,9 @@ from batches.api.authentication import (
     request_actor,
     request_key_account,
 )
+from batches.api.notfound import CatchAllNotFound
 from batches.api.parsers import DepthLimitedJSONParser
 from batches.api.problems import domain_error_line, flatten_errors
-from batches.api.views import CatchAllNotFound
 from batches.compat.dlcs.authentication import BasicApiKeyAuthentication
 from batches.compat.dlcs.serializers import (
     HYDRA_CONTEXT,

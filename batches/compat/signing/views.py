@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import PurePosixPath
-from typing import IO, Any
+from typing import Any
 
 from django.http import Http404
 from django.utils.http import parse_header_parameters
@@ -50,9 +50,9 @@ from batches.api.authentication import (
     request_actor,
     request_key_account,
 )
+from batches.api.notfound import CatchAllNotFound
 from batches.api.parsers import DepthLimitedJSONParser, RawBodyParser
 from batches.api.problems import domain_error_line, flatten_errors
-from batches.api.views import CatchAllNotFound
 from batches.compat.errors import dialect_exception_handler
 from batches.compat.negotiation import AnyAcceptNegotiation
 from batches.compat.signing import packages
@@ -70,6 +70,7 @@ from batches.compat.signing.serializers import (
     flag,
 )
 from batches.exceptions import DomainError, InvalidInput, NotFound
+from batches.ingest.staging import BinaryReader
 from batches.models import Batch
 
 ZIP = "application/zip"
@@ -108,7 +109,7 @@ signing_exception_handler = dialect_exception_handler(_error_body)
 class _HashingReader:
     """Pass a stream's reads through, hashing what passes (the package's `hash`)."""
 
-    def __init__(self, stream: IO[bytes]):
+    def __init__(self, stream: BinaryReader):
         self.stream = stream
         self.digest = hashlib.sha256()
 
@@ -265,8 +266,7 @@ class UploadPackage(SigningView):
             name = self._disposition_name()
         services.batch_upload(
             batch=batch,
-            # batch_upload types its stream IO[bytes] but only reads it.
-            stream=body,  # type: ignore[arg-type]
+            stream=body,
             content_type=ZIP,
             content_length=length,
             actor=request_actor(request),
