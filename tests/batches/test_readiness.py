@@ -16,7 +16,6 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
 
 from batches.models import Batch, BatchError, Item
-from tests.batches.test_sources import jsonl
 from tests.helpers.api import (
     BATCHES,
     batch_url,
@@ -26,7 +25,7 @@ from tests.helpers.api import (
     serve,
     upload,
 )
-from tests.helpers.files import zip_data
+from tests.helpers.files import jsonl_text, zip_data
 
 PROBLEM = "application/problem+json"
 NO_SIGNER = {
@@ -121,7 +120,7 @@ def test_upload__zip_of_documents_without_a_signer_is_refused(client_a, dry_run)
 def test_upload__jsonl_line_of_an_unready_type_refuses_the_file(client_a, no_mail_server):
     batch = create_batch(client_a)
     before = row_counts()
-    lines = jsonl([{"payload": {"n": 1}}, MAIL])
+    lines = jsonl_text([{"payload": {"n": 1}}, MAIL])
 
     response = client_a.post(
         batch_url(batch, "upload/"), data=lines, content_type="application/x-ndjson"
@@ -145,7 +144,7 @@ def test_source_ingest__lines_of_an_unready_type_fail_the_batch(
     client_a, settings, httpserver, no_mail_server, django_capture_on_commit_callbacks
 ):
     settings.BATCHSITE_OUTBOUND_ALLOWED_HOSTS = ["localhost"]
-    url = serve(httpserver, "/mail.jsonl", jsonl([MAIL, MAIL]))
+    url = serve(httpserver, "/mail.jsonl", jsonl_text([MAIL, MAIL]))
 
     with django_capture_on_commit_callbacks(execute=True):
         created = create_batch(client_a, source_url=url, commit=True)

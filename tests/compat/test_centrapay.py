@@ -17,10 +17,9 @@ from batches.compat.centrapay import serializers
 from batches.models import Batch, Chunk
 from jobs import job_types
 from jobs.echo import Echo
-from tests.batches.test_sources import jsonl
 from tests.factories import open_batch
 from tests.helpers.api import serve
-from tests.helpers.files import SNIFFED_FILES, UNRECOGNISABLE
+from tests.helpers.files import SNIFFED_FILES, UNRECOGNISABLE, jsonl_text
 
 BATCHES = "/compat/centrapay/api/batches"
 BATCH_TYPES = "/compat/centrapay/api/batch-types"
@@ -76,7 +75,7 @@ def poll(client, batch_id: str) -> dict:
 def test_centrapay__create_from_a_file_url_and_poll_to_complete(
     client, account, httpserver, django_capture_on_commit_callbacks
 ):
-    url = serve(httpserver, "/assets.jsonl", jsonl([{"payload": {"n": n}} for n in range(3)]))
+    url = serve(httpserver, "/assets.jsonl", jsonl_text([{"payload": {"n": n}} for n in range(3)]))
 
     with django_capture_on_commit_callbacks(execute=True):
         response = create(client, account, url)
@@ -110,7 +109,7 @@ def test_centrapay__lifecycle_is_created_copied_chunked_complete(
 ):
     # One item per chunk, so one worker step leaves the batch part-way.
     monkeypatch.setattr(Echo, "chunk_size", 1)
-    url = serve(httpserver, "/assets.jsonl", jsonl([{"payload": {"n": n}} for n in range(2)]))
+    url = serve(httpserver, "/assets.jsonl", jsonl_text([{"payload": {"n": n}} for n in range(2)]))
     with django_capture_on_commit_callbacks() as ingest:
         batch_id = create(client, account, url).json()["id"]
     assert poll(client, batch_id)["status"] == "created"
@@ -138,7 +137,7 @@ def test_centrapay__a_bad_line_is_an_error_with_its_index(
 ):
     lines: list = [{"external_id": f"e{n}", "payload": {"n": n}} for n in range(8)]
     lines[5] = "{not json"
-    url = serve(httpserver, "/assets.jsonl", jsonl(lines))
+    url = serve(httpserver, "/assets.jsonl", jsonl_text(lines))
 
     with django_capture_on_commit_callbacks(execute=True):
         batch_id = create(client, account, url).json()["id"]
@@ -159,7 +158,7 @@ def test_centrapay__a_refused_line_names_its_external_id(
 ):
     lines: list = [{"external_id": f"e{n}", "payload": {"n": n}} for n in range(8)]
     lines[5] = {"external_id": "1234", "payload": {"fail": "not a boolean"}}
-    url = serve(httpserver, "/assets.jsonl", jsonl(lines))
+    url = serve(httpserver, "/assets.jsonl", jsonl_text(lines))
 
     with django_capture_on_commit_callbacks(execute=True):
         batch_id = create(client, account, url).json()["id"]
@@ -183,7 +182,7 @@ def test_centrapay__items_that_fail_when_run_are_errors_with_their_line_in_the_f
         {"external_id": "1234", "payload": {"fail": "not a boolean"}},
         {"external_id": "e6", "payload": {"fail": True}},
     ]
-    url = serve(httpserver, "/assets.jsonl", jsonl(lines))
+    url = serve(httpserver, "/assets.jsonl", jsonl_text(lines))
 
     with django_capture_on_commit_callbacks(execute=True):
         batch_id = create(client, account, url).json()["id"]
@@ -220,7 +219,7 @@ def test_centrapay__errors_lists_the_first_ones_and_error_count_counts_them_all(
     lines: list = ["{bad", "{bad"] + [
         {"external_id": f"f{n}", "payload": {"fail": True}} for n in range(3)
     ]
-    url = serve(httpserver, "/assets.jsonl", jsonl(lines))
+    url = serve(httpserver, "/assets.jsonl", jsonl_text(lines))
 
     with django_capture_on_commit_callbacks(execute=True):
         batch_id = create(client, account, url).json()["id"]
@@ -325,7 +324,7 @@ def test_centrapay__an_unreadable_file_ends_in_error(
 
 
 def test_centrapay__another_accounts_id_is_403(client, account, other_account, httpserver):
-    url = serve(httpserver, "/assets.jsonl", jsonl([{"payload": {}}]))
+    url = serve(httpserver, "/assets.jsonl", jsonl_text([{"payload": {}}]))
 
     response = create(client, account, url, accountId=str(other_account.number))
 
@@ -338,7 +337,7 @@ def test_centrapay__another_accounts_id_is_403(client, account, other_account, h
 def test_centrapay__account_id_may_be_the_accounts_name(
     client, account, httpserver, django_capture_on_commit_callbacks
 ):
-    url = serve(httpserver, "/assets.jsonl", jsonl([{"payload": {}}]))
+    url = serve(httpserver, "/assets.jsonl", jsonl_text([{"payload": {}}]))
 
     with django_capture_on_commit_callbacks(execute=True):
         response = create(client, account, url, accountId=account.name)
@@ -362,7 +361,7 @@ def test_centrapay__account_id_may_be_the_accounts_name(
 def test_centrapay__any_account_but_the_keys_own_is_the_same_403(
     client, account, other_account, httpserver, account_id
 ):
-    url = serve(httpserver, "/assets.jsonl", jsonl([{"payload": {}}]))
+    url = serve(httpserver, "/assets.jsonl", jsonl_text([{"payload": {}}]))
 
     response = create(client, account, url, accountId=account_id(other_account))
 
@@ -382,7 +381,7 @@ def test_centrapay__missing_fields_are_400(client, account):
 
 
 def test_centrapay__unknown_batch_type_is_400(client, account, httpserver):
-    url = serve(httpserver, "/assets.jsonl", jsonl([{"payload": {}}]))
+    url = serve(httpserver, "/assets.jsonl", jsonl_text([{"payload": {}}]))
 
     response = create(client, account, url, type="farmlands-external-asset")
 
@@ -431,7 +430,7 @@ def test_centrapay__unknown_batch_is_404(client):
 def test_centrapay__another_accounts_batch_is_404(
     client, other_client, account, httpserver, django_capture_on_commit_callbacks
 ):
-    url = serve(httpserver, "/assets.jsonl", jsonl([{"payload": {}}]))
+    url = serve(httpserver, "/assets.jsonl", jsonl_text([{"payload": {}}]))
     with django_capture_on_commit_callbacks(execute=True):
         batch_id = create(client, account, url).json()["id"]
 

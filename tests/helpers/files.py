@@ -119,3 +119,8 @@ def tree(path: Path) -> list[str]:
     if not path.exists():
         return []
     return sorted(str(found.relative_to(path)) for found in path.rglob("*") if found.is_file())
+
+
+def jsonl_text(lines: list) -> str:
+    """Return JSONL text: each line is a string as it is, or an object to dump."""
+    return "".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines)

@@ -19,7 +19,7 @@ from batches import services
 from batches.ingest import sources
 from batches.models import Batch, BatchError, Item
 from tests.helpers.api import BATCHES, JSONL, assert_problem, batch_url, row_counts, serve
-from tests.helpers.files import SNIFFED_FILES, UNRECOGNISABLE
+from tests.helpers.files import SNIFFED_FILES, UNRECOGNISABLE, jsonl_text
 
 
 @pytest.fixture(autouse=True)
@@ -41,10 +41,6 @@ def ingest(client_a, django_capture_on_commit_callbacks):
     return create
 
 
-def jsonl(lines: list) -> str:
-    return "".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines)
-
-
 def items_of(batch: Batch) -> list[tuple]:
     return list(
         Item.objects.filter(batch=batch)
@@ -64,7 +60,7 @@ def only_error(batch: Batch) -> BatchError:
 
 def test_source_ingest__jsonl_source_opens_the_batch_with_its_items(httpserver, ingest, client_a):
     lines = [{"external_id": f"e{n}", "payload": {"n": n}} for n in range(4)]
-    url = serve(httpserver, "/items.jsonl", jsonl(lines))
+    url = serve(httpserver, "/items.jsonl", jsonl_text(lines))
 
     created, batch = ingest(url, type="echo")
 
@@ -80,7 +76,7 @@ def test_source_ingest__jsonl_source_opens_the_batch_with_its_items(httpserver, 
 
 
 def test_source_ingest__commit_true_processes_the_items(httpserver, ingest):
-    url = serve(httpserver, "/items.jsonl", jsonl([{"payload": {"n": n}} for n in range(3)]))
+    url = serve(httpserver, "/items.jsonl", jsonl_text([{"payload": {"n": n}} for n in range(3)]))
 
     created, batch = ingest(url, commit=True)
 
@@ -97,7 +93,7 @@ def test_source_ingest__bad_line_becomes_an_error_and_the_rest_are_added(
 ):
     lines: list = [{"external_id": f"e{n}", "payload": {"n": n}} for n in range(8)]
     lines[5] = "{not json"
-    url = serve(httpserver, "/items.jsonl", jsonl(lines))
+    url = serve(httpserver, "/items.jsonl", jsonl_text(lines))
 
     _, batch = ingest(url)
 
@@ -131,7 +127,7 @@ def test_source_ingest__csv_source_is_read_by_its_content_type(httpserver, inges
 @pytest.mark.parametrize(
     ("path", "body", "expected"),
     [
-        ("/items.jsonl", jsonl([{"external_id": "j", "payload": {"x": 1}}]), ("j", {"x": 1})),
+        ("/items.jsonl", jsonl_text([{"external_id": "j", "payload": {"x": 1}}]), ("j", {"x": 1})),
         ("/items.csv", "external_id,x\nc,1\n", ("c", {"x": "1"})),
     ],
     ids=["jsonl", "csv"],
@@ -220,7 +216,7 @@ def test_source_ingest__zip_source_gives_file_items(httpserver, ingest):
 
 
 def test_source_ingest__redirect_to_an_allowed_host_is_followed(httpserver, ingest):
-    target = serve(httpserver, "/items.jsonl", jsonl([{"payload": {"n": 1}}]))
+    target = serve(httpserver, "/items.jsonl", jsonl_text([{"payload": {"n": 1}}]))
     httpserver.expect_request("/old").respond_with_data(
         "", status=302, headers={"Location": target}
     )
@@ -257,7 +253,7 @@ def test_source_ingest__404_fails_the_batch_saying_why(httpserver, ingest, clien
     ids=["other-host", "loopback-ip-not-named"],
 )
 def test_source_ingest__redirect_to_a_refused_host_fails_the_batch(httpserver, ingest, location):
-    serve(httpserver, "/items.jsonl", jsonl([{"payload": {}}]))
+    serve(httpserver, "/items.jsonl", jsonl_text([{"payload": {}}]))
     httpserver.expect_request("/hop").respond_with_data(
         "", status=302, headers={"Location": location.format(port=httpserver.port)}
     )
@@ -300,7 +296,7 @@ def test_source_ingest__oversize_source_with_a_length_fails_naming_the_limit(
     httpserver, ingest, settings
 ):
     settings.BATCHSITE_MAX_UPLOAD_BYTES = 100
-    url = serve(httpserver, "/big.jsonl", jsonl([{"payload": {"n": n}} for n in range(50)]))
+    url = serve(httpserver, "/big.jsonl", jsonl_text([{"payload": {"n": n}} for n in range(50)]))
 
     _, batch = ingest(url)
 
@@ -343,7 +339,7 @@ def test_source_ingest__unknown_format_fails_with_source_format(httpserver, inge
 
 
 def test_source_ingest__source_without_a_valid_line_fails(httpserver, ingest):
-    url = serve(httpserver, "/bad.jsonl", jsonl(["{nope", "[1, 2]", '"text"']))
+    url = serve(httpserver, "/bad.jsonl", jsonl_text(["{nope", "[1, 2]", '"text"']))
 
     _, batch = ingest(url)
 
@@ -436,7 +432,7 @@ def test_batch_create__source_url_with_items_is_400(client_a, httpserver):
 
 
 def test_source_ingest__cancel_while_ingesting_then_a_late_run_adds_nothing(httpserver, client_a):
-    url = serve(httpserver, "/items.jsonl", jsonl([{"payload": {"n": n}} for n in range(3)]))
+    url = serve(httpserver, "/items.jsonl", jsonl_text([{"payload": {"n": n}} for n in range(3)]))
     created = client_a.post(BATCHES, {"source_url": url}, format="json").json()
     assert created["status"] == "ingesting"
 
@@ -452,7 +448,7 @@ def test_source_ingest__cancel_while_ingesting_then_a_late_run_adds_nothing(http
 
 
 def test_source_ingest__cancel_during_the_download_adds_nothing(httpserver, account, monkeypatch):
-    url = serve(httpserver, "/items.jsonl", jsonl([{"payload": {"n": n}} for n in range(3)]))
+    url = serve(httpserver, "/items.jsonl", jsonl_text([{"payload": {"n": n}} for n in range(3)]))
     batch, _ = services.batch_create(account=account, actor="test", source_url=url)
     real_download = sources.download
 
@@ -473,7 +469,7 @@ def test_source_ingest__cancel_during_the_download_adds_nothing(httpserver, acco
 
 
 def test_source_ingest__second_delivery_adds_the_items_once(httpserver, account):
-    url = serve(httpserver, "/items.jsonl", jsonl([{"payload": {"n": n}} for n in range(5)]))
+    url = serve(httpserver, "/items.jsonl", jsonl_text([{"payload": {"n": n}} for n in range(5)]))
     batch, _ = services.batch_create(account=account, actor="test", source_url=url)
 
     first = sources.source_ingest(batch_id=batch.pk)
@@ -491,7 +487,7 @@ def test_source_ingest__second_delivery_adds_the_items_once(httpserver, account)
 def test_source_ingest__delivery_while_another_worker_reads_does_nothing(httpserver, account):
     from batches.engine.locks import lock_acquire
 
-    url = serve(httpserver, "/items.jsonl", jsonl([{"payload": {}}]))
+    url = serve(httpserver, "/items.jsonl", jsonl_text([{"payload": {}}]))
     batch, _ = services.batch_create(account=account, actor="test", source_url=url)
     assert lock_acquire(name=f"ingest:{batch.pk}", owner="other-worker", seconds=60)
 
