@@ -27,9 +27,9 @@ run: install
 test: install
 	$(PY) -m pytest
 
-## Without the cluster, browser and load tests, on both CPUs (one SQLite file and data dir each).
+## Without the cluster, browser, load and slow tests, on both CPUs (one SQLite file and data dir each).
 test-fast: install
-	$(PY) -m pytest -q -n 2 -m "not cluster and not browser and not load"
+	$(PY) -m pytest -q -n 2 -m "not cluster and not browser and not load and not slow"
 
 ## The fast checks, in order, stopping at the first failure: lint, Django's checks, migrations, types.
 check: lint

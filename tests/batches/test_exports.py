@@ -312,6 +312,7 @@ def large_batch(account) -> Batch:
     return batch
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["jsonl", "csv"])
 def test_export__200000_items_stream_in_bounded_memory(client_a, large_batch, fmt):
     lines = 0

@@ -32,6 +32,8 @@ from batches import services
 from tests.helpers import wsgi_request
 from tests.helpers.files import zip_data
 
+pytestmark = pytest.mark.slow
+
 EXAMPLES = int(os.environ.get("BATCHSITE_FUZZ_EXAMPLES", "50"))
 fuzz_settings = hypothesis_settings(
     max_examples=EXAMPLES,

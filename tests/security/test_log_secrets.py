@@ -211,6 +211,7 @@ def debug(request, settings) -> bool:
     return request.param
 
 
+@pytest.mark.slow
 def test_logs__no_raw_key_or_webhook_secret_in_any_log_record(
     debug, throttled, records, account, other_account, server, secrets_made
 ):

@@ -142,6 +142,7 @@ def stopwatch() -> Iterator[list[float]]:
 # --- every transfer ends at its limit ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_source_download_ends_at_its_limit_whatever_the_peer_sends(
     drip, settings, client_a, django_capture_on_commit_callbacks
 ):
@@ -158,6 +159,7 @@ def test_source_download_ends_at_its_limit_whatever_the_peer_sends(
     assert error.message == f"the source took more than {LIMIT} seconds"
 
 
+@pytest.mark.slow
 def test_http_request_ends_at_its_timeout_whatever_the_peer_sends(drip):
     payload = {"url": drip.url(), "timeout": LIMIT}
 
@@ -168,6 +170,7 @@ def test_http_request_ends_at_its_timeout_whatever_the_peer_sends(drip):
     assert raised.value.code == "timeout"
 
 
+@pytest.mark.slow
 def test_image_origin_fetch_ends_at_its_limit_whatever_the_peer_sends(drip, settings):
     settings.BATCHSITE_SOURCE_TIMEOUT = LIMIT
 
@@ -178,6 +181,7 @@ def test_image_origin_fetch_ends_at_its_limit_whatever_the_peer_sends(drip, sett
     assert raised.value.code == "origin_timeout"
 
 
+@pytest.mark.slow
 @pytest.mark.django_db
 def test_webhook_try_ends_at_its_limit_whatever_the_receiver_sends(drip, settings):
     settings.BATCHSITE_WEBHOOK_TIMEOUT = LIMIT
@@ -195,6 +199,7 @@ def test_webhook_try_ends_at_its_limit_whatever_the_receiver_sends(drip, setting
         assert (delivery.status, attempt.status_code) == ("succeeded", 200)
 
 
+@pytest.mark.slow
 def test_deadline_ends_a_transfer_between_bytes_not_after_them(drip):
     with (
         stopwatch() as elapsed,

@@ -363,6 +363,7 @@ def probe(tmp_path, **env: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_check_deploy__clean_with_the_production_environment(tmp_path):
     result = check_deploy(tmp_path, **PRODUCTION)
 
@@ -370,6 +371,7 @@ def test_check_deploy__clean_with_the_production_environment(tmp_path):
     assert "no issues" in result.stdout
 
 
+@pytest.mark.slow
 def test_check_deploy__defaults_warn_about_what_https_needs(tmp_path):
     result = check_deploy(tmp_path)
 
@@ -381,6 +383,7 @@ def test_check_deploy__defaults_warn_about_what_https_needs(tmp_path):
     assert "4 issues" in result.stderr
 
 
+@pytest.mark.slow
 def test_check_deploy__hsts_without_subdomains_and_preload_still_warns(tmp_path):
     env = {**PRODUCTION, "BATCHSITE_HSTS_INCLUDE_SUBDOMAINS": "0", "BATCHSITE_HSTS_PRELOAD": "0"}
 
@@ -391,6 +394,7 @@ def test_check_deploy__hsts_without_subdomains_and_preload_still_warns(tmp_path)
     assert "security.W021" in result.stderr
 
 
+@pytest.mark.slow
 def test_check_deploy__an_operator_may_silence_a_check(tmp_path):
     env = {
         **PRODUCTION,
@@ -404,6 +408,7 @@ def test_check_deploy__an_operator_may_silence_a_check(tmp_path):
     assert "1 silenced" in result.stdout
 
 
+@pytest.mark.slow
 def test_settings__bad_throttle_rate_fails_at_startup(tmp_path):
     result = check_deploy(tmp_path, **PRODUCTION, BATCHSITE_THROTTLE_RATE="lots")
 
@@ -411,6 +416,7 @@ def test_settings__bad_throttle_rate_fails_at_startup(tmp_path):
     assert "BATCHSITE_THROTTLE_RATE" in result.stderr
 
 
+@pytest.mark.slow
 def test_production__redirects_to_https_and_sends_hsts(tmp_path):
     report = probe(tmp_path, **PRODUCTION)
 
@@ -421,12 +427,14 @@ def test_production__redirects_to_https_and_sends_hsts(tmp_path):
     assert report["secure"]["hsts"] == "max-age=31536000; includeSubDomains; preload"
 
 
+@pytest.mark.slow
 def test_production__health_probes_are_not_redirected(tmp_path):
     report = probe(tmp_path, **PRODUCTION)
 
     assert report["healthz"]["status"] == 200
 
 
+@pytest.mark.slow
 def test_production__behind_a_proxy_its_https_header_counts(tmp_path):
     plain = probe(tmp_path, **PRODUCTION)
     proxied = probe(tmp_path, **PRODUCTION, BATCHSITE_BEHIND_PROXY="1")
@@ -436,6 +444,7 @@ def test_production__behind_a_proxy_its_https_header_counts(tmp_path):
     assert proxied["settings"]["SECURE_PROXY_SSL_HEADER"] == ["HTTP_X_FORWARDED_PROTO", "https"]
 
 
+@pytest.mark.slow
 def test_production__csrf_trusted_origins_come_from_the_environment(tmp_path):
     origins = "https://batchsite.example,https://ops.example"
 
@@ -444,6 +453,7 @@ def test_production__csrf_trusted_origins_come_from_the_environment(tmp_path):
     assert report["settings"]["CSRF_TRUSTED_ORIGINS"] == origins.split(",")
 
 
+@pytest.mark.slow
 def test_debug__never_forces_https(tmp_path):
     report = probe(tmp_path, **PRODUCTION, DJANGO_DEBUG="1")
 
@@ -456,6 +466,7 @@ def test_debug__never_forces_https(tmp_path):
     assert report["secure"]["hsts"] is None
 
 
+@pytest.mark.slow
 def test_defaults__plain_http_works(tmp_path):
     report = probe(tmp_path, DJANGO_ALLOWED_HOSTS="batchsite.example")
 

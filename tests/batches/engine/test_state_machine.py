@@ -580,6 +580,7 @@ class BatchMachine(RuleBasedStateMachine):
             assert segments[-1] == [batch.status], events
 
 
+@pytest.mark.slow
 def test_batch_lifecycle__random_transitions_keep_every_invariant(db, settings, monkeypatch):
     # Slices end by size, never by the clock; two dead workers exhaust a chunk.
     settings.BATCHSITE_SLICE_SECONDS = 3600

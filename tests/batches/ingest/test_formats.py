@@ -856,6 +856,7 @@ def peak_while(function):
     return result, peak
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad", [False, True], ids=["good-lines", "bad-lines"])
 def test_stage__memory_stays_flat_for_a_large_file(tmp_path, bad):
     path = tmp_path / "big.jsonl"
@@ -898,6 +899,7 @@ def test_stage__one_huge_jsonl_line_is_refused_without_loading_it(tmp_path):
     staged.close()
 
 
+@pytest.mark.slow
 def test_stage__memory_stays_flat_for_a_large_json_array(tmp_path):
     path = tmp_path / "big.json"
     filler = "x" * 100
