@@ -12,6 +12,7 @@ from PIL import Image
 from batches import services
 from batches.models import Batch, Item
 from tests.conftest import ROOT, wait_for
+from tests.e2e.helpers import wait_terminal
 
 playwright_api = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed: pip install -e '.[dev]'"
@@ -45,20 +46,6 @@ def slow_batch(account, *, items: int, sleep_ms: int, label: str = "", failing=(
         commit=True,
     )
     return batch
-
-
-def wait_ended(batch: Batch, cluster, *, timeout: float = 30) -> Batch:
-    """Wait until the batch reached a terminal status; print the cluster's log if it did not."""
-
-    def ended():
-        batch.refresh_from_db()
-        return batch if batch.is_terminal else None
-
-    try:
-        return wait_for(ended, timeout=timeout)
-    except AssertionError:
-        print(cluster.output()[-5000:])
-        raise
 
 
 @pytest.mark.cluster
@@ -165,8 +152,7 @@ def test_dashboard__screenshots_of_the_list_and_a_running_batch(log_in, cluster,
     replay = slow_batch(globex, items=1000, sleep_ms=5, label="webhook replay")
     wait_for(lambda: Batch.objects.get(pk=replay.pk).succeeded_items, timeout=30)
     services.batch_cancel(batch=replay, actor="test")
-    for batch in (nightly, report, replay):
-        wait_ended(batch, cluster)
+    nightly, report, replay = (wait_terminal(b.pk, cluster) for b in (nightly, report, replay))
     services.batch_create(
         account=acme,
         actor="test",

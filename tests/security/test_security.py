@@ -26,6 +26,7 @@ from batches.api.throttling import ApiKeyRateThrottle
 from batches.models import ApiKey
 from tests.conftest import ROOT
 from tests.factories import open_batch
+from tests.helpers.api import assert_problem
 
 API = "/api/v1"
 BATCHES = f"{API}/batches/"
@@ -52,16 +53,6 @@ def call(interface: str, raw: str, account, client: APIClient | None = None):
         path = f"/compat/dlcs/customers/{account.number}/queue/batches"
         return client.get(path, HTTP_AUTHORIZATION=f"Api-Key {raw}")
     return client.get(SIGNING_STATUS, HTTP_AUTHORIZATION=f"Api-Key {raw}")
-
-
-def assert_problem(response, status: int, code: str) -> dict:
-    """Assert `response` is a problem document with `status` and `code`; return its body."""
-    assert response.status_code == status, response.content
-    assert response["Content-Type"] == PROBLEM
-    body = response.json()
-    assert body["status"] == status
-    assert body["code"] == code
-    return body
 
 
 def assert_refused_in_dialect_shape(interface: str, response, status: int) -> None:
