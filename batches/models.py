@@ -154,15 +154,17 @@ class Batch(models.Model):
     failed_items = models.BigIntegerField(default=0)
     cancelled_items = models.BigIntegerField(default=0)
     error_count = models.BigIntegerField(default=0)
-    # Hands out Item.seq: the order in which item outcomes were written, for results paging.
+    # Hands out Item.seq, the order for results paging: a worker reserves the numbers of a
+    # slice's outcomes before it writes them (Chunk.pending_seq), so numbers may be skipped.
     last_seq = models.BigIntegerField(default=0)
-    # The item rate is measured over a moving window: outcomes written since `rate_from`
-    # (when last_seq was `rate_from_seq`), which moves up to `rate_mid` every half window.
+    # The item rate is measured over a moving window: items ended since `rate_from` (when
+    # the ended counters summed to `rate_from_ended`), which moves up to `rate_mid` every
+    # half window.
     last_outcome_at = models.DateTimeField(null=True, blank=True)
     rate_from_at = models.DateTimeField(null=True, blank=True)
-    rate_from_seq = models.BigIntegerField(default=0)
+    rate_from_ended = models.BigIntegerField(default=0)
     rate_mid_at = models.DateTimeField(null=True, blank=True)
-    rate_mid_seq = models.BigIntegerField(default=0)
+    rate_mid_ended = models.BigIntegerField(default=0)
 
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     committed_at = models.DateTimeField(null=True, blank=True)
@@ -212,14 +214,14 @@ class Batch(models.Model):
 
     @property
     def throughput(self) -> float | None:
-        """Return items written per second over the recent window, or None without data."""
+        """Return items ended per second over the recent window, or None without data."""
         if not (self.rate_from_at and self.last_outcome_at):
             return None
         seconds = (self.last_outcome_at - self.rate_from_at).total_seconds()
-        written = self.last_seq - self.rate_from_seq
-        if seconds < 1 or written < 1:
+        ended = self.ended_items - self.rate_from_ended
+        if seconds < 1 or ended < 1:
             return None
-        return round(written / seconds, 2)
+        return round(ended / seconds, 2)
 
     def estimated_completion(self) -> datetime | None:
         """Return when a running batch should end at its recent rate, or None."""
@@ -240,6 +242,15 @@ class Batch(models.Model):
 def counter_field(status: str) -> str:
     """Return the Batch counter field that counts items in `status`."""
     return f"{status}_items"
+
+
+def delta_field(status: str) -> str:
+    """Return the Chunk field that holds not yet folded moves of the `status` counter."""
+    return f"{status}_delta"
+
+
+# The statuses a worker moves items between, so the ones a Chunk keeps deltas for.
+DELTA_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 
 class Item(models.Model):
@@ -343,6 +354,17 @@ class Chunk(models.Model):
     enqueued_at = models.DateTimeField(null=True, blank=True)
     # Items a worker writes per transaction: the smallest slice size of the chunk's types.
     slice_size = models.PositiveIntegerField(default=100)
+    # The first Item.seq its worker reserved for outcomes not yet written. While the chunk
+    # runs, results readers stop below it (selectors.results_visible_seq), so a cursor
+    # never passes an outcome that commits later.
+    pending_seq = models.BigIntegerField(null=True, blank=True)
+    # Counter moves the worker wrote with its items but has not yet added to the batch's
+    # counters (engine.counters): writing them here keeps the batch row out of the slice.
+    queued_delta = models.BigIntegerField(default=0)
+    running_delta = models.BigIntegerField(default=0)
+    succeeded_delta = models.BigIntegerField(default=0)
+    failed_delta = models.BigIntegerField(default=0)
+    cancelled_delta = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     finished_at = models.DateTimeField(null=True, blank=True)
 

@@ -7,9 +7,9 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import Count
+from django.db.models import Count, OuterRef, Subquery
 
-from batches.models import Account, Batch, Item
+from batches.models import Account, Batch, Chunk, Item
 
 
 def batch_lookup(reference: str) -> dict[str, Any] | None:
@@ -95,15 +95,47 @@ class ResultsPage:
     next_after: int | None  # Item.seq is nullable, though an ended item has one
 
 
+def results_visible_seq(*, batch_id: uuid.UUID) -> int:
+    """Return the highest Item.seq up to which every result of the batch is written.
+
+    Workers reserve seq numbers under the batch's row lock (raising last_seq, and marking
+    the reservation on their chunk as pending_seq), and only then write the outcomes;
+    slices of one batch commit in any order. Below the lowest reservation still pending,
+    every number up to last_seq is written or never will be; past that, an outcome may
+    still commit, so a cursor stops there. One statement, so both are read in one snapshot.
+    """
+    pending = (
+        Chunk.objects.filter(
+            batch_id=OuterRef("pk"), status=Chunk.Status.RUNNING, pending_seq__isnull=False
+        )
+        .order_by("pending_seq")
+        .values("pending_seq")[:1]
+    )
+    row = (
+        Batch.objects.filter(pk=batch_id)
+        .annotate(pending=Subquery(pending))
+        .values_list("last_seq", "pending")
+        .first()
+    )
+    if row is None:
+        return 0
+    last_seq, pending_seq = row
+    return last_seq if pending_seq is None else min(last_seq, pending_seq - 1)
+
+
 def results_page(
     *, batch: Batch, after: int, limit: int, type: str | None = None, status: str | None = None
 ) -> ResultsPage:
     """Return the page of results after the cursor `after` (an item's `seq`).
 
     Empty while the batch hides its results (Batch.results_visible); `more` stays true
-    until the batch has ended, since items may still end after the last one read.
+    until the batch has ended, since items may still end after the last one read. Only
+    results up to results_visible_seq are read, so a cursor never skips one.
     """
-    items = batch.items.filter(seq__gt=after, status__in=RESULT_STATUSES).order_by("seq")
+    visible = results_visible_seq(batch_id=batch.pk)
+    items = batch.items.filter(
+        seq__gt=after, seq__lte=visible, status__in=RESULT_STATUSES
+    ).order_by("seq")
     if type:
         items = items.filter(type=type)
     if status:

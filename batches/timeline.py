@@ -12,7 +12,15 @@ from typing import Any
 
 from django.db.models import F, Q
 
-from batches.models import Batch, BatchEvent, Item, counter_field
+from batches.models import (
+    DELTA_STATUSES,
+    Batch,
+    BatchEvent,
+    Chunk,
+    Item,
+    counter_field,
+    delta_field,
+)
 
 
 def event_record(*, batch: Batch, kind: str, actor: str = "", detail: dict | None = None):
@@ -37,14 +45,17 @@ def items_move(
     from_statuses: Iterable[str],
     to_status: str,
     where: Q | None = None,
+    deltas: Counter[str] | None = None,
     **values: Any,
 ) -> int:
     """Move items from some statuses to another, keeping the batch counters in step.
 
     Call it inside a transaction that holds the batch or the chunk; returns the number moved.
+    With `deltas`, the counter moves are added there instead of to the batch row: a worker
+    writes them to its chunk (chunk_deltas_add) and folds them in later.
     """
     moved = 0
-    deltas: Counter[str] = Counter()
+    moves: Counter[str] = Counter()
     for status in from_statuses:
         if status == to_status:
             continue
@@ -52,8 +63,47 @@ def items_move(
         if where is not None:
             items = items.filter(where)
         count = items.update(status=to_status, **values)
-        deltas[status] -= count
-        deltas[to_status] += count
+        moves[status] -= count
+        moves[to_status] += count
         moved += count
-    counters_apply(batch_id, deltas)
+    if deltas is None:
+        counters_apply(batch_id, moves)
+    else:
+        deltas.update(moves)
     return moved
+
+
+def chunk_deltas_add(chunk_id: int, deltas: Counter[str], **values: Any) -> int:
+    """Add counter moves to the chunk's deltas (and set `values`); return the rows updated."""
+    changes = {delta_field(status): F(delta_field(status)) + n for status, n in deltas.items() if n}
+    if not changes and not values:
+        return 0
+    return Chunk.objects.filter(pk=chunk_id).update(**changes, **values)
+
+
+def chunk_deltas_fold(*, batch_id, chunk_ids: Iterable[int] | None = None) -> dict[str, int]:
+    """Move chunks' counter deltas into the batch counters; return the moves, by status.
+
+    Call it holding the batch's row lock: every fold does, so no delta is folded twice.
+    Without `chunk_ids`, every chunk of the batch is folded.
+    """
+    chunks = Chunk.objects.filter(batch_id=batch_id)
+    if chunk_ids is not None:
+        chunks = chunks.filter(pk__in=list(chunk_ids))
+    fields = [delta_field(status) for status in DELTA_STATUSES]
+    nonzero = Q()
+    for field in fields:
+        nonzero |= ~Q(**{field: 0})
+    rows = list(chunks.filter(nonzero).values("pk", *fields))
+    if not rows:
+        return {}
+    moves: Counter[str] = Counter()
+    for row in rows:
+        # Subtract what was read, so a move added meanwhile (a zombie) is not lost.
+        Chunk.objects.filter(pk=row["pk"]).update(
+            **{field: F(field) - row[field] for field in fields if row[field]}
+        )
+        for status in DELTA_STATUSES:
+            moves[status] += row[delta_field(status)]
+    counters_apply(batch_id, moves)
+    return {status: n for status, n in moves.items() if n}

@@ -36,6 +36,12 @@ class ItemFactory(DjangoModelFactory):
     type = "echo"
     payload = factory.Dict({})
 
+    @factory.post_generation
+    def seq_handed_out(item, create, extracted, **kwargs):
+        """Raise the batch's last_seq to the item's seq, as the worker's reservation does."""
+        if create and item.seq is not None:
+            Batch.objects.filter(pk=item.batch_id, last_seq__lt=item.seq).update(last_seq=item.seq)
+
 
 class ChunkFactory(DjangoModelFactory):
     class Meta:

@@ -37,7 +37,7 @@ from batches.engine.planning import (
     ingest_enqueue,
     type_sizes,
 )
-from batches.engine.runner import ChunkRunner, Outcome, chunk_process, rate_window_move
+from batches.engine.runner import ChunkRunner, Outcome, chunk_process, rate_window_changes
 
 __all__ = [
     "CHUNK_TASK",
@@ -65,7 +65,7 @@ __all__ = [
     "ingest_enqueue",
     "lease_renew",
     "lease_seconds",
-    "rate_window_move",
+    "rate_window_changes",
     "type_sizes",
     "worker_name",
 ]

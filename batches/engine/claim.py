@@ -22,7 +22,7 @@ from django.utils import timezone
 from batches.engine import planning
 from batches.engine.finalize import failure_policy_apply
 from batches.models import Batch, Chunk, Item
-from batches.timeline import items_move
+from batches.timeline import chunk_deltas_fold, items_move
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,7 @@ def chunk_abandon(*, chunk_id: int, reason: str) -> int:
         if chunk is None:
             return 0
         Batch.objects.select_for_update().filter(pk=chunk.batch_id).first()
+        chunk_deltas_fold(batch_id=chunk.batch_id, chunk_ids=[chunk.pk])
         failed = items_move(
             batch_id=chunk.batch_id,
             from_statuses=[Item.Status.RUNNING],
@@ -92,7 +93,11 @@ def chunk_abandon(*, chunk_id: int, reason: str) -> int:
             finished_at=timezone.now(),
         )
         Chunk.objects.filter(pk=chunk.pk).update(
-            status=Chunk.Status.QUEUED, lease_owner="", lease_expires_at=None, attempts=0
+            status=Chunk.Status.QUEUED,
+            lease_owner="",
+            lease_expires_at=None,
+            attempts=0,
+            pending_seq=None,
         )
         if failed:
             failure_policy_apply(batch_id=chunk.batch_id, actor="sweep")
@@ -206,6 +211,8 @@ def _chunk_claim(*, chunk_id: int, owner: str) -> Chunk | None:
             lease_owner=owner,
             lease_expires_at=now + timedelta(seconds=lease_seconds()),
             attempts=F("attempts") + 1,
+            # A dead owner's reservation is void: it wrote nothing under those numbers.
+            pending_seq=None,
         )
     )
     if not claimed:

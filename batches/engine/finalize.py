@@ -15,7 +15,7 @@ from django.utils import timezone
 from batches import webhooks
 from batches.engine import nudges, superseding
 from batches.models import Batch, BatchError, Chunk, Item, counter_field
-from batches.timeline import event_record, items_move
+from batches.timeline import chunk_deltas_fold, event_record, items_move
 from jobs import get_job_type
 from jobs.base import JobError
 
@@ -92,6 +92,8 @@ def batch_finalize(*, batch: Batch) -> Batch:
     worker or request gets here first.
     """
     now = timezone.now()
+    # Counter moves a dying worker wrote but could not fold in.
+    chunk_deltas_fold(batch_id=batch.pk)
     # Nothing should be left unstarted once every chunk is done; if something is (a bug
     # or a lost chunk), say so rather than leave items hanging.
     leftover = items_move(

@@ -1,7 +1,15 @@
 """Run one claimed chunk, slice by slice.
 
-Every write a worker makes happens in a transaction that first renews its lease, so a
-worker whose chunk was taken over writes nothing.
+Each slice takes two transactions, and the slow one never touches the batch row, so the
+slices of one batch commit in parallel:
+
+- the slice transaction renews the lease (a worker whose chunk was taken over writes
+  nothing), writes the last slice's outcomes under the `seq` numbers reserved for them,
+  adds the counter moves to the chunk's own deltas, and takes the next slice;
+- the settle transaction, a few statements long, holds the batch row: it folds the
+  chunk's deltas into the batch counters, reserves `seq` numbers for the next slice
+  (Chunk.pending_seq tells results readers to stop below them until they are written),
+  slides the rate window, and applies the failure policy, a pause or the batch's start.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from batches.engine.claim import LeaseKeeper, chunk_claim, chunks_release, lease
 from batches.engine.finalize import DEFERRED_RESULT, batch_outputs_dir, failure_policy_apply
 from batches.ingest import bulk
 from batches.models import Batch, Chunk, Item, counter_field
-from batches.timeline import event_record, items_move
+from batches.timeline import chunk_deltas_add, chunk_deltas_fold, event_record, items_move
 from jobs import JobContext, JobType, PermanentError, TransientError, get_job_type
 from jobs.timelimit import ItemTimeout, time_limit
 
@@ -96,6 +104,8 @@ class ChunkRunner:
         self.limited = bool(batch.max_concurrency)
         # Created before the first look at the batch, so no nudge after it is missed.
         self.watch = nudges.BatchWatch(self.batch_id)
+        # The first Item.seq reserved for the outcomes of the slice being run.
+        self.reserved_seq = 0
 
     def run(self) -> str:
         """Process the chunk until its range is done, the batch stops, or the lease is lost."""
@@ -111,12 +121,13 @@ class ChunkRunner:
         cursor = self.chunk.start_index
         outcomes: list[Outcome] = []
         while True:
+            deltas: Counter[str] = Counter()
+            rows: list[ItemRow] = []
             with transaction.atomic():
                 if not self._renew():
                     return "lease lost"
                 if outcomes:
-                    self._write(outcomes)
-                    outcomes = []
+                    self._write(outcomes, deltas)
                 state = (
                     Batch.objects.filter(pk=self.batch_id)
                     .values_list("status", "paused_at")
@@ -126,24 +137,75 @@ class ChunkRunner:
                     return "batch deleted"
                 status, paused_at = state
                 if status == Batch.Status.CANCELLING:
-                    self._cancel_rest(cursor)
-                    self._close()
-                    break
-                if paused_at and self._hand_back(cursor):
-                    return "paused"
-                if status == Batch.Status.COMMITTED:
-                    self._start_batch()
-                rows = self._next_slice(cursor)
-                if not rows:
-                    self._close()
-                    break
-            outcomes = self._run_slice(rows)
+                    self._cancel_rest(cursor, deltas)
+                    ending = "cancelled"
+                elif paused_at:
+                    ending = "paused"
+                else:
+                    rows = self._next_slice(cursor, deltas)
+                    ending = "" if rows else "done"
+                closing = ending in ("cancelled", "done")
+                done = {"status": Chunk.Status.DONE, "finished_at": timezone.now()}
+                chunk_deltas_add(self.chunk.pk, deltas, **(done if closing else {}))
+            failed = any(o.status == Item.Status.FAILED for o in outcomes)
+            settled = self._settle(
+                reserve=len(rows), wrote=bool(outcomes), failed=failed,
+                hand_back_from=cursor if ending == "paused" else None,
+            )  # fmt: skip
+            if settled:
+                return settled
+            if closing:
+                break
+            outcomes = self._run_slice(rows) if rows else []
             if outcomes:
                 cursor = outcomes[-1].index + 1
         if self.limited:
             chunks_release(self.batch_id)
         finalize.batch_finalize_if_done(self.batch_id)
         return "done"
+
+    def _settle(
+        self, *, reserve: int, wrote: bool, failed: bool, hand_back_from: int | None
+    ) -> str:
+        """Bring the batch row up to date with the slice just committed, in a short transaction.
+
+        Folds the chunk's counter deltas into the batch, reserves `reserve` seq numbers for
+        the next slice, moves the rate window, starts the batch, and applies the failure
+        policy or hands a paused batch's chunk back. Returns why the worker must stop, or "".
+        """
+        now = timezone.now()
+        with transaction.atomic():
+            batch = (
+                Batch.objects.select_for_update()
+                .filter(pk=self.batch_id)
+                .values("status", "last_seq")
+                .first()
+            )
+            if batch is None:
+                return "batch deleted"
+            moves = chunk_deltas_fold(batch_id=self.batch_id, chunk_ids=[self.chunk.pk])
+            changes: dict[str, Any] = {}
+            if reserve:
+                changes["last_seq"] = batch["last_seq"] + reserve
+            if wrote:
+                changes["last_outcome_at"] = now
+                changes.update(rate_window_changes(batch_id=self.batch_id, now=now))
+            if batch["status"] == Batch.Status.COMMITTED and hand_back_from is None:
+                changes["status"] = Batch.Status.RUNNING
+                changes["started_at"] = now
+            if changes:
+                Batch.objects.filter(pk=self.batch_id).update(**changes)
+            if changes.get("status") == Batch.Status.RUNNING:
+                event_record(batch=self.chunk.batch, kind="started", actor=self.owner)
+            self.reserved_seq = batch["last_seq"] + 1
+            Chunk.objects.filter(pk=self.chunk.pk, lease_owner=self.owner).update(
+                pending_seq=self.reserved_seq if reserve else None
+            )
+            if failed and moves.get(Item.Status.FAILED):
+                failure_policy_apply(batch_id=self.batch_id, actor=self.owner)
+            if hand_back_from is not None and self._hand_back(hand_back_from):
+                return "paused"
+        return ""
 
     def _run_slice(self, rows: list[ItemRow]) -> list[Outcome]:
         """Run the slice's items until it is done, must stop, or has taken its time.
@@ -206,6 +268,7 @@ class ChunkRunner:
             status=Chunk.Status.QUEUED,
             lease_owner="",
             lease_expires_at=None,
+            pending_seq=None,
             enqueued_at=None,
             attempts=F("attempts") - 1,
         )
@@ -214,14 +277,7 @@ class ChunkRunner:
     def _renew(self) -> bool:
         return lease_renew(chunk=self.chunk, owner=self.owner)
 
-    def _start_batch(self) -> None:
-        started = Batch.objects.filter(pk=self.batch_id, status=Batch.Status.COMMITTED).update(
-            status=Batch.Status.RUNNING, started_at=timezone.now()
-        )
-        if started:
-            event_record(batch=self.chunk.batch, kind="started", actor=self.owner)
-
-    def _next_slice(self, cursor: int) -> list[ItemRow]:
+    def _next_slice(self, cursor: int, deltas: Counter[str]) -> list[ItemRow]:
         """Select the next items of our range and mark the queued ones running."""
         rows = list(
             Item.objects.filter(
@@ -242,6 +298,7 @@ class ChunkRunner:
                 from_statuses=[Item.Status.QUEUED],
                 to_status=Item.Status.RUNNING,
                 where=Q(index__gte=rows[0]["index"], index__lte=rows[-1]["index"]),
+                deltas=deltas,
                 started_at=timezone.now(),
             )
         return rows
@@ -333,20 +390,10 @@ class ChunkRunner:
             finished_at=timezone.now(),
         )
 
-    def _write(self, outcomes: list[Outcome]) -> None:
-        """Store a slice's outcomes and move the counters, then trip the failure policy."""
-        tally = Counter(o.status for o in outcomes)
-        deltas = {Item.Status.RUNNING: -len(outcomes), **tally}
-        changes = {
-            counter_field(status): F(counter_field(status)) + n for status, n in deltas.items()
-        }
-        # Taking seq numbers in the same UPDATE as the counters holds the batch row until
-        # commit, so outcomes become visible in seq order and a results cursor never skips.
-        now = timezone.now()
-        Batch.objects.filter(pk=self.batch_id).update(
-            last_seq=F("last_seq") + len(outcomes), last_outcome_at=now, **changes
-        )
-        first_seq = rate_window_move(batch_id=self.batch_id, now=now) - len(outcomes) + 1
+    def _write(self, outcomes: list[Outcome], deltas: Counter[str]) -> None:
+        """Store a slice's outcomes under the seq numbers reserved for them; count the moves."""
+        deltas[Item.Status.RUNNING] -= len(outcomes)
+        deltas.update(o.status for o in outcomes)
         bulk.outcomes_write(
             batch_id=self.batch_id,
             first_index=outcomes[0].index,
@@ -360,52 +407,46 @@ class ChunkRunner:
                     o.attempts,
                     o.output_files_json,
                     o.finished_at,
-                    first_seq + offset,
+                    self.reserved_seq + offset,
                     o.item_id,
                 )
                 for offset, o in enumerate(outcomes)
             ],
         )
-        if tally[Item.Status.FAILED]:
-            failure_policy_apply(batch_id=self.batch_id, actor=self.owner)
 
-    def _cancel_rest(self, cursor: int) -> None:
+    def _cancel_rest(self, cursor: int, deltas: Counter[str]) -> None:
         items_move(
             batch_id=self.batch_id,
             from_statuses=[Item.Status.QUEUED, Item.Status.RUNNING],
             to_status=Item.Status.CANCELLED,
             where=Q(index__gte=cursor, index__lt=self.chunk.end_index),
+            deltas=deltas,
             finished_at=timezone.now(),
         )
 
-    def _close(self) -> None:
-        Chunk.objects.filter(pk=self.chunk.pk, lease_owner=self.owner).update(
-            status=Chunk.Status.DONE, finished_at=timezone.now()
-        )
 
+def rate_window_changes(*, batch_id: uuid.UUID, now: datetime) -> dict[str, Any]:
+    """Return the changes that slide the batch's rate window after a write, if any.
 
-def rate_window_move(*, batch_id: uuid.UUID, now: datetime) -> int:
-    """Slide the batch's rate window after a write; return its last_seq.
-
-    Runs in the writer's transaction, after its UPDATE locked the batch row.
+    Call it holding the batch's row lock, after the write's counter moves were folded in.
     """
-    window = Batch.objects.values("last_seq", "rate_from_at", "rate_mid_at").get(pk=batch_id)
-    last_seq = window["last_seq"]
+    ended_fields = [counter_field(status) for status in Item.ENDED]
+    window = Batch.objects.values("rate_from_at", "rate_mid_at", *ended_fields).get(pk=batch_id)
+    ended = sum(window[field] for field in ended_fields)
     half = timedelta(seconds=settings.BATCHSITE_RATE_WINDOW_SECONDS / 2)
     mid_at = window["rate_mid_at"]
     # Both ends of the window are set and cleared together.
     if window["rate_from_at"] is None or mid_at is None:
-        Batch.objects.filter(pk=batch_id).update(
-            rate_from_at=now, rate_from_seq=last_seq, rate_mid_at=now, rate_mid_seq=last_seq
-        )
-    elif now - mid_at >= half:
-        Batch.objects.filter(pk=batch_id).update(
-            rate_from_at=F("rate_mid_at"),
-            rate_from_seq=F("rate_mid_seq"),
-            rate_mid_at=now,
-            rate_mid_seq=last_seq,
-        )
-    return last_seq
+        return {
+            "rate_from_at": now, "rate_from_ended": ended,
+            "rate_mid_at": now, "rate_mid_ended": ended,
+        }  # fmt: skip
+    if now - mid_at >= half:
+        return {
+            "rate_from_at": F("rate_mid_at"), "rate_from_ended": F("rate_mid_ended"),
+            "rate_mid_at": now, "rate_mid_ended": ended,
+        }  # fmt: skip
+    return {}
 
 
 def chunk_process(*, chunk_id: int) -> str:

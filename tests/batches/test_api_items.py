@@ -355,7 +355,7 @@ def test_atomic__results_appear_once_the_batch_finished(client_a, atomic_running
     Item.objects.filter(batch=atomic_running, index=1).update(
         status="succeeded", result={"secret": 2}, seq=2
     )
-    Batch.objects.filter(pk=atomic_running.pk).update(status="finished")
+    Batch.objects.filter(pk=atomic_running.pk).update(status="finished", last_seq=2)
 
     listed = client_a.get(batch_url(atomic_running, "items/")).json()["results"]
     results = client_a.get(batch_url(atomic_running, "results/")).json()
@@ -423,7 +423,7 @@ def test_results__are_progressive_in_the_order_items_ended(client_a, running_bat
     Item.objects.filter(batch=running_batch, index=2).update(
         status="succeeded", result={"n": 2}, seq=3
     )
-    Batch.objects.filter(pk=running_batch.pk).update(status="finished")
+    Batch.objects.filter(pk=running_batch.pk).update(status="finished", last_seq=3)
     second = client_a.get(first["next"]).json()
 
     assert first["status"] == "running"

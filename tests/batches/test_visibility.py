@@ -76,7 +76,11 @@ def finish(batch: Batch) -> None:
         status=Item.Status.SUCCEEDED, result={"n": 1}, seq=2
     )
     Batch.objects.filter(pk=batch.pk).update(
-        status=Batch.Status.FINISHED, running_items=0, succeeded_items=2, finished_at=timezone.now()
+        status=Batch.Status.FINISHED,
+        running_items=0,
+        succeeded_items=2,
+        last_seq=2,
+        finished_at=timezone.now(),
     )
 
 

@@ -381,7 +381,8 @@ def test_chunk_runner__worker_whose_lease_was_taken_over_writes_nothing(committe
     batch = assert_counters_exact(batch)
     assert batch.status == S.RUNNING
     assert (batch.running_items, batch.queued_items, batch.succeeded_items) == (10, 5, 0)
-    assert batch.last_seq == 0
+    # A's reservation of seq numbers is void: B's claim dropped it, and nothing used it.
+    assert Chunk.objects.get(pk=chunk_id).pending_seq is None
     assert not Item.objects.filter(batch=batch).exclude(result=None).exists()
     assert not Item.objects.filter(batch=batch, seq__isnull=False).exists()
 
@@ -390,9 +391,9 @@ def test_chunk_runner__worker_whose_lease_was_taken_over_writes_nothing(committe
     batch = assert_counters_exact(batch)
     assert batch.status == S.FINISHED
     assert batch.succeeded_items == 15
-    assert sorted(Item.objects.filter(batch=batch).values_list("seq", flat=True)) == list(
-        range(1, 16)
-    )
+    # Every item got its own seq from B; A's void reservation (1-10) is a gap, never reused.
+    seqs = sorted(Item.objects.filter(batch=batch).values_list("seq", flat=True))
+    assert seqs == list(range(11, 26))
     assert set(Item.objects.filter(batch=batch).values_list("attempts", flat=True)) == {1}
     assert kinds(batch).count("finished") == 1
 

@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from batches.engine import rate_window_move
+from batches.engine import rate_window_changes
 from batches.models import Batch
 from tests.factories import BatchFactory
 
@@ -18,7 +18,7 @@ def write(batch: Batch, *, items: int, at) -> Batch:
         succeeded_items=batch.succeeded_items + items,
         queued_items=batch.queued_items - items,
     )
-    rate_window_move(batch_id=batch.pk, now=at)
+    Batch.objects.filter(pk=batch.pk).update(**rate_window_changes(batch_id=batch.pk, now=at))
     return Batch.objects.get(pk=batch.pk)
 
 
