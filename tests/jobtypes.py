@@ -13,12 +13,17 @@ class Flaky(JobType):
     """Crash with a plain exception when the payload says so; echo otherwise."""
 
     name = "test.flaky"
-    description = "Raises RuntimeError when payload.crash is true (tests only)."
+    description = (
+        "Raises RuntimeError when payload.crash is true; sleeps payload.sleep_ms first "
+        "(tests only)."
+    )
     chunk_size = 100
     slice_size = 10
 
     def process(self, payload, file, context):
-        """Crash or echo."""
+        """Sleep if asked, then crash or echo."""
+        if payload.get("sleep_ms"):
+            time.sleep(payload["sleep_ms"] / 1000)
         if payload.get("crash"):
             raise RuntimeError("boom")
         if payload.get("unserializable"):

@@ -7,14 +7,15 @@ import os
 from pathlib import Path
 
 import pytest
+from django.db import connection
 
 from batches import services
 from batches.engine.sweep import sweep_run
 from batches.models import Batch, BatchEvent, Item
 from tests.conftest import wait_for
 from tests.e2e.helpers import read_log
-from tests.e2e.test_cluster import recount
 from tests.factories import AccountFactory
+from tests.helpers import recount
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
 
@@ -84,6 +85,95 @@ def test_kill_9__a_killed_cluster_loses_no_item(cluster_factory, exec_log, setti
     repeated = [n for n, executions in runs.items() if len(executions) > 1]
     assert len(repeated) <= 2 * 100
     assert set(Item.objects.filter(batch=batch).values_list("status", flat=True)) == {"succeeded"}
+    assert BatchEvent.objects.filter(batch=batch, kind="finished").count() == 1
+
+
+def killed_sessions_wait_gone() -> None:
+    """Wait until PostgreSQL has ended the killed workers' sessions.
+
+    A worker killed after sending COMMIT may still have it applied by the server; until
+    its session is gone, two reads could see the database before and after that commit.
+    """
+    if connection.vendor != "postgresql":
+        return  # a SQLite transaction ends with the process that held it
+
+    def gone() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            return cursor.fetchone()[0] == 0
+
+    wait_for(gone, timeout=30)
+
+
+def test_kill_9__mid_slice_the_counters_equal_a_recount_and_each_item_ends_once(
+    cluster_factory, exec_log, settings
+):
+    settings.BATCHSITE_REQUEUE_AFTER = 2
+    # Slices end only when their 100 items are done (10 ms each, about a second), so the
+    # kill can be aimed at the middle of one.
+    env = {
+        "BATCHSITE_LEASE_SECONDS": "3",
+        "BATCHSITE_SLICE_SECONDS": "60",
+        "BATCHSITE_TEST_EXEC_LOG": str(exec_log),
+    }
+    first = cluster_factory(env=env)
+    batch = record_batch(2000, sleep_ms=10)
+
+    def mid_slice() -> bool:
+        # Items that ran but whose outcome is not written belong to a slice in flight; with
+        # 10 to 80 of them in one worker, its slice has at least 0.2 s more to run.
+        written = set(
+            Item.objects.filter(batch=batch, status=Item.Status.SUCCEEDED).values_list(
+                "index", flat=True
+            )
+        )
+        if not written or not exec_log.exists():
+            return False
+        unwritten: dict[int, int] = {}
+        for n, executions in read_log(exec_log).items():
+            if n not in written:
+                pid = executions[-1][2]
+                unwritten[pid] = unwritten.get(pid, 0) + 1
+        return any(10 <= count <= 80 for count in unwritten.values())
+
+    wait_for(mid_slice, timeout=60, interval=0.02)
+    first.kill()
+    killed_sessions_wait_gone()
+
+    killed_at = Batch.objects.get(pk=batch.pk)
+    assert killed_at.counts() == recount(killed_at)
+    assert killed_at.running_items > 0
+    assert 0 < killed_at.succeeded_items < 2000
+    written = set(
+        Item.objects.filter(batch=batch, status=Item.Status.SUCCEEDED).values_list(
+            "index", flat=True
+        )
+    )
+    lost = set(read_log(exec_log)) - written
+    assert lost, "no item had run without its outcome written: the kill was not mid-slice"
+    second = cluster_factory(env=env)
+    batch = wait_ended(batch, [first, second], sweep=True, timeout=120)
+
+    assert batch.status == Batch.Status.FINISHED
+    assert batch.counts() == recount(batch)
+    assert batch.succeeded_items == 2000
+    items = list(Item.objects.filter(batch=batch).values_list("index", "status", "result", "seq"))
+    assert len(items) == 2000
+    assert {status for _, status, _, _ in items} == {Item.Status.SUCCEEDED}
+    assert all(result == {"n": index} for index, _, result, _ in items)
+    seqs = [seq for _, _, _, seq in items]
+    assert None not in seqs
+    assert len(set(seqs)) == len(seqs), "two outcomes took the same seq"
+    assert max(seqs) <= batch.last_seq
+    runs = read_log(exec_log)
+    assert set(runs) == set(range(2000))
+    assert_never_concurrent(runs)
+    # What the kill threw away ran again; nothing else ran twice.
+    assert {n for n, executions in runs.items() if len(executions) > 1} == lost
+    assert all(len(runs[n]) == 2 for n in lost)
     assert BatchEvent.objects.filter(batch=batch, kind="finished").count() == 1
 
 
