@@ -115,6 +115,8 @@ def format_table(report: dict) -> str:
             notes.append(f"web peak RSS {result['web_peak_rss_mb']:.0f} MB")
         if result.get("sleep_ms"):
             notes.append(f"{result['sleep_ms']} ms per item")
+        if "lock_wait_share" in result:
+            notes.append(f"lock wait {_lock_waits(result)}")
         for count, figures in result.get("clusters", {}).items():
             notes.append(f"{count} cluster(s) {figures['items_per_s']:,.0f}/s")
         if "export_seconds" in result:
@@ -126,7 +128,37 @@ def format_table(report: dict) -> str:
             f"{name:<12} {result['items']:>9,} {result['seconds']:>9.2f} "
             f"{result['items_per_s']:>11,.0f}  {'; '.join(notes)}"
         )
+    lines.extend(_scale_out_lock_waits(report["scenarios"].get("scale-out", {})))
     if report["ratios"]:
         lines.append("")
         lines.extend(f"{name}: {value:.2f}x" for name, value in report["ratios"].items())
     return "\n".join(lines)
+
+
+def _percent(share: float | None) -> str:
+    return "n/a" if share is None else f"{share:.1%}"
+
+
+def _lock_waits(figures: dict) -> str:
+    """Render the lock-wait shares of a result or round (`lockwait`) in a few words."""
+    if figures["lock_wait_share"] is None:
+        return "n/a (no worker connection seen)"
+    return (
+        f"{_percent(figures['lock_wait_share'])} of worker connection time, "
+        f"{_percent(figures['lock_wait_share_of_active'])} of active time"
+    )
+
+
+def _scale_out_lock_waits(result: dict) -> list[str]:
+    """Return one line per scale-out round with its lock-wait shares (PostgreSQL runs only)."""
+    rounds = result.get("clusters", {})
+    if not any("lock_wait_share" in figures for figures in rounds.values()):
+        return []
+    lines = ["", f"{'scale-out':<12} {'items/s':>9} {'vs 1':>6}  lock wait (sampled every 20 ms)"]
+    for count, figures in rounds.items():
+        lock_waits = _lock_waits(figures) if "lock_wait_share" in figures else "n/a"
+        lines.append(
+            f"{count + ' cluster(s)':<12} {figures['items_per_s']:>9,.0f} "
+            f"{figures['vs_1_cluster']:>5.2f}x  {lock_waits}"
+        )
+    return lines

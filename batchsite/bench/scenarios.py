@@ -14,6 +14,7 @@ from typing import Any
 
 from django.conf import settings
 
+from batchsite.bench.lockwait import lock_waits_sampled
 from batchsite.bench.processes import (
     clusters_wait_ready,
     peak_rss_mb,
@@ -117,7 +118,11 @@ def scenario_naive(
 def scenario_batchsite(
     *, items: int, workers: int, clusters: int, **_options: Any
 ) -> dict[str, Any]:
-    """Create, fill (service layer) and commit one batch; wait until it is finished."""
+    """Create, fill (service layer) and commit one batch; wait until it is finished.
+
+    On PostgreSQL the figures include the clusters' lock-wait shares from commit to
+    `finished` (`lockwait`).
+    """
     from batches import services
     from batches.models import Batch
 
@@ -129,11 +134,12 @@ def scenario_batchsite(
                 batch=batch, items=_payloads(start, min(items, start + 10_000)), actor="bench"
             )
         filled = time.perf_counter()
-        services.batch_commit(batch=batch, actor="bench")
-        committed = time.perf_counter()
-        ended = Batch.objects.filter(pk=batch.pk, status__in=Batch.TERMINAL)
-        wait_until(ended.exists, timeout=3600, clusters=running)
-        finished = time.perf_counter()
+        with lock_waits_sampled() as lock_waits:
+            services.batch_commit(batch=batch, actor="bench")
+            committed = time.perf_counter()
+            ended = Batch.objects.filter(pk=batch.pk, status__in=Batch.TERMINAL)
+            wait_until(ended.exists, timeout=3600, clusters=running)
+            finished = time.perf_counter()
     batch.refresh_from_db()
     if batch.status != Batch.Status.FINISHED or batch.succeeded_items != items:
         raise RuntimeError(f"batch ended {batch.status} with counts {batch.counts()}")
@@ -146,6 +152,7 @@ def scenario_batchsite(
         "ingest_items_per_s": items / (filled - started),
         "commit_to_finished_seconds": process_seconds,
         "worker_peak_rss_mb": running.peak_mb,
+        **lock_waits,
     }
 
 
@@ -330,7 +337,9 @@ def scenario_scale_out(
 
     Each round fills a fresh batch (not timed), starts that many clusters, waits until they
     are up, commits, and times commit to `finished`. With `sleep_ms` each item takes that
-    long, as an item of a job type that waits on another service would.
+    long, as an item of a job type that waits on another service would. On PostgreSQL each
+    round also gets the share of the clusters' connection time (and of their active time)
+    spent waiting for a lock, sampled from commit to `finished` (`lockwait`).
     """
     from batches import services
 
@@ -345,11 +354,13 @@ def scenario_scale_out(
             services.items_add(batch=batch, items=payloads, actor="bench")
         with running_clusters(count, workers) as running:
             clusters_wait_ready(count)
-            elapsed = _commit_and_wait(batch, running, expected=items)
+            with lock_waits_sampled() as lock_waits:
+                elapsed = _commit_and_wait(batch, running, expected=items)
         rounds[str(count)] = {
             "seconds": elapsed,
             "items_per_s": items / elapsed,
             "worker_peak_rss_mb": running.peak_mb,
+            **lock_waits,
         }
         # Stopped clusters' stats linger a few seconds; the next round counts only its own.
         time.sleep(4)
