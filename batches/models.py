@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import models
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from rest_framework_api_key.models import AbstractAPIKey
 
@@ -62,6 +64,23 @@ class ApiKey(AbstractAPIKey):
         verbose_name_plural = "API keys"
 
 
+def unfolded_counts_annotations() -> dict[str, Any]:
+    """Return annotations that read a batch's unfolded counter moves (see Batch.counts)."""
+    return {
+        f"unfolded_{status}": Coalesce(
+            models.Subquery(
+                Chunk.objects.filter(batch_id=models.OuterRef("pk"))
+                .order_by()
+                .values("batch_id")
+                .annotate(total=models.Sum(delta_field(status)))
+                .values("total")
+            ),
+            0,
+        )
+        for status in DELTA_STATUSES
+    }
+
+
 class BatchQuerySet(models.QuerySet["Batch"]):
     """Reusable batch filters."""
 
@@ -72,6 +91,10 @@ class BatchQuerySet(models.QuerySet["Batch"]):
     def active(self) -> BatchQuerySet:
         """Return batches that workers still have to deal with."""
         return self.filter(status__in=Batch.ACTIVE)
+
+    def with_unfolded_counts(self) -> BatchQuerySet:
+        """Read, with each batch, the counter moves its chunks hold (see Batch.counts)."""
+        return self.annotate(**unfolded_counts_annotations())
 
 
 class Batch(models.Model):
@@ -203,7 +226,8 @@ class Batch(models.Model):
     @property
     def ended_items(self) -> int:
         """Return how many items have reached a final state."""
-        return self.succeeded_items + self.failed_items + self.cancelled_items
+        counts = self.counts()
+        return sum(counts[status] for status in Item.ENDED)
 
     @property
     def progress(self) -> float:
@@ -232,11 +256,37 @@ class Batch(models.Model):
         return timezone.now() + timedelta(seconds=remaining / rate)
 
     def counts(self) -> dict[str, int]:
-        """Return the item counters by status, plus the total."""
-        return {
+        """Return the item counters by status, plus the total.
+
+        A worker writes a slice's counter moves to its chunk and folds them into these
+        fields right after (engine.runner); until then, a few milliseconds, or until the
+        chunk's next owner settles if the worker died in between, they are added here.
+        """
+        counts = {
             "total": self.total_items,
-            **{status: getattr(self, f"{status}_items") for status in Item.Status.values},
+            **{status: getattr(self, counter_field(status)) for status in Item.Status.values},
         }
+        for status, moved in self.unfolded_counts().items():
+            counts[status] += moved
+        return counts
+
+    def unfolded_counts(self) -> dict[str, int]:
+        """Return the counter moves the batch's chunks hold, read once per loaded batch."""
+        if self.status not in self.ACTIVE:
+            return {}  # finalize folds every chunk
+        if not hasattr(self, "unfolded_queued"):
+            sums = Chunk.objects.filter(batch_id=self.pk).aggregate(
+                **{f"unfolded_{s}": models.Sum(delta_field(s)) for s in DELTA_STATUSES}
+            )
+            for name, total in sums.items():
+                setattr(self, name, total or 0)
+        return {status: getattr(self, f"unfolded_{status}") for status in DELTA_STATUSES}
+
+    def refresh_from_db(self, *args: Any, **kwargs: Any) -> None:
+        """Reload the batch; its chunks' unfolded counter moves are read again when asked."""
+        super().refresh_from_db(*args, **kwargs)
+        for status in DELTA_STATUSES:
+            self.__dict__.pop(f"unfolded_{status}", None)
 
 
 def counter_field(status: str) -> str:

@@ -30,6 +30,7 @@ class BatchFactory(DjangoModelFactory):
 class ItemFactory(DjangoModelFactory):
     class Meta:
         model = Item
+        skip_postgeneration_save = True
 
     batch = factory.SubFactory(BatchFactory)
     index = factory.Sequence(lambda n: n)

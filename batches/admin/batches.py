@@ -18,7 +18,7 @@ from django.utils.html import format_html
 from batches import services, timeline
 from batches.admin.common import JobTypeFilter, ViewOnlyMixin, admin_actor, changelist_url, plural
 from batches.exceptions import BatchNotFinished, DomainError, NotFound
-from batches.models import Batch, BatchError, BatchEvent, Item
+from batches.models import Batch, BatchError, BatchEvent, Item, unfolded_counts_annotations
 
 ERRORS_INLINE_LIMIT = 50
 EVENTS_INLINE_LIMIT = 100
@@ -149,6 +149,10 @@ class BatchAdmin(admin.ModelAdmin):
         "rerun_failed_items",
         "purge_batches",
     ]
+
+    def get_queryset(self, request):
+        """Read each batch with its chunks' unfolded counter moves, for its progress."""
+        return super().get_queryset(request).annotate(**unfolded_counts_annotations())
 
     def get_readonly_fields(self, request, obj=None):
         editable = set(self.editable_fields)

@@ -61,7 +61,7 @@ class BatchViewSet(viewsets.GenericViewSet):
 
     def get_queryset(self):
         """Return the batches this caller may see: the one place the API scopes by tenant."""
-        batches = Batch.objects.select_related("account")
+        batches = Batch.objects.select_related("account").with_unfolded_counts()
         account = request_account(self.request)
         return batches.for_account(account) if account is not None else batches
 

@@ -119,7 +119,7 @@ def overview_panel(request: HttpRequest) -> HttpResponse:
 
 
 def _batch(pk) -> Batch:
-    return get_object_or_404(Batch.objects.select_related("account"), pk=pk)
+    return get_object_or_404(Batch.objects.select_related("account").with_unfolded_counts(), pk=pk)
 
 
 @staff_required

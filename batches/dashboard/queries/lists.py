@@ -68,7 +68,7 @@ def batch_rows(batches) -> list[BatchRow]:
 
 def batches_filtered(filters: dict[str, Any], sort: str = DEFAULT_SORT) -> QuerySet[Batch]:
     """Return batches matching the list filters (cleaned form data), in the asked order."""
-    batches = Batch.objects.select_related("account").defer("metadata")
+    batches = Batch.objects.select_related("account").defer("metadata").with_unfolded_counts()
     status = filters.get("status")
     if status == "live":
         batches = batches.filter(status__in=LIVE_STATUSES)

@@ -101,7 +101,8 @@ def items_processed_since(since: datetime) -> int:
 def stuck_batches(*, now: datetime, minutes: int) -> list[Batch]:
     """Return active batches that have not moved for `minutes`, longest-stuck first."""
     return list(
-        Batch.objects.filter(status__in=Batch.ACTIVE, paused_at__isnull=True)
+        Batch.objects.with_unfolded_counts()
+        .filter(status__in=Batch.ACTIVE, paused_at__isnull=True)
         .exclude(not_before__gt=now)
         .annotate(last_progress=_last_sign_of_life())
         .filter(last_progress__lt=now - timedelta(minutes=minutes))
