@@ -81,11 +81,14 @@ def chunk_deltas_add(chunk_id: int, deltas: Counter[str], **values: Any) -> int:
     return Chunk.objects.filter(pk=chunk_id).update(**changes, **values)
 
 
-def chunk_deltas_fold(*, batch_id, chunk_ids: Iterable[int] | None = None) -> dict[str, int]:
+def chunk_deltas_fold(
+    *, batch_id, chunk_ids: Iterable[int] | None = None, apply: bool = True
+) -> dict[str, int]:
     """Move chunks' counter deltas into the batch counters; return the moves, by status.
 
     Call it holding the batch's row lock: every fold does, so no delta is folded twice.
-    Without `chunk_ids`, every chunk of the batch is folded.
+    Without `chunk_ids`, every chunk of the batch is folded. With `apply` false, the
+    caller adds the returned moves to the batch counters itself, in the same transaction.
     """
     chunks = Chunk.objects.filter(batch_id=batch_id)
     if chunk_ids is not None:
@@ -105,5 +108,6 @@ def chunk_deltas_fold(*, batch_id, chunk_ids: Iterable[int] | None = None) -> di
         )
         for status in DELTA_STATUSES:
             moves[status] += row[delta_field(status)]
-    counters_apply(batch_id, moves)
+    if apply:
+        counters_apply(batch_id, moves)
     return {status: n for status, n in moves.items() if n}

@@ -17,15 +17,14 @@ from __future__ import annotations
 import logging
 import random
 import time
-import uuid
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypedDict
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -33,7 +32,7 @@ from batches.engine import finalize, nudges
 from batches.engine.claim import LeaseKeeper, chunk_claim, chunks_release, lease_renew, worker_name
 from batches.engine.finalize import DEFERRED_RESULT, batch_outputs_dir, failure_policy_apply
 from batches.ingest import bulk
-from batches.models import Batch, Chunk, Item, counter_field
+from batches.models import Batch, Chunk, Item, counter_field, delta_field
 from batches.timeline import chunk_deltas_add, chunk_deltas_fold, event_record, items_move
 from jobs import JobContext, JobType, PermanentError, TransientError, get_job_type
 from jobs.timelimit import ItemTimeout, time_limit
@@ -84,6 +83,19 @@ def outputs_discard(outputs: list[tuple[str, Path]]) -> None:
         path.unlink(missing_ok=True)
 
 
+@dataclass
+class SliceEnd:
+    """What a slice's write transaction leaves for the settle that follows it."""
+
+    stop: str = ""  # why the worker must stop at once, if it must
+    wrote: int = 0  # outcomes written
+    failed: bool = False  # one of them failed
+    rows: list[ItemRow] = field(default_factory=list)  # the next slice, marked running
+    closing: bool = False  # the chunk is done (or cancelled): no next slice
+    hand_back_from: int | None = None  # the batch is paused: give back the range from here
+    deltas: Counter[str] = field(default_factory=Counter)  # counter moves, by status
+
+
 class ChunkRunner:
     """Run one claimed chunk slice by slice, one transaction per slice."""
 
@@ -106,6 +118,10 @@ class ChunkRunner:
         self.watch = nudges.BatchWatch(self.batch_id)
         # The first Item.seq reserved for the outcomes of the slice being run.
         self.reserved_seq = 0
+        # SQLite has one writer at a time: the settle joins the slice's transaction there,
+        # as a second one would only hand the write lock around once more.
+        self.one_writer = connection.vendor == "sqlite"
+        self.folded_leftovers = False
 
     def run(self) -> str:
         """Process the chunk until its range is done, the batch stops, or the lease is lost."""
@@ -121,42 +137,17 @@ class ChunkRunner:
         cursor = self.chunk.start_index
         outcomes: list[Outcome] = []
         while True:
-            deltas: Counter[str] = Counter()
-            rows: list[ItemRow] = []
-            with transaction.atomic():
-                if not self._renew():
-                    return "lease lost"
-                if outcomes:
-                    self._write(outcomes, deltas)
-                state = (
-                    Batch.objects.filter(pk=self.batch_id)
-                    .values_list("status", "paused_at")
-                    .first()
-                )
-                if state is None:
-                    return "batch deleted"
-                status, paused_at = state
-                if status == Batch.Status.CANCELLING:
-                    self._cancel_rest(cursor, deltas)
-                    ending = "cancelled"
-                elif paused_at:
-                    ending = "paused"
-                else:
-                    rows = self._next_slice(cursor, deltas)
-                    ending = "" if rows else "done"
-                closing = ending in ("cancelled", "done")
-                done = {"status": Chunk.Status.DONE, "finished_at": timezone.now()}
-                chunk_deltas_add(self.chunk.pk, deltas, **(done if closing else {}))
-            failed = any(o.status == Item.Status.FAILED for o in outcomes)
-            settled = self._settle(
-                reserve=len(rows), wrote=bool(outcomes), failed=failed,
-                hand_back_from=cursor if ending == "paused" else None,
-            )  # fmt: skip
-            if settled:
-                return settled
-            if closing:
+            slice_end = self._slice_write(cursor, outcomes)
+            if slice_end.stop:
+                return slice_end.stop
+            if not self.one_writer:
+                with transaction.atomic():
+                    stop = self._settle(slice_end)
+                if stop:
+                    return stop
+            if slice_end.closing:
                 break
-            outcomes = self._run_slice(rows) if rows else []
+            outcomes = self._run_slice(slice_end.rows) if slice_end.rows else []
             if outcomes:
                 cursor = outcomes[-1].index + 1
         if self.limited:
@@ -164,47 +155,97 @@ class ChunkRunner:
         finalize.batch_finalize_if_done(self.batch_id)
         return "done"
 
-    def _settle(
-        self, *, reserve: int, wrote: bool, failed: bool, hand_back_from: int | None
-    ) -> str:
-        """Bring the batch row up to date with the slice just committed, in a short transaction.
+    def _slice_write(self, cursor: int, outcomes: list[Outcome]) -> SliceEnd:
+        """Write the outcomes and take the next slice, in one transaction without the batch row.
 
-        Folds the chunk's counter deltas into the batch, reserves `reserve` seq numbers for
-        the next slice, moves the rate window, starts the batch, and applies the failure
-        policy or hands a paused batch's chunk back. Returns why the worker must stop, or "".
+        The counter moves go to the chunk's deltas; with one writer (SQLite) the settle
+        runs here too and applies them to the batch directly.
+        """
+        with transaction.atomic():
+            if not self._renew():
+                return SliceEnd(stop="lease lost")
+            end = SliceEnd(wrote=len(outcomes))
+            if outcomes:
+                self._write(outcomes, end.deltas)
+                end.failed = any(o.status == Item.Status.FAILED for o in outcomes)
+            state = (
+                Batch.objects.filter(pk=self.batch_id).values_list("status", "paused_at").first()
+            )
+            if state is None:
+                return SliceEnd(stop="batch deleted")
+            status, paused_at = state
+            if status == Batch.Status.CANCELLING:
+                self._cancel_rest(cursor, end.deltas)
+                end.closing = True
+            elif paused_at:
+                end.hand_back_from = cursor
+            else:
+                end.rows = self._next_slice(cursor, end.deltas)
+                end.closing = not end.rows
+            if self.one_writer:
+                end.stop = self._settle(end)
+            else:
+                done = {"status": Chunk.Status.DONE, "finished_at": timezone.now()}
+                chunk_deltas_add(self.chunk.pk, end.deltas, **(done if end.closing else {}))
+        return end
+
+    def _settle(self, end: SliceEnd) -> str:
+        """Bring the batch row up to date with the slice just written; hold it briefly.
+
+        Folds the slice's counter moves into the batch (with, the first time, any a dead
+        former owner of the chunk left on it), reserves seq numbers for the next slice's
+        outcomes, slides the rate window, starts the batch, and applies the failure policy
+        or hands a paused batch's chunk back. Returns why the worker must stop, or "".
+        Three statements, plus the failure policy when an item failed.
         """
         now = timezone.now()
-        with transaction.atomic():
-            batch = (
-                Batch.objects.select_for_update()
-                .filter(pk=self.batch_id)
-                .values("status", "last_seq")
-                .first()
+        batch = (
+            Batch.objects.select_for_update()
+            .filter(pk=self.batch_id)
+            .values("status", "last_seq", "rate_from_at", "rate_mid_at", *ENDED_FIELDS)
+            .first()
+        )
+        if batch is None:
+            return "batch deleted"
+        moves = Counter(end.deltas)
+        if not self.folded_leftovers:
+            # Moves on the chunk before ours: a worker that died between write and settle.
+            left = chunk_deltas_fold(batch_id=self.batch_id, chunk_ids=[self.chunk.pk], apply=False)
+            if not self.one_writer:
+                moves = Counter()  # ours are on the chunk too, so in `left`
+            moves.update(left)
+            self.folded_leftovers = True
+        elif not self.one_writer:
+            # Ours, on the chunk since the slice committed: take them off as they go in.
+            Chunk.objects.filter(pk=self.chunk.pk).update(
+                **{delta_field(s): F(delta_field(s)) - n for s, n in moves.items() if n}
             )
-            if batch is None:
-                return "batch deleted"
-            moves = chunk_deltas_fold(batch_id=self.batch_id, chunk_ids=[self.chunk.pk])
-            changes: dict[str, Any] = {}
-            if reserve:
-                changes["last_seq"] = batch["last_seq"] + reserve
-            if wrote:
-                changes["last_outcome_at"] = now
-                changes.update(rate_window_changes(batch_id=self.batch_id, now=now))
-            if batch["status"] == Batch.Status.COMMITTED and hand_back_from is None:
-                changes["status"] = Batch.Status.RUNNING
-                changes["started_at"] = now
-            if changes:
-                Batch.objects.filter(pk=self.batch_id).update(**changes)
-            if changes.get("status") == Batch.Status.RUNNING:
-                event_record(batch=self.chunk.batch, kind="started", actor=self.owner)
-            self.reserved_seq = batch["last_seq"] + 1
-            Chunk.objects.filter(pk=self.chunk.pk, lease_owner=self.owner).update(
-                pending_seq=self.reserved_seq if reserve else None
-            )
-            if failed and moves.get(Item.Status.FAILED):
-                failure_policy_apply(batch_id=self.batch_id, actor=self.owner)
-            if hand_back_from is not None and self._hand_back(hand_back_from):
-                return "paused"
+        changes: dict[str, Any] = {
+            counter_field(s): F(counter_field(s)) + n for s, n in moves.items() if n
+        }
+        reserve = len(end.rows)
+        if reserve:
+            changes["last_seq"] = batch["last_seq"] + reserve
+        if end.wrote:
+            ended = sum(batch[field] for field in ENDED_FIELDS)
+            ended += sum(moves[s] for s in Item.ENDED)
+            changes["last_outcome_at"] = now
+            changes.update(rate_window_changes(window=batch, ended=ended, now=now))
+        if batch["status"] == Batch.Status.COMMITTED and end.hand_back_from is None:
+            changes.update(status=Batch.Status.RUNNING, started_at=now)
+            event_record(batch=self.chunk.batch, kind="started", actor=self.owner)
+        if changes:
+            Batch.objects.filter(pk=self.batch_id).update(**changes)
+        self.reserved_seq = batch["last_seq"] + 1
+        closed = {"status": Chunk.Status.DONE, "finished_at": now}
+        Chunk.objects.filter(pk=self.chunk.pk, lease_owner=self.owner).update(
+            pending_seq=self.reserved_seq if reserve else None,
+            **(closed if end.closing and self.one_writer else {}),
+        )
+        if end.failed and moves.get(Item.Status.FAILED):
+            failure_policy_apply(batch_id=self.batch_id, actor=self.owner)
+        if end.hand_back_from is not None and self._hand_back(end.hand_back_from):
+            return "paused"
         return ""
 
     def _run_slice(self, rows: list[ItemRow]) -> list[Outcome]:
@@ -425,14 +466,15 @@ class ChunkRunner:
         )
 
 
-def rate_window_changes(*, batch_id: uuid.UUID, now: datetime) -> dict[str, Any]:
+ENDED_FIELDS = tuple(counter_field(status) for status in sorted(Item.ENDED))
+
+
+def rate_window_changes(*, window: dict[str, Any], ended: int, now: datetime) -> dict[str, Any]:
     """Return the changes that slide the batch's rate window after a write, if any.
 
-    Call it holding the batch's row lock, after the write's counter moves were folded in.
+    `window` holds the batch's rate_from_at and rate_mid_at, read under its row lock;
+    `ended` is how many of its items have ended, this write included.
     """
-    ended_fields = [counter_field(status) for status in Item.ENDED]
-    window = Batch.objects.values("rate_from_at", "rate_mid_at", *ended_fields).get(pk=batch_id)
-    ended = sum(window[field] for field in ended_fields)
     half = timedelta(seconds=settings.BATCHSITE_RATE_WINDOW_SECONDS / 2)
     mid_at = window["rate_mid_at"]
     # Both ends of the window are set and cleared together.

@@ -18,7 +18,11 @@ def write(batch: Batch, *, items: int, at) -> Batch:
         succeeded_items=batch.succeeded_items + items,
         queued_items=batch.queued_items - items,
     )
-    Batch.objects.filter(pk=batch.pk).update(**rate_window_changes(batch_id=batch.pk, now=at))
+    window = Batch.objects.values("rate_from_at", "rate_mid_at").get(pk=batch.pk)
+    ended = Batch.objects.get(pk=batch.pk).ended_items
+    Batch.objects.filter(pk=batch.pk).update(
+        **rate_window_changes(window=window, ended=ended, now=at)
+    )
     return Batch.objects.get(pk=batch.pk)
 
 
