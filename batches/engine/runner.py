@@ -32,7 +32,7 @@ from batches.engine import finalize, nudges
 from batches.engine.claim import LeaseKeeper, chunk_claim, chunks_release, lease_renew, worker_name
 from batches.engine.finalize import DEFERRED_RESULT, batch_outputs_dir, failure_policy_apply
 from batches.ingest import bulk
-from batches.models import Batch, Chunk, Item, counter_field, delta_field
+from batches.models import Batch, Chunk, Item, counter_field
 from batches.timeline import chunk_deltas_add, chunk_deltas_fold, event_record, items_move
 from jobs import JobContext, JobType, PermanentError, TransientError, get_job_type
 from jobs.timelimit import ItemTimeout, time_limit
@@ -192,11 +192,11 @@ class ChunkRunner:
     def _settle(self, end: SliceEnd) -> str:
         """Bring the batch row up to date with the slice just written; hold it briefly.
 
-        Folds the slice's counter moves into the batch (with, the first time, any a dead
-        former owner of the chunk left on it), reserves seq numbers for the next slice's
-        outcomes, slides the rate window, starts the batch, and applies the failure policy
-        or hands a paused batch's chunk back. Returns why the worker must stop, or "".
-        Three statements, plus the failure policy when an item failed.
+        Folds the chunk's counter moves into the batch (with any a dead former owner of the
+        chunk left on it), reserves seq numbers for the next slice's outcomes, slides the
+        rate window, starts the batch, and applies the failure policy or hands a paused
+        batch's chunk back. Returns why the worker must stop, or "". A handful of short
+        statements, plus the failure policy when an item failed.
         """
         now = timezone.now()
         batch = (
@@ -207,19 +207,16 @@ class ChunkRunner:
         )
         if batch is None:
             return "batch deleted"
-        moves = Counter(end.deltas)
-        if not self.folded_leftovers:
-            # Moves on the chunk before ours: a worker that died between write and settle.
-            left = chunk_deltas_fold(batch_id=self.batch_id, chunk_ids=[self.chunk.pk], apply=False)
-            if not self.one_writer:
-                moves = Counter()  # ours are on the chunk too, so in `left`
-            moves.update(left)
-            self.folded_leftovers = True
-        elif not self.one_writer:
-            # Ours, on the chunk since the slice committed: take them off as they go in.
-            Chunk.objects.filter(pk=self.chunk.pk).update(
-                **{delta_field(s): F(delta_field(s)) - n for s, n in moves.items() if n}
-            )
+        if self.one_writer:
+            # Ours never went to the chunk; a worker that died there may have left some.
+            moves = Counter(end.deltas)
+            if not self.folded_leftovers:
+                moves.update(self._fold_chunk())
+                self.folded_leftovers = True
+        else:
+            # Whatever the chunk holds, ours included: a fold takes what it reads, so
+            # finalize, which may get there first once the chunk is done, never adds twice.
+            moves = Counter(self._fold_chunk())
         changes: dict[str, Any] = {
             counter_field(s): F(counter_field(s)) + n for s, n in moves.items() if n
         }
@@ -247,6 +244,9 @@ class ChunkRunner:
         if end.hand_back_from is not None and self._hand_back(end.hand_back_from):
             return "paused"
         return ""
+
+    def _fold_chunk(self) -> dict[str, int]:
+        return chunk_deltas_fold(batch_id=self.batch_id, chunk_ids=[self.chunk.pk], apply=False)
 
     def _run_slice(self, rows: list[ItemRow]) -> list[Outcome]:
         """Run the slice's items until it is done, must stop, or has taken its time.
