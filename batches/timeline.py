@@ -97,15 +97,13 @@ def chunk_deltas_fold(
     nonzero = Q()
     for field in fields:
         nonzero |= ~Q(**{field: 0})
-    rows = list(chunks.filter(nonzero).values("pk", *fields))
+    # Locked as they are read, so nothing is added to them before they are zeroed.
+    rows = list(chunks.filter(nonzero).select_for_update().values("pk", *fields))
     if not rows:
         return {}
+    Chunk.objects.filter(pk__in=[row["pk"] for row in rows]).update(**dict.fromkeys(fields, 0))
     moves: Counter[str] = Counter()
     for row in rows:
-        # Subtract what was read, so a move added meanwhile (a zombie) is not lost.
-        Chunk.objects.filter(pk=row["pk"]).update(
-            **{field: F(field) - row[field] for field in fields if row[field]}
-        )
         for status in DELTA_STATUSES:
             moves[status] += row[delta_field(status)]
     if apply:
