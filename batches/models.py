@@ -92,6 +92,16 @@ class BatchQuerySet(models.QuerySet["Batch"]):
         """Return batches that workers still have to deal with."""
         return self.filter(status__in=Batch.ACTIVE)
 
+    def for_update(self) -> BatchQuerySet:
+        """Lock the rows to the end of the transaction, as every batch lock must.
+
+        FOR NO KEY UPDATE, not FOR UPDATE: no one changes a batch's key, and a worker's
+        commit checks the foreign keys of chunk and item rows it wrote twice with FOR KEY
+        SHARE on their batch. Under FOR UPDATE that check would wait for a cancel that
+        itself waits for the worker's chunk: a deadlock.
+        """
+        return self.select_for_update(no_key=True)
+
     def with_unfolded_counts(self) -> BatchQuerySet:
         """Read, with each batch, the counter moves its chunks hold (see Batch.counts)."""
         return self.annotate(**unfolded_counts_annotations())

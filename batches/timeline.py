@@ -98,7 +98,7 @@ def chunk_deltas_fold(
     for field in fields:
         nonzero |= ~Q(**{field: 0})
     # Locked as they are read, so nothing is added to them before they are zeroed.
-    rows = list(chunks.filter(nonzero).select_for_update().values("pk", *fields))
+    rows = list(chunks.filter(nonzero).select_for_update().order_by("pk").values("pk", *fields))
     if not rows:
         return {}
     Chunk.objects.filter(pk__in=[row["pk"] for row in rows]).update(**dict.fromkeys(fields, 0))

@@ -167,3 +167,16 @@ def test_imports__the_graph_sees_the_engine():
 
     assert "batches.webhooks" in top
     assert len(MODULES) > 50
+
+
+def test_locks__every_batch_row_lock_goes_through_for_update():
+    # A plain FOR UPDATE on a batch blocks the foreign-key checks of workers' commits;
+    # BatchQuerySet.for_update takes the lock that does not (see its docstring).
+    offending = [
+        name
+        for name, path in MODULES.items()
+        if name != "batches.models" and "Batch.objects.select_for_update" in path.read_text()
+    ]
+
+    assert offending == []
+    assert "select_for_update(no_key=True)" in MODULES["batches.models"].read_text()

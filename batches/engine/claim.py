@@ -35,7 +35,7 @@ def chunks_release(batch_id: uuid.UUID) -> int:
     running and already-sent chunks up to the limit. Returns how many were released.
     """
     with transaction.atomic():
-        batch = Batch.objects.select_for_update().filter(pk=batch_id).first()
+        batch = Batch.objects.for_update().filter(pk=batch_id).first()
         if (
             batch is None
             or batch.status not in (Batch.Status.COMMITTED, Batch.Status.RUNNING)
@@ -73,7 +73,12 @@ def chunk_abandon(*, chunk_id: int, reason: str) -> int:
     flight each time are the likely cause. Does nothing if a live worker holds the chunk
     by now. Returns the number of items failed.
     """
+    batch_id = Chunk.objects.filter(pk=chunk_id).values_list("batch_id", flat=True).first()
+    if batch_id is None:
+        return 0
     with transaction.atomic():
+        # The batch row before the chunk's, the order a cancel or a settle takes them in.
+        Batch.objects.for_update().filter(pk=batch_id).first()
         chunk = (
             Chunk.objects.select_for_update()
             .filter(pk=chunk_id, status=Chunk.Status.RUNNING, lease_expires_at__lt=timezone.now())
@@ -81,7 +86,6 @@ def chunk_abandon(*, chunk_id: int, reason: str) -> int:
         )
         if chunk is None:
             return 0
-        Batch.objects.select_for_update().filter(pk=chunk.batch_id).first()
         chunk_deltas_fold(batch_id=chunk.batch_id, chunk_ids=[chunk.pk])
         failed = items_move(
             batch_id=chunk.batch_id,
@@ -150,7 +154,7 @@ def _chunk_claim_limited(*, chunk_id: int, batch_id: uuid.UUID, owner: str) -> C
     chunks is exact and a chunk held here is seen by the release that follows a resume.
     """
     with transaction.atomic():
-        batch = Batch.objects.select_for_update().filter(pk=batch_id).first()
+        batch = Batch.objects.for_update().filter(pk=batch_id).first()
         if batch is None:
             return None
         if batch.status in (Batch.Status.COMMITTED, Batch.Status.RUNNING):

@@ -27,7 +27,7 @@ def failure_policy_apply(*, batch_id: uuid.UUID, actor: str) -> None:
 
     Call inside the transaction that recorded the failures.
     """
-    batch = Batch.objects.select_for_update().get(pk=batch_id)
+    batch = Batch.objects.for_update().get(pk=batch_id)
     if batch.status not in (Batch.Status.RUNNING, Batch.Status.COMMITTED):
         return
     if batch.atomic:
@@ -48,6 +48,10 @@ def batch_wind_down(*, batch: Batch, ending: str, actor: str, reason: str = "") 
     holding a chunk see `cancelling` between slices, cancel the rest of their range, and
     the last of them finalizes.
     """
+    # Take the chunk rows before the items, in the order a slice does (it renews its
+    # lease, then writes its items): a slice in flight commits first and the next one
+    # waits for us. Taking items first could deadlock with a slice on PostgreSQL.
+    chunks_lock(batch.pk)
     items_move(
         batch_id=batch.pk,
         from_statuses=[Item.Status.PENDING, Item.Status.QUEUED],
@@ -72,10 +76,20 @@ def batch_wind_down(*, batch: Batch, ending: str, actor: str, reason: str = "") 
     return batch
 
 
+def chunks_lock(batch_id: uuid.UUID) -> None:
+    """Lock the batch's unfinished chunks, in primary-key order; the batch is locked."""
+    list(
+        Chunk.objects.select_for_update()
+        .filter(batch_id=batch_id, status__in=[Chunk.Status.QUEUED, Chunk.Status.RUNNING])
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+
+
 def batch_finalize_if_done(batch_id: uuid.UUID) -> Batch | None:
     """Finalize the batch if no chunk of it is left; safe to call from any worker, any time."""
     with transaction.atomic():
-        batch = Batch.objects.select_for_update().filter(pk=batch_id).first()
+        batch = Batch.objects.for_update().filter(pk=batch_id).first()
         if batch is None or batch.status not in Batch.ACTIVE:
             return batch
         if Chunk.objects.filter(

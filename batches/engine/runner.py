@@ -200,7 +200,7 @@ class ChunkRunner:
         """
         now = timezone.now()
         batch = (
-            Batch.objects.select_for_update()
+            Batch.objects.for_update()
             .filter(pk=self.batch_id)
             .values("status", "last_seq", "rate_from_at", "rate_mid_at", *ENDED_FIELDS)
             .first()
@@ -276,13 +276,13 @@ class ChunkRunner:
         due = self.watch.due()
         if not due:
             return False
-        batches = Batch.objects.filter(pk=self.batch_id).values_list("status", "paused_at")
+        batches = Batch.objects.filter(pk=self.batch_id)
         if due == "nudged":
             # The row lock waits for the transaction that nudged us to commit.
             with transaction.atomic():
-                state = batches.select_for_update().first()
+                state = batches.for_update().values_list("status", "paused_at").first()
         else:
-            state = batches.first()
+            state = batches.values_list("status", "paused_at").first()
         if state is None:
             return True
         status, paused_at = state
@@ -294,7 +294,7 @@ class ChunkRunner:
         Runs under the batch's row lock, so a resume either comes before (and we go on)
         or after (and its release sends this chunk again). Returns False if not paused.
         """
-        batch = Batch.objects.select_for_update().filter(pk=self.batch_id).first()
+        batch = Batch.objects.for_update().filter(pk=self.batch_id).first()
         if batch is None or not batch.paused_at:
             return False
         items_move(

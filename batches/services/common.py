@@ -25,7 +25,7 @@ def sequence_next(name: str) -> int:
 def batch_lock(batch: Batch | Any) -> Batch:
     """Re-fetch the batch with a row lock; NotFound if it was deleted meanwhile."""
     pk = batch.pk if isinstance(batch, Batch) else batch
-    locked = Batch.objects.select_for_update().filter(pk=pk).first()
+    locked = Batch.objects.for_update().filter(pk=pk).first()
     if locked is None:
         raise NotFound("batch not found")
     return locked

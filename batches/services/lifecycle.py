@@ -1,6 +1,6 @@
 """Create batches and move them through their life: ingest, commit, pause, cancel, rerun.
 
-Each transition runs in a transaction, re-fetches the batch with select_for_update,
+Each transition runs in a transaction, re-fetches the batch under its row lock (batch_lock),
 checks the current state, writes with update_fields or a conditional UPDATE, records a
 BatchEvent, and queues work only in transaction.on_commit.
 """

@@ -63,7 +63,7 @@ def batch_purge(
     it is checked again under its row lock: a batch rerun, given a longer retention or
     deleted since is kept.
     """
-    locked = Batch.objects.select_for_update().filter(pk=batch.pk).first()
+    locked = Batch.objects.for_update().filter(pk=batch.pk).first()
     if locked is None or not locked.is_terminal:
         return False
     if finished_before is not None and not (
