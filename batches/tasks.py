@@ -41,8 +41,8 @@ def never_raises(log: str, *, result: R) -> Callable[[Callable[P, R]], Callable[
 
 @never_raises("chunk %s stopped on an unexpected error; its lease will expire", result="error")
 def chunk_run(chunk_id: int) -> str:
-    """Process one chunk."""
-    return runner.chunk_process(chunk_id=chunk_id)
+    """Process one chunk, then chunks whose tasks are still waiting, while time allows."""
+    return runner.chunks_process(chunk_id=chunk_id)
 
 
 @never_raises("sweep stopped on an unexpected error; the next run will retry", result={"error": 1})

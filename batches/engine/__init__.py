@@ -37,7 +37,13 @@ from batches.engine.planning import (
     ingest_enqueue,
     type_sizes,
 )
-from batches.engine.runner import ChunkRunner, Outcome, chunk_process, rate_window_changes
+from batches.engine.runner import (
+    ChunkRunner,
+    Outcome,
+    chunk_process,
+    chunks_process,
+    rate_window_changes,
+)
 
 __all__ = [
     "CHUNK_TASK",
@@ -58,6 +64,7 @@ __all__ = [
     "chunks_enqueue",
     "chunks_enqueue_on_commit",
     "chunks_plan",
+    "chunks_process",
     "chunks_release",
     "counters_verify",
     "deferred_send",

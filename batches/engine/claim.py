@@ -13,6 +13,7 @@ import socket
 import threading
 import uuid
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import connections, transaction
@@ -171,22 +172,30 @@ def _chunk_claim_limited(*, chunk_id: int, batch_id: uuid.UUID, owner: str) -> C
         return _chunk_claim(chunk_id=chunk_id, owner=owner)
 
 
-def _chunk_claim_better(*, priority: int, owner: str) -> Chunk | None:
-    """Claim a waiting chunk of a higher-priority batch, if there is one a worker may take."""
+def chunk_claim_waiting(*, owner: str) -> Chunk | None:
+    """Claim a chunk whose task is out but not running yet, the most urgent first; or None.
+
+    Held chunks (no task out) are left alone: they wait for a resume or a free slot.
+    """
+    return _chunk_claim_better(priority=None, owner=owner)
+
+
+def _chunk_claim_better(*, priority: int | None, owner: str) -> Chunk | None:
+    """Claim a waiting chunk of a batch of higher priority (any, if None) a worker may take."""
     now = timezone.now()
-    if not Batch.objects.filter(
-        status__in=(Batch.Status.COMMITTED, Batch.Status.RUNNING),
-        priority__gt=priority,
-        paused_at__isnull=True,
-    ).exists():
-        return None
+    startable: dict[str, Any] = {
+        "status__in": (Batch.Status.COMMITTED, Batch.Status.RUNNING),
+        "paused_at__isnull": True,
+    }
+    if priority is not None:
+        if not Batch.objects.filter(**startable, priority__gt=priority).exists():
+            return None
+        startable["priority__gt"] = priority
     candidates = (
         Chunk.objects.filter(
             status=Chunk.Status.QUEUED,
             enqueued_at__isnull=False,
-            batch__status__in=(Batch.Status.COMMITTED, Batch.Status.RUNNING),
-            batch__priority__gt=priority,
-            batch__paused_at__isnull=True,
+            **{f"batch__{lookup}": value for lookup, value in startable.items()},
         )
         .filter(Q(batch__not_before__isnull=True) | Q(batch__not_before__lte=now))
         .order_by("-batch__priority", "batch__committed_at", "start_index")

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from unittest import mock
 
 import pytest
+from django.utils import timezone
 
+from batches import services
+from batches.engine import planning
 from batches.models import Batch, BatchEvent, Chunk, Item
 from tests.conftest import wait_for
 from tests.e2e.helpers import most_at_once, read_log, wait_terminal
@@ -104,3 +108,35 @@ def test_cluster__a_higher_priority_batch_overtakes_one_committed_before_it(
     assert low_batch.counts() == recount(low_batch)
     # Every item ran once, in either batch.
     assert Item.objects.filter(batch_id__in=[low["id"], high["id"]], attempts=1).count() == 70
+
+
+def test_cluster__a_free_worker_takes_the_chunks_whose_tasks_wait_elsewhere(
+    account, cluster_factory, exec_log
+):
+    # Four chunks whose tasks are out, as if in another, busy cluster's prefetch queue;
+    # only the first task reaches this cluster, and the sweep would not send the others
+    # again within the test.
+    with mock.patch.object(planning, "chunks_enqueue"):
+        batch, _ = services.batch_create(
+            account=account,
+            actor="test",
+            type="test.paced",
+            items=[{"payload": {"n": n, "sleep_ms": 5}} for n in range(20)],
+            commit=True,
+        )
+    chunks = Chunk.objects.filter(batch=batch).order_by("start_index")
+    assert chunks.count() == 4
+    chunks.update(enqueued_at=timezone.now())
+    planning.chunks_enqueue([chunks[0].pk])
+    cluster = cluster_factory(
+        workers=1,
+        env={"BATCHSITE_TEST_EXEC_LOG": str(exec_log), "BATCHSITE_REQUEUE_AFTER": "3600"},
+    )
+
+    batch = wait_terminal(batch.pk, cluster, timeout=60)
+
+    assert batch.status == Batch.Status.FINISHED
+    assert batch.counts() == recount(batch)
+    runs = read_log(exec_log)
+    assert sorted(runs) == list(range(20))
+    assert all(len(executions) == 1 for executions in runs.values())

@@ -10,9 +10,9 @@ from django.utils import timezone
 from django_q.brokers import get_broker
 from django_q.conf import Conf
 
-from batches import engine, services
+from batches import engine, services, tasks
 from batches.engine import sweep
-from batches.models import Batch, BatchEvent, Chunk, Lock
+from batches.models import Batch, BatchEvent, Chunk, Item, Lock
 from tests.helpers import assert_counters_exact, kinds, recount
 
 S = Batch.Status
@@ -437,3 +437,57 @@ def test_chunk_claim__of_an_unlimited_batch_takes_no_batch_lock(committed, broke
         engine.chunk_claim(chunk_id=chunk_ids(batch)[0], owner="worker-1")
 
     assert not any("FOR UPDATE" in q["sql"] for q in queries.captured_queries)
+
+
+# --- a worker done with its chunk takes chunks whose tasks wait elsewhere ----------------------
+
+
+def test_chunk_run__then_takes_the_chunks_whose_tasks_still_wait(committed, broker_queue):
+    batch = committed(15)
+    first, *_ = chunk_ids(batch)
+
+    # The other two tasks sit in the broker (as in another cluster's prefetch queue).
+    outcome = tasks.chunk_run(first)
+
+    assert outcome == "done; then 2 waiting chunk(s)"
+    batch = assert_counters_exact(Batch.objects.get(pk=batch.pk))
+    assert batch.status == S.FINISHED
+    assert statuses(batch) == {"succeeded": 15}
+    # Each item ran once; the three tasks still in the broker (this test ran the first
+    # one's function itself) find nothing left to do.
+    assert Item.objects.filter(batch=batch).exclude(attempts=1).count() == 0
+    assert broker_queue.queue_size() == 3
+    assert [engine.chunk_process(chunk_id=pk) for pk in chunk_ids(batch)[1:]] == [
+        "not claimable"
+    ] * 2
+
+
+def test_chunk_run__takes_waiting_chunks_by_priority_and_leaves_held_ones(committed, broker_queue):
+    low = committed(5)
+    paused = committed(5)
+    services.batch_pause(batch=paused, actor="test")
+    limited = committed(15, max_concurrency=1)
+    high = committed(5, priority=3)
+
+    outcome = tasks.chunk_run(chunk_ids(low)[0])
+
+    # Its own chunk first (the claim prefers the higher batch's: that one, then its own),
+    # then the limited batch's chunks one after another as each frees its slot.
+    assert outcome.startswith("done; then ")
+    assert Batch.objects.get(pk=high.pk).status == S.FINISHED
+    assert Batch.objects.get(pk=low.pk).status == S.FINISHED
+    assert Batch.objects.get(pk=limited.pk).status == S.FINISHED
+    assert statuses(paused) == {"queued": 5}
+    assert sent(paused) == chunk_ids(paused)  # untouched: its task will hold it
+
+
+def test_chunk_run__stops_taking_chunks_once_a_third_of_the_timeout_passed(
+    committed, broker_queue, settings
+):
+    settings.BATCHSITE_TASK_TIMEOUT = 0
+    batch = committed(15)
+
+    outcome = tasks.chunk_run(chunk_ids(batch)[0])
+
+    assert outcome == "done"
+    assert sent(batch) == chunk_ids(batch)[1:]
