@@ -2,11 +2,12 @@
 
 Each batch has a nudge file on this host (`<data dir>/run/nudges/<batch id>`). Whoever
 stops, cancels or pauses a batch appends a byte to it while still holding the batch's row
-lock; a worker holds the file open and looks at its size before every item (one fstat,
-about a microsecond) and, when it grew, reads the batch under the row lock, which waits
-for the nudging transaction to commit. So a worker on the same host starts at most the
-one item it was already starting. Workers on other hosts see no file: they read the batch from the
-database every POLL_SECONDS instead, and that read catches everything a nudge would.
+lock; a worker holds the file open and looks at its size before every item (one lseek to
+its end, a fraction of a microsecond) and, when it grew, reads the batch under the row
+lock, which waits for the nudging transaction to commit. So a worker on the same host
+starts at most the one item it was already starting. Workers on other hosts see no file:
+they read the batch from the database every POLL_SECONDS instead, and that read catches
+everything a nudge would.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ def nudges_clear(batch_id: uuid.UUID | str) -> None:
 class BatchWatch:
     """Say, cheaply and before every item, whether a worker must look at its batch again.
 
-    Holds the nudge file open (creating it), so a look is one fstat. Call close() when done.
+    Holds the nudge file open (creating it), so a look is one lseek to its end. Call close()
+    when done.
     """
 
     def __init__(self, batch_id: uuid.UUID | str) -> None:
@@ -76,7 +78,8 @@ class BatchWatch:
     def _size(self) -> int:
         if self.fd is None:
             return 0
-        return os.fstat(self.fd).st_size
+        # The file's size, as fstat would say, at a quarter of its cost: this runs per item.
+        return os.lseek(self.fd, 0, os.SEEK_END)
 
     def due(self) -> str:
         """Return "nudged" if the batch was nudged, "poll" if a poll is due, else ""."""

@@ -21,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -259,7 +259,7 @@ class ChunkRunner:
         """Run the slice's items until it is done, must stop, or has taken its time.
 
         Before each item the worker asks whether its batch was stopped, cancelled or
-        paused (an fstat of the nudge file; a read of the batch every 100 ms); after a
+        paused (an lseek on the nudge file; a read of the batch every 100 ms); after a
         failure that may trip the batch's failure policy it stops to write it at once.
         A slice also ends early once it has taken BATCHSITE_SLICE_SECONDS, which keeps
         progress live for slow items. Items not reached stay `running` in our range and
@@ -327,17 +327,14 @@ class ChunkRunner:
 
     def _next_slice(self, cursor: int, deltas: Counter[str]) -> list[ItemRow]:
         """Select the next items of our range and mark the queued ones running."""
-        rows = list(
-            Item.objects.filter(
+        rows = cast(
+            list[ItemRow],
+            bulk.slice_read(
                 batch_id=self.batch_id,
-                index__gte=cursor,
-                index__lt=self.chunk.end_index,
-                status__in=[Item.Status.QUEUED, Item.Status.RUNNING],
-            )
-            .order_by("index")
-            .values("id", "index", "external_id", "type", "payload", "input_file", "attempts")[
-                : self.slice_size
-            ]
+                start=cursor,
+                end=self.chunk.end_index,
+                limit=self.slice_size,
+            ),
         )
         if rows:
             # Items already `running` were left by a worker that died; they count as running.

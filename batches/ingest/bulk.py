@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Sequence
+from datetime import UTC
 from typing import Any
 
 from django.db import connection
@@ -122,7 +123,42 @@ def outcomes_write(
         "error_message = %s, attempts = %s, output_files = %s, finished_at = %s, "
         "seq = %s WHERE id = %s AND status = %s"
     )
+    running = Item.Status.RUNNING.value
     adapt = connection.ops.adapt_datetimefield_value
-    updates = [(*row[:6], adapt(row[6]), row[7], row[8], Item.Status.RUNNING) for row in rows]
+    # What adapt() stores for an aware UTC time (timezone.now()), at a third of its cost.
+    utc = connection.timezone_name == "UTC"
+    updates = [
+        (*row[:6],
+         str(row[6].replace(tzinfo=None)) if utc and row[6].tzinfo is UTC else adapt(row[6]),
+         row[7], row[8], running)
+        for row in rows
+    ]  # fmt: skip
     with connection.cursor() as cursor:
         cursor.executemany(sql, updates)
+
+
+def slice_read(*, batch_id: uuid.UUID, start: int, end: int, limit: int) -> list[dict[str, Any]]:
+    """Read the next queued or running items of [start, end) a worker runs, by index.
+
+    Returns dicts of id, index, external_id, type, payload (decoded), input_file and
+    attempts. Plain SQL: the ORM's per-row work was a tenth of a worker's time.
+    """
+    quote = connection.ops.quote_name
+    columns = ["id", "index", "external_id", "type", "payload", "input_file", "attempts"]
+    sql = (
+        f"SELECT {', '.join(quote(column) for column in columns)} FROM {_table()} "
+        f"WHERE batch_id = %s AND {quote('index')} >= %s AND {quote('index')} < %s "
+        f"AND status IN (%s, %s) ORDER BY {quote('index')} LIMIT %s"
+    )
+    batch_value = Item._meta.get_field("batch").get_db_prep_value(batch_id, connection)
+    statuses = [Item.Status.QUEUED.value, Item.Status.RUNNING.value]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [batch_value, start, end, *statuses, limit])
+        rows = cursor.fetchall()
+    loads = json.loads
+    return [
+        {"id": item_id, "index": index, "external_id": external_id, "type": type_name,
+         "payload": loads(payload) if isinstance(payload, str) else payload,
+         "input_file": input_file, "attempts": attempts}
+        for item_id, index, external_id, type_name, payload, input_file, attempts in rows
+    ]  # fmt: skip
