@@ -1,12 +1,14 @@
 """The worker side: plan chunks, claim them under a lease, run items, finalize batches once.
 
 `planning` cuts a batch into chunks and queues them; `claim` hands a chunk to one worker
-under a lease; `runner` runs it slice by slice; `finalize` winds a batch down and ends it
-once; `sweep` recovers what workers lost. `locks`, `nudges` and `superseding` are what
-they share. Callers use the names below (`engine.chunk_process(...)`); a test that
-replaces a function patches the module that defines it.
+under a lease; `runner` runs it slice by slice, and `attempts` each of its items;
+`finalize` winds a batch down and ends it once; `sweep` recovers what workers lost.
+`locks`, `nudges` and `superseding` are what they share. Callers use the names below
+(`engine.chunk_process(...)`); a test that replaces a function patches the module that
+defines it.
 """
 
+from batches.engine.attempts import ItemRunner, Outcome
 from batches.engine.claim import (
     LeaseKeeper,
     chunk_abandon,
@@ -39,7 +41,6 @@ from batches.engine.planning import (
 )
 from batches.engine.runner import (
     ChunkRunner,
-    Outcome,
     chunk_process,
     chunks_process,
     rate_window_changes,
@@ -51,6 +52,7 @@ __all__ = [
     "INGEST_TASK",
     "SENT_RESULT",
     "ChunkRunner",
+    "ItemRunner",
     "LeaseKeeper",
     "Outcome",
     "batch_finalize",

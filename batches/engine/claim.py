@@ -71,8 +71,9 @@ def chunk_abandon(*, chunk_id: int, reason: str) -> int:
     """Fail the items a chunk's dying workers left running and queue the chunk's rest again.
 
     Called by the sweep when workers died on the chunk too often: the items that were in
-    flight each time are the likely cause. Does nothing if a live worker holds the chunk
-    by now. Returns the number of items failed.
+    flight each time are the likely cause (a worker that takes a chunk over marks its
+    first slice `running`, so they are). Does nothing if a live worker holds the chunk by
+    now. Returns the number of items failed.
     """
     batch_id = Chunk.objects.filter(pk=chunk_id).values_list("batch_id", flat=True).first()
     if batch_id is None:

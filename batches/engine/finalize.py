@@ -9,7 +9,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, F
+from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from batches import webhooks
@@ -51,11 +51,17 @@ def batch_wind_down(*, batch: Batch, ending: str, actor: str, reason: str = "") 
     # Take the chunk rows before the items, in the order a slice does (it renews its
     # lease, then writes its items): a slice in flight commits first and the next one
     # waits for us. Taking items first could deadlock with a slice on PostgreSQL.
-    chunks_lock(batch.pk)
+    held = chunks_lock(batch.pk)
+    # A held chunk's items are its worker's to cancel: it may be running some of them
+    # without having marked them `running` (a quick slice).
+    unheld = Q()
+    for start, end in held:
+        unheld &= ~Q(index__gte=start, index__lt=end)
     items_move(
         batch_id=batch.pk,
         from_statuses=[Item.Status.PENDING, Item.Status.QUEUED],
         to_status=Item.Status.CANCELLED,
+        where=unheld,
         finished_at=timezone.now(),
     )
     Chunk.objects.filter(batch=batch, status=Chunk.Status.QUEUED).update(
@@ -76,14 +82,18 @@ def batch_wind_down(*, batch: Batch, ending: str, actor: str, reason: str = "") 
     return batch
 
 
-def chunks_lock(batch_id: uuid.UUID) -> None:
-    """Lock the batch's unfinished chunks, in primary-key order; the batch is locked."""
-    list(
+def chunks_lock(batch_id: uuid.UUID) -> list[tuple[int, int]]:
+    """Lock the batch's unfinished chunks, in primary-key order; the batch is locked.
+
+    Returns the index ranges, [start, end), of those a worker holds (running).
+    """
+    chunks = (
         Chunk.objects.select_for_update()
         .filter(batch_id=batch_id, status__in=[Chunk.Status.QUEUED, Chunk.Status.RUNNING])
         .order_by("pk")
-        .values_list("pk", flat=True)
+        .values_list("status", "start_index", "end_index")
     )
+    return [(start, end) for status, start, end in chunks if status == Chunk.Status.RUNNING]
 
 
 def batch_finalize_if_done(batch_id: uuid.UUID) -> Batch | None:

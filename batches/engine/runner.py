@@ -15,13 +15,11 @@ slices of one batch commit in parallel:
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Any, TypedDict, cast
+from typing import Any, cast
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -29,6 +27,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from batches.engine import finalize, nudges
+from batches.engine.attempts import ItemRow, ItemRunner, Outcome
 from batches.engine.claim import (
     LeaseKeeper,
     chunk_claim,
@@ -37,57 +36,17 @@ from batches.engine.claim import (
     lease_renew,
     worker_name,
 )
-from batches.engine.finalize import DEFERRED_RESULT, batch_outputs_dir, failure_policy_apply
+from batches.engine.finalize import batch_outputs_dir, failure_policy_apply
 from batches.ingest import bulk
 from batches.models import Batch, Chunk, Item, counter_field
 from batches.timeline import chunk_deltas_add, chunk_deltas_fold, event_record, items_move
-from jobs import JobContext, JobType, PermanentError, TransientError, get_job_type
-from jobs.timelimit import ItemTimeout, time_limit
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass(slots=True)
-class Outcome:
-    """What running one item produced."""
-
-    item_id: int
-    index: int
-    status: str
-    attempts: int
-    result_json: str | None = None
-    error_code: str = ""
-    error_message: str = ""
-    output_files_json: str = bulk.EMPTY_LIST_JSON
-    finished_at: Any = None
-
-
-class ItemRow(TypedDict):
-    """The fields of an item a worker reads to run it."""
-
-    id: int
-    index: int
-    external_id: str
-    type: str
-    payload: Any
-    input_file: str
-    attempts: int
-
-
-def outputs_json(outputs: list[tuple[str, Path]]) -> str:
-    """Serialize a job's output files as [{"name", "path"}], paths relative to MEDIA_ROOT."""
-    if not outputs:
-        return bulk.EMPTY_LIST_JSON
-    root = Path(settings.MEDIA_ROOT)
-    return bulk.json_text(
-        [{"name": name, "path": str(path.relative_to(root))} for name, path in outputs]
-    )
-
-
-def outputs_discard(outputs: list[tuple[str, Path]]) -> None:
-    """Delete the files an attempt wrote before it failed."""
-    for _, path in outputs:
-        path.unlink(missing_ok=True)
+# A slice that ran at least this long has its successor's items marked `running` as it is
+# taken (one more write per item), so readers see slow items run. Quicker slices skip it:
+# their items are `queued` until their outcomes land, a tenth of a second later at most.
+MARK_RUNNING_AFTER = 0.1
 
 
 @dataclass
@@ -97,7 +56,7 @@ class SliceEnd:
     stop: str = ""  # why the worker must stop at once, if it must
     wrote: int = 0  # outcomes written
     failed: bool = False  # one of them failed
-    rows: list[ItemRow] = field(default_factory=list)  # the next slice, marked running
+    rows: list[ItemRow] = field(default_factory=list)  # the next slice
     closing: bool = False  # the chunk is done (or cancelled): no next slice
     hand_back_from: int | None = None  # the batch is paused: give back the range from here
     deltas: Counter[str] = field(default_factory=Counter)  # counter moves, by status
@@ -112,8 +71,11 @@ class ChunkRunner:
         self.batch_id = chunk.batch_id
         batch = chunk.batch
         self.slice_size = chunk.slice_size
-        self.output_dir = batch_outputs_dir(self.batch_id)
-        self.atomic = batch.atomic
+        self.items = ItemRunner(
+            batch_id=self.batch_id,
+            output_dir=batch_outputs_dir(self.batch_id),
+            atomic=batch.atomic,
+        )
         # With a failure policy, a failed item is written at once so that the policy can
         # stop the batch before this worker starts another item.
         self.stops_on_failure = (
@@ -129,6 +91,11 @@ class ChunkRunner:
         # as a second one would only hand the write lock around once more.
         self.one_writer = connection.vendor == "sqlite"
         self.folded_leftovers = False
+        # Whether the next slice's items are marked `running` as it is taken: always the
+        # first slice of a claim, then only after a slice that took long enough for a
+        # reader to see its items run. Items of quick slices go from `queued` to their
+        # outcome in one write.
+        self.mark_running = True
 
     def run(self) -> str:
         """Process the chunk until its range is done, the batch stops, or the lease is lost."""
@@ -154,7 +121,9 @@ class ChunkRunner:
                     return stop
             if slice_end.closing:
                 break
+            began = time.monotonic()
             outcomes = self._run_slice(slice_end.rows) if slice_end.rows else []
+            self.mark_running = time.monotonic() - began >= MARK_RUNNING_AFTER
             if outcomes:
                 cursor = outcomes[-1].index + 1
         if self.limited:
@@ -262,15 +231,17 @@ class ChunkRunner:
         paused (an lseek on the nudge file; a read of the batch every 100 ms); after a
         failure that may trip the batch's failure policy it stops to write it at once.
         A slice also ends early once it has taken BATCHSITE_SLICE_SECONDS, which keeps
-        progress live for slow items. Items not reached stay `running` in our range and
-        come first in the next slice, or go back to `queued` if the batch paused.
+        progress live for slow items. Items not reached stay as they are in our range
+        and come first in the next slice, or go back to `queued` if the batch paused.
         """
         deadline = time.monotonic() + settings.BATCHSITE_SLICE_SECONDS
         outcomes = []
         for row in rows:
             if self._must_stop():
                 break
-            outcome = self._run_item(row)
+            started_at = timezone.now()
+            outcome = self.items.run(row)
+            outcome.started_at, outcome.was = started_at, row["status"]
             outcomes.append(outcome)
             if self.stops_on_failure and outcome.status == Item.Status.FAILED:
                 break
@@ -336,8 +307,8 @@ class ChunkRunner:
                 limit=self.slice_size,
             ),
         )
-        if rows:
-            # Items already `running` were left by a worker that died; they count as running.
+        if rows and self.mark_running:
+            # Items already `running` came from our last slice or a worker that died.
             items_move(
                 batch_id=self.batch_id,
                 from_statuses=[Item.Status.QUEUED],
@@ -346,98 +317,13 @@ class ChunkRunner:
                 deltas=deltas,
                 started_at=timezone.now(),
             )
+            for row in rows:
+                row["status"] = Item.Status.RUNNING
         return rows
-
-    def _run_item(self, row: ItemRow) -> Outcome:
-        job_type = get_job_type(row["type"])
-        attempts = row["attempts"]
-        if job_type is None:
-            return self._failed(row, attempts, "unknown_type", f"job type {row['type']!r} is gone")
-        limit = job_type.time_limit_for(row["payload"])
-        while True:
-            attempts += 1
-            context = JobContext(
-                attempt=attempts,
-                label=f"{self.batch_id}#{row['index']}",
-                input_name=row["external_id"] if row["input_file"] else "",
-                output_dir=self.output_dir,
-            )
-            try:
-                with time_limit(limit):
-                    result = self._call(job_type, row, context)
-            except ItemTimeout:
-                outputs_discard(context.outputs)
-                message = f"took longer than its time limit of {limit:g}s"
-                if not job_type.timeouts_transient:
-                    return self._failed(row, attempts, "timeout", message)
-                if attempts >= job_type.max_attempts:
-                    message = f"gave up after {attempts} attempts: {message}"
-                    return self._failed(row, attempts, "timeout", message)
-                time.sleep(self._backoff(job_type, attempts))
-                continue
-            except TransientError as exc:
-                outputs_discard(context.outputs)
-                if attempts >= job_type.max_attempts:
-                    message = f"gave up after {attempts} attempts: {exc.message}"
-                    return self._failed(row, attempts, exc.code, message)
-                time.sleep(self._backoff(job_type, attempts))
-                continue
-            except PermanentError as exc:
-                outputs_discard(context.outputs)
-                return self._failed(row, attempts, exc.code, exc.message)
-            except Exception as exc:  # a crashing job type fails its item, never the worker
-                outputs_discard(context.outputs)
-                logger.warning(
-                    "item %s crashed: %r",
-                    context.label,
-                    exc,
-                    exc_info=True,
-                    extra={"batch": str(self.batch_id), "item": row["index"]},
-                )
-                return self._failed(row, attempts, "exception", f"{type(exc).__name__}: {exc}")
-            try:
-                result_json = bulk.json_text(result)
-            except (TypeError, ValueError) as exc:
-                outputs_discard(context.outputs)
-                return self._failed(row, attempts, "bad_result", f"result is not JSON: {exc}")
-            return Outcome(
-                item_id=row["id"],
-                index=row["index"],
-                status=Item.Status.SUCCEEDED,
-                attempts=attempts,
-                result_json=result_json,
-                output_files_json=outputs_json(context.outputs),
-                finished_at=timezone.now(),
-            )
-
-    def _call(self, job_type: JobType, row: ItemRow, context: JobContext) -> Any:
-        if self.atomic and job_type.defer_in_atomic:
-            job_type.prepare(row["payload"])
-            return DEFERRED_RESULT
-        if not row["input_file"]:
-            return job_type.process(row["payload"], None, context)
-        with open(Path(settings.MEDIA_ROOT) / row["input_file"], "rb") as file:
-            return job_type.process(row["payload"], file, context)
-
-    @staticmethod
-    def _backoff(job_type: JobType, attempts: int) -> float:
-        delay = min(job_type.retry_backoff * 2.0 ** (attempts - 1), job_type.retry_backoff_max)
-        return delay * random.uniform(0.5, 1.0)
-
-    def _failed(self, row: ItemRow, attempts: int, code: str, message: str) -> Outcome:
-        return Outcome(
-            item_id=row["id"],
-            index=row["index"],
-            status=Item.Status.FAILED,
-            attempts=attempts,
-            error_code=code[:100],
-            error_message=message,
-            finished_at=timezone.now(),
-        )
 
     def _write(self, outcomes: list[Outcome], deltas: Counter[str]) -> None:
         """Store a slice's outcomes under the seq numbers reserved for them; count the moves."""
-        deltas[Item.Status.RUNNING] -= len(outcomes)
+        deltas.subtract(o.was for o in outcomes)
         deltas.update(o.status for o in outcomes)
         bulk.outcomes_write(
             batch_id=self.batch_id,
@@ -452,6 +338,7 @@ class ChunkRunner:
                     o.attempts,
                     o.output_files_json,
                     o.finished_at,
+                    o.started_at,
                     self.reserved_seq + offset,
                     o.item_id,
                 )

@@ -45,11 +45,15 @@ ITEM_INSERT_COLUMNS = [
 # Values that are JSON text already travel as strings and are parsed on the server.
 OUTCOME_COLUMNS = [
     "status", "result", "error_code", "error_message", "attempts", "output_files",
-    "finished_at", "seq", "id",
+    "finished_at", "started_at", "seq", "id",
 ]  # fmt: skip
 PG_OUTCOME_TYPES = [
-    "text", "jsonb", "text", "text", "integer", "jsonb", "timestamptz", "bigint", "bigint",
+    "text", "jsonb", "text", "text", "integer", "jsonb", "timestamptz", "timestamptz",
+    "bigint", "bigint",
 ]  # fmt: skip
+# An outcome is written over an item a worker took: `queued`, or `running` if its slice
+# was marked so (see ChunkRunner.mark_running).
+TAKEN = (Item.Status.QUEUED.value, Item.Status.RUNNING.value)
 
 
 def _pg_columns(types: Sequence[str]) -> list[str]:
@@ -89,10 +93,10 @@ def items_insert(*, batch_id: uuid.UUID, rows: Iterable[Sequence[Any]]) -> None:
 def outcomes_write(
     *, batch_id: uuid.UUID, first_index: int, last_index: int, rows: list[Sequence[Any]]
 ) -> None:
-    """Store outcomes of running items whose indexes lie in [first_index, last_index].
+    """Store outcomes of taken items whose indexes lie in [first_index, last_index].
 
     Rows are (status, result JSON text or None, error_code, error_message, attempts,
-    output_files JSON text, finished_at, seq, item id).
+    output_files JSON text, finished_at, started_at, seq, item id).
     """
     if connection.vendor == "postgresql":
         if not rows:
@@ -108,31 +112,32 @@ def outcomes_write(
             "FROM json_array_elements(%s::json) AS r "
             # The batch and index range pin the plan to the (batch, index) index; joined on
             # id alone, a planner with stale statistics may scan the whole table.
-            f"WHERE i.id = {values[-1]} AND i.status = %s AND i.batch_id = %s "
+            f"WHERE i.id = {values[-1]} AND i.status IN (%s, %s) AND i.batch_id = %s "
             "AND i.index BETWEEN %s AND %s"
         )
-        document = json_text([(*row[:6], row[6].isoformat(), *row[7:]) for row in rows])
+        document = json_text(
+            [(*row[:6], row[6].isoformat(), row[7].isoformat(), *row[8:]) for row in rows]
+        )
         batch_value = Item._meta.get_field("batch").get_db_prep_value(batch_id, connection)
         with connection.cursor() as cursor:
-            cursor.execute(
-                sql, [document, Item.Status.RUNNING, batch_value, first_index, last_index]
-            )
+            cursor.execute(sql, [document, *TAKEN, batch_value, first_index, last_index])
         return
     sql = (
         f"UPDATE {_table()} SET status = %s, result = %s, error_code = %s, "
         "error_message = %s, attempts = %s, output_files = %s, finished_at = %s, "
-        "seq = %s WHERE id = %s AND status = %s"
+        "started_at = %s, seq = %s WHERE id = %s AND status IN (%s, %s)"
     )
-    running = Item.Status.RUNNING.value
     adapt = connection.ops.adapt_datetimefield_value
-    # What adapt() stores for an aware UTC time (timezone.now()), at a third of its cost.
-    utc = connection.timezone_name == "UTC"
-    updates = [
-        (*row[:6],
-         str(row[6].replace(tzinfo=None)) if utc and row[6].tzinfo is UTC else adapt(row[6]),
-         row[7], row[8], running)
-        for row in rows
-    ]  # fmt: skip
+    if connection.timezone_name == "UTC":
+        django_adapt = adapt
+
+        def adapt(value: Any) -> Any:
+            # What Django stores for an aware UTC time (timezone.now()), at a third of its cost.
+            if value.tzinfo is UTC:
+                return str(value.replace(tzinfo=None))
+            return django_adapt(value)
+
+    updates = [(*row[:6], adapt(row[6]), adapt(row[7]), row[8], row[9], *TAKEN) for row in rows]
     with connection.cursor() as cursor:
         cursor.executemany(sql, updates)
 
@@ -140,25 +145,26 @@ def outcomes_write(
 def slice_read(*, batch_id: uuid.UUID, start: int, end: int, limit: int) -> list[dict[str, Any]]:
     """Read the next queued or running items of [start, end) a worker runs, by index.
 
-    Returns dicts of id, index, external_id, type, payload (decoded), input_file and
-    attempts. Plain SQL: the ORM's per-row work was a tenth of a worker's time.
+    Returns dicts of id, index, status, external_id, type, payload (decoded), input_file
+    and attempts. Plain SQL: the ORM's per-row work was a tenth of a worker's time.
     """
     quote = connection.ops.quote_name
-    columns = ["id", "index", "external_id", "type", "payload", "input_file", "attempts"]
+    columns = ["id", "index", "status", "external_id", "type", "payload", "input_file",
+               "attempts"]  # fmt: skip
     sql = (
         f"SELECT {', '.join(quote(column) for column in columns)} FROM {_table()} "
         f"WHERE batch_id = %s AND {quote('index')} >= %s AND {quote('index')} < %s "
         f"AND status IN (%s, %s) ORDER BY {quote('index')} LIMIT %s"
     )
     batch_value = Item._meta.get_field("batch").get_db_prep_value(batch_id, connection)
-    statuses = [Item.Status.QUEUED.value, Item.Status.RUNNING.value]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [batch_value, start, end, *statuses, limit])
+        cursor.execute(sql, [batch_value, start, end, *TAKEN, limit])
         rows = cursor.fetchall()
     loads = json.loads
     return [
-        {"id": item_id, "index": index, "external_id": external_id, "type": type_name,
-         "payload": loads(payload) if isinstance(payload, str) else payload,
+        {"id": item_id, "index": index, "status": status, "external_id": external_id,
+         "type": type_name, "payload": loads(payload) if isinstance(payload, str) else payload,
          "input_file": input_file, "attempts": attempts}
-        for item_id, index, external_id, type_name, payload, input_file, attempts in rows
+        for item_id, index, status, external_id, type_name, payload, input_file, attempts
+        in rows
     ]  # fmt: skip

@@ -428,7 +428,7 @@ def test_email_send_engine__three_items_send_three_mails(
 def test_email_send_engine__server_down_is_retried_then_sent(
     account, mailoutbox, backend_raises, monkeypatch, django_capture_on_commit_callbacks
 ):
-    monkeypatch.setattr(engine.ChunkRunner, "_backoff", staticmethod(lambda job_type, n: 0))
+    monkeypatch.setattr(engine.ItemRunner, "backoff", staticmethod(lambda job_type, n: 0))
     backend_raises(smtplib.SMTPServerDisconnected("gone"), on={1})
 
     with django_capture_on_commit_callbacks(execute=True):

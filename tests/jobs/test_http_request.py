@@ -47,7 +47,7 @@ def backoffs(monkeypatch) -> list[int]:
         calls.append(attempts)
         return 0
 
-    monkeypatch.setattr(engine.ChunkRunner, "_backoff", staticmethod(backoff))
+    monkeypatch.setattr(engine.ItemRunner, "backoff", staticmethod(backoff))
     return calls
 
 

@@ -12,6 +12,7 @@ from batches.engine import nudges, runner
 from batches.models import Batch, BatchEvent, Chunk, Item
 from jobs import get_job_type
 from tests.helpers import assert_counters_exact, kinds, statuses
+from tests.jobtypes import Flaky
 
 S = Batch.Status
 
@@ -35,7 +36,7 @@ def backoffs(monkeypatch) -> list[int]:
         calls.append(attempts)
         return 0
 
-    monkeypatch.setattr(engine.ChunkRunner, "_backoff", staticmethod(backoff))
+    monkeypatch.setattr(engine.ItemRunner, "backoff", staticmethod(backoff))
     return calls
 
 
@@ -289,9 +290,9 @@ def test_run_item__type_gone_at_run_time_fails_the_item(committed, settings):
 def test_backoff__doubles_with_jitter_and_is_capped():
     echo = get_job_type("echo")
 
-    first = engine.ChunkRunner._backoff(echo, 1)
-    third = engine.ChunkRunner._backoff(echo, 3)
-    late = engine.ChunkRunner._backoff(echo, 30)
+    first = engine.ItemRunner.backoff(echo, 1)
+    third = engine.ItemRunner.backoff(echo, 3)
+    late = engine.ItemRunner.backoff(echo, 30)
 
     assert echo.retry_backoff / 2 <= first <= echo.retry_backoff
     assert echo.retry_backoff * 2 <= third <= echo.retry_backoff * 4
@@ -545,6 +546,41 @@ def test_chunk_abandon__fails_items_in_flight_and_requeues_the_rest(
     assert statuses(batch) == ["failed"] * 10 + ["succeeded"] * 5
     lost = item(batch, 0)
     assert (lost.error_code, lost.error_message) == ("worker_lost", "the worker died 5 times")
+
+
+def test_chunk_abandon__an_item_that_kills_every_worker_is_among_those_failed(
+    committed, monkeypatch, django_capture_on_commit_callbacks
+):
+    # Item 15 kills its worker each time. The first worker dies in its second slice,
+    # which a quick first slice left unmarked; the next takes the chunk over and marks
+    # its first slice, the one with item 15, `running`.
+    original = Flaky.process
+
+    def process(self, payload, file, context):
+        if payload["n"] == 15:
+            raise WorkerKilled
+        return original(self, payload, file, context)
+
+    monkeypatch.setattr(Flaky, "process", process)
+    batch = committed(flaky_items(30), type="test.flaky")
+    chunk_id = only_chunk(batch).pk
+    for owner in ("first", "second"):
+        runner = engine.ChunkRunner(
+            chunk=engine.chunk_claim(chunk_id=chunk_id, owner=owner), owner=owner
+        )
+        with pytest.raises(WorkerKilled):
+            runner.run()
+        assert_counters_exact(batch)
+        expire_lease(chunk_id)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        failed = engine.chunk_abandon(chunk_id=chunk_id, reason="the worker died 2 times")
+
+    assert failed == 10
+    batch = assert_counters_exact(batch)
+    assert batch.status == S.FINISHED
+    assert statuses(batch) == ["succeeded"] * 10 + ["failed"] * 10 + ["succeeded"] * 10
+    assert item(batch, 15).error_code == "worker_lost"
 
 
 def test_chunk_abandon__worker_lost_item_trips_stop_on_error(

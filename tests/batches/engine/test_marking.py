@@ -1,0 +1,81 @@
+"""Items of quick slices go from `queued` to their outcome in one write; slow ones show `running`.
+
+The first slice of a claim is marked `running` as it is taken, and so is every slice that
+follows one which ran at least MARK_RUNNING_AFTER; the items of other slices stay `queued`
+until their outcomes land. Either way the counters equal a recount at every moment.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from batches import services
+from batches.engine import runner
+from batches.models import Batch, Item
+from tests.helpers import assert_counters_exact, recount
+from tests.jobtypes import Flaky
+
+S = Item.Status
+
+
+@pytest.fixture
+def seen(monkeypatch):
+    """Record, as each test.flaky item runs, its stored status and whether counts hold."""
+    seen: dict[int, tuple[str, bool]] = {}
+    original = Flaky.process
+
+    def process(self, payload, file, context):
+        batch_id, index = context.label.split("#")  # the worker labels items so
+        item = Item.objects.get(batch_id=batch_id, index=int(index))
+        batch = Batch.objects.get(pk=item.batch_id)
+        seen[item.index] = (item.status, batch.counts() == recount(batch))
+        return original(self, payload, file, context)
+
+    monkeypatch.setattr(Flaky, "process", process)
+    return seen
+
+
+def flaky_items(count: int, *, slow: range = range(0)) -> list[dict]:
+    return [{"payload": {"n": n, **({"sleep_ms": 15} if n in slow else {})}} for n in range(count)]
+
+
+def test_marking__first_and_after_slow_slices_only(ran, seen):
+    # Slices of ten: the first is marked; the second follows a quick one; the third
+    # follows one of ten 15 ms items (150 ms, over MARK_RUNNING_AFTER).
+    assert runner.MARK_RUNNING_AFTER < 0.15
+    batch = ran(flaky_items(30, slow=range(10, 20)), type="test.flaky")
+
+    statuses = {index: status for index, (status, _) in seen.items()}
+    assert statuses == {
+        **dict.fromkeys(range(10), S.RUNNING),
+        **dict.fromkeys(range(10, 20), S.QUEUED),
+        **dict.fromkeys(range(20, 30), S.RUNNING),
+    }
+    assert all(counts_held for _, counts_held in seen.values())
+    batch = assert_counters_exact(batch)
+    assert batch.status == Batch.Status.FINISHED
+    items = Item.objects.filter(batch=batch)
+    assert {item.status for item in items} == {S.SUCCEEDED}
+    # Every item, marked or not, has when it started and when it ended.
+    assert all(item.started_at and item.started_at <= item.finished_at for item in items)
+
+
+def test_marking__a_cancel_keeps_what_a_quick_slice_ran(ran, flaky_hooks):
+    # The cancel comes while item 15 runs, in the second (unmarked) slice: items 10-15
+    # are still `queued` in their rows, yet they ran and keep their results.
+    items = flaky_items(30)
+    items[15]["payload"]["hook"] = "cancel"
+    flaky_hooks["cancel"] = lambda: services.batch_cancel(
+        batch=Item.objects.get(payload__n=15).batch, actor="test"
+    )
+
+    batch = ran(items, type="test.flaky")
+
+    batch = assert_counters_exact(batch)
+    assert batch.status == Batch.Status.CANCELLED
+    statuses = dict(Item.objects.filter(batch=batch).values_list("index", "status"))
+    assert statuses == {
+        **dict.fromkeys(range(16), S.SUCCEEDED),
+        **dict.fromkeys(range(16, 30), S.CANCELLED),
+    }
+    assert Item.objects.get(batch=batch, index=15).result == {"n": 15, "hook": "cancel"}
