@@ -39,7 +39,6 @@ class Outcome:
     error_message: str = ""
     output_files_json: str = bulk.EMPTY_LIST_JSON
     finished_at: Any = None
-    started_at: Any = None
     # The item's status when its slice was taken: where it is counted until written.
     was: str = Item.Status.RUNNING
 

@@ -96,6 +96,7 @@ class ChunkRunner:
         # reader to see its items run. Items of quick slices go from `queued` to their
         # outcome in one write.
         self.mark_running = True
+        self.slice_taken_at = timezone.now()
 
     def run(self) -> str:
         """Process the chunk until its range is done, the batch stops, or the lease is lost."""
@@ -239,9 +240,8 @@ class ChunkRunner:
         for row in rows:
             if self._must_stop():
                 break
-            started_at = timezone.now()
             outcome = self.items.run(row)
-            outcome.started_at, outcome.was = started_at, row["status"]
+            outcome.was = row["status"]
             outcomes.append(outcome)
             if self.stops_on_failure and outcome.status == Item.Status.FAILED:
                 break
@@ -297,7 +297,8 @@ class ChunkRunner:
         return lease_renew(chunk=self.chunk, owner=self.owner)
 
     def _next_slice(self, cursor: int, deltas: Counter[str]) -> list[ItemRow]:
-        """Select the next items of our range and mark the queued ones running."""
+        """Select the next items of our range; mark the queued ones running if we mark."""
+        self.slice_taken_at = timezone.now()
         rows = cast(
             list[ItemRow],
             bulk.slice_read(
@@ -315,7 +316,7 @@ class ChunkRunner:
                 to_status=Item.Status.RUNNING,
                 where=Q(index__gte=rows[0]["index"], index__lte=rows[-1]["index"]),
                 deltas=deltas,
-                started_at=timezone.now(),
+                started_at=self.slice_taken_at,
             )
             for row in rows:
                 row["status"] = Item.Status.RUNNING
@@ -329,6 +330,7 @@ class ChunkRunner:
             batch_id=self.batch_id,
             first_index=outcomes[0].index,
             last_index=outcomes[-1].index,
+            started_at=self.slice_taken_at,
             rows=[
                 (
                     o.status,
@@ -338,7 +340,6 @@ class ChunkRunner:
                     o.attempts,
                     o.output_files_json,
                     o.finished_at,
-                    o.started_at,
                     self.reserved_seq + offset,
                     o.item_id,
                 )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db import connection
@@ -45,11 +45,10 @@ ITEM_INSERT_COLUMNS = [
 # Values that are JSON text already travel as strings and are parsed on the server.
 OUTCOME_COLUMNS = [
     "status", "result", "error_code", "error_message", "attempts", "output_files",
-    "finished_at", "started_at", "seq", "id",
+    "finished_at", "seq", "id",
 ]  # fmt: skip
 PG_OUTCOME_TYPES = [
-    "text", "jsonb", "text", "text", "integer", "jsonb", "timestamptz", "timestamptz",
-    "bigint", "bigint",
+    "text", "jsonb", "text", "text", "integer", "jsonb", "timestamptz", "bigint", "bigint",
 ]  # fmt: skip
 # An outcome is written over an item a worker took: `queued`, or `running` if its slice
 # was marked so (see ChunkRunner.mark_running).
@@ -91,12 +90,18 @@ def items_insert(*, batch_id: uuid.UUID, rows: Iterable[Sequence[Any]]) -> None:
 
 
 def outcomes_write(
-    *, batch_id: uuid.UUID, first_index: int, last_index: int, rows: list[Sequence[Any]]
+    *,
+    batch_id: uuid.UUID,
+    first_index: int,
+    last_index: int,
+    started_at: datetime,
+    rows: list[Sequence[Any]],
 ) -> None:
     """Store outcomes of taken items whose indexes lie in [first_index, last_index].
 
     Rows are (status, result JSON text or None, error_code, error_message, attempts,
-    output_files JSON text, finished_at, started_at, seq, item id).
+    output_files JSON text, finished_at, seq, item id). Items not marked running get
+    `started_at`, when their slice was taken.
     """
     if connection.vendor == "postgresql":
         if not rows:
@@ -108,24 +113,25 @@ def outcomes_write(
             for column, value in zip(OUTCOME_COLUMNS[:-1], values, strict=False)
         )
         sql = (
-            f"UPDATE {_table()} AS i SET {assignments} "
+            f"UPDATE {_table()} AS i SET {assignments}, "
+            "started_at = COALESCE(i.started_at, %s) "
             "FROM json_array_elements(%s::json) AS r "
             # The batch and index range pin the plan to the (batch, index) index; joined on
             # id alone, a planner with stale statistics may scan the whole table.
             f"WHERE i.id = {values[-1]} AND i.status IN (%s, %s) AND i.batch_id = %s "
             "AND i.index BETWEEN %s AND %s"
         )
-        document = json_text(
-            [(*row[:6], row[6].isoformat(), row[7].isoformat(), *row[8:]) for row in rows]
-        )
+        document = json_text([(*row[:6], row[6].isoformat(), *row[7:]) for row in rows])
         batch_value = Item._meta.get_field("batch").get_db_prep_value(batch_id, connection)
         with connection.cursor() as cursor:
-            cursor.execute(sql, [document, *TAKEN, batch_value, first_index, last_index])
+            cursor.execute(
+                sql, [started_at, document, *TAKEN, batch_value, first_index, last_index]
+            )
         return
     sql = (
         f"UPDATE {_table()} SET status = %s, result = %s, error_code = %s, "
         "error_message = %s, attempts = %s, output_files = %s, finished_at = %s, "
-        "started_at = %s, seq = %s WHERE id = %s AND status IN (%s, %s)"
+        "started_at = COALESCE(started_at, %s), seq = %s WHERE id = %s AND status IN (%s, %s)"
     )
     adapt = connection.ops.adapt_datetimefield_value
     if connection.timezone_name == "UTC":
@@ -137,7 +143,8 @@ def outcomes_write(
                 return str(value.replace(tzinfo=None))
             return django_adapt(value)
 
-    updates = [(*row[:6], adapt(row[6]), adapt(row[7]), row[8], row[9], *TAKEN) for row in rows]
+    taken_at = adapt(started_at)
+    updates = [(*row[:6], adapt(row[6]), taken_at, row[7], row[8], *TAKEN) for row in rows]
     with connection.cursor() as cursor:
         cursor.executemany(sql, updates)
 
