@@ -5,6 +5,7 @@ import time
 from unittest import mock
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from batches import engine, services
@@ -36,9 +37,14 @@ def test_lease_keeper__a_slow_item_outlives_its_lease_without_losing_the_chunk(
         services.batch_commit(batch=batch, actor="test")
     chunk = Chunk.objects.get(batch=batch)
     outcome = []
-    worker = threading.Thread(
-        target=lambda: outcome.append(engine.chunk_process(chunk_id=chunk.pk))
-    )
+
+    def work():
+        try:
+            outcome.append(engine.chunk_process(chunk_id=chunk.pk))
+        finally:
+            connection.close()  # the thread's own session, or the test database stays busy
+
+    worker = threading.Thread(target=work)
 
     worker.start()
     try:
