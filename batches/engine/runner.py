@@ -47,6 +47,12 @@ logger = logging.getLogger(__name__)
 # taken (one more write per item), so readers see slow items run. Quicker slices skip it:
 # their items are `queued` until their outcomes land, a tenth of a second later at most.
 MARK_RUNNING_AFTER = 0.1
+# A full slice that ran in less than this has the next one twice as large, up to
+# SLICE_GROWTH times the job type's slice size: quick items then pay the two commits and
+# the settle of a slice over more items, while a slice stays well short of
+# MARK_RUNNING_AFTER, and outcomes still land every few hundredths of a second.
+SLICE_GROW_BELOW = 0.02
+SLICE_GROWTH = 16
 
 
 @dataclass
@@ -71,6 +77,7 @@ class ChunkRunner:
         self.batch_id = chunk.batch_id
         batch = chunk.batch
         self.slice_size = chunk.slice_size
+        self.slice_size_max = chunk.slice_size * SLICE_GROWTH
         self.items = ItemRunner(
             batch_id=self.batch_id,
             output_dir=batch_outputs_dir(self.batch_id),
@@ -124,7 +131,10 @@ class ChunkRunner:
                 break
             began = time.monotonic()
             outcomes = self._run_slice(slice_end.rows) if slice_end.rows else []
-            self.mark_running = time.monotonic() - began >= MARK_RUNNING_AFTER
+            took = time.monotonic() - began
+            self.mark_running = took >= MARK_RUNNING_AFTER
+            if len(outcomes) == self.slice_size and took < SLICE_GROW_BELOW:
+                self.slice_size = min(self.slice_size * 2, self.slice_size_max)
             if outcomes:
                 cursor = outcomes[-1].index + 1
         if self.limited:

@@ -3,6 +3,7 @@
 The first slice of a claim is marked `running` as it is taken, and so is every slice that
 follows one which ran at least MARK_RUNNING_AFTER; the items of other slices stay `queued`
 until their outcomes land. Either way the counters equal a recount at every moment.
+Quick full slices grow, so quick items share a slice's fixed costs among more of them.
 """
 
 from __future__ import annotations
@@ -39,7 +40,12 @@ def flaky_items(count: int, *, slow: range = range(0)) -> list[dict]:
     return [{"payload": {"n": n, **({"sleep_ms": 15} if n in slow else {})}} for n in range(count)]
 
 
-def test_marking__first_and_after_slow_slices_only(ran, seen):
+@pytest.fixture
+def fixed_slices(monkeypatch):
+    monkeypatch.setattr(runner, "SLICE_GROWTH", 1)
+
+
+def test_marking__first_and_after_slow_slices_only(ran, seen, fixed_slices):
     # Slices of ten: the first is marked; the second follows a quick one; the third
     # follows one of ten 15 ms items (150 ms, over MARK_RUNNING_AFTER).
     assert runner.MARK_RUNNING_AFTER < 0.15
@@ -60,7 +66,7 @@ def test_marking__first_and_after_slow_slices_only(ran, seen):
     assert all(item.started_at and item.started_at <= item.finished_at for item in items)
 
 
-def test_marking__a_cancel_keeps_what_a_quick_slice_ran(ran, flaky_hooks):
+def test_marking__a_cancel_keeps_what_a_quick_slice_ran(ran, flaky_hooks, fixed_slices):
     # The cancel comes while item 15 runs, in the second (unmarked) slice: items 10-15
     # are still `queued` in their rows, yet they ran and keep their results.
     items = flaky_items(30)
@@ -79,3 +85,29 @@ def test_marking__a_cancel_keeps_what_a_quick_slice_ran(ran, flaky_hooks):
         **dict.fromkeys(range(16, 30), S.CANCELLED),
     }
     assert Item.objects.get(batch=batch, index=15).result == {"n": 15, "hook": "cancel"}
+
+
+def test_slice_growth__quick_full_slices_double_up_to_the_cap(ran, monkeypatch):
+    monkeypatch.setattr(runner, "SLICE_GROW_BELOW", 0.5)
+    monkeypatch.setattr(runner, "SLICE_GROWTH", 2)  # slices of 20 at most
+    sizes: list[int] = []
+    original = runner.ChunkRunner._run_slice
+
+    def run_slice(self, rows):
+        sizes.append(len(rows))
+        return original(self, rows)
+
+    monkeypatch.setattr(runner.ChunkRunner, "_run_slice", run_slice)
+    # Two chunks of 100 (slices of 10 for test.flaky); in the second, item 105 takes
+    # longer than SLICE_GROW_BELOW, so the slice after it does not grow.
+    items = flaky_items(200)
+    items[105]["payload"]["sleep_ms"] = 600
+
+    batch = ran(items, type="test.flaky")
+
+    first_chunk, second_chunk = sizes[:6], sizes[6:]
+    assert first_chunk == [10, 20, 20, 20, 20, 10]
+    assert second_chunk == [10, 10, 20, 20, 20, 20]
+    batch = assert_counters_exact(batch)
+    assert batch.status == Batch.Status.FINISHED
+    assert batch.succeeded_items == 200
