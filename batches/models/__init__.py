@@ -1,4 +1,8 @@
-"""The batch domain's tables: accounts and keys, batches, items, chunks, errors, events."""
+"""The batch domain's tables: accounts and keys, batches, items, chunks, errors, events.
+
+Batches, items, chunks and errors are here; `accounts` holds the tenants, their keys and
+the engine's counters and locks, `events` the timeline and webhook deliveries.
+"""
 
 from __future__ import annotations
 
@@ -9,59 +13,9 @@ from typing import Any
 from django.db import models
 from django.db.models.functions import Coalesce
 from django.utils import timezone
-from rest_framework_api_key.models import AbstractAPIKey
 
-
-class Sequence(models.Model):
-    """A named integer counter, for the integer numbers some APIs name things by."""
-
-    name = models.CharField(primary_key=True, max_length=40)
-    last = models.BigIntegerField(default=0)
-
-    def __str__(self) -> str:
-        return f"{self.name}={self.last}"
-
-
-class Lock(models.Model):
-    """A named lock held until `expires_at`, for work that must run once at a time."""
-
-    name = models.CharField(primary_key=True, max_length=100)
-    owner = models.CharField(max_length=100, blank=True)
-    expires_at = models.DateTimeField(default=timezone.now)
-
-    def __str__(self) -> str:
-        return f"{self.name} held by {self.owner or 'nobody'}"
-
-
-class Account(models.Model):
-    """A tenant: its API keys see only its own batches."""
-
-    name = models.CharField(max_length=100, unique=True)
-    number = models.BigIntegerField(unique=True, editable=False)
-    is_active = models.BooleanField(default=True)
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
-    # Signs webhook deliveries (HMAC-SHA256). Shown once when set; kept because signing
-    # needs it. The previous secret also signs for a while after a rotation.
-    webhook_secret = models.CharField(max_length=100, blank=True, editable=False)
-    webhook_secret_previous = models.CharField(max_length=100, blank=True, editable=False)
-    webhook_secret_rotated_at = models.DateTimeField(null=True, blank=True, editable=False)
-
-    class Meta:
-        ordering = ["number"]
-
-    def __str__(self) -> str:
-        return self.name
-
-
-class ApiKey(AbstractAPIKey):
-    """A hashed API key belonging to one account; only its prefix is ever shown again."""
-
-    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="api_keys")
-    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
-
-    class Meta(AbstractAPIKey.Meta):
-        verbose_name = "API key"
-        verbose_name_plural = "API keys"
+from batches.models.accounts import Account, ApiKey, Lock, Sequence
+from batches.models.events import BatchEvent, WebhookAttempt, WebhookDelivery
 
 
 def unfolded_counts_annotations() -> dict[str, Any]:
@@ -439,76 +393,20 @@ class Chunk(models.Model):
         return f"chunk [{self.start_index}, {self.end_index}) of {self.batch_id} ({self.status})"
 
 
-class BatchEvent(models.Model):
-    """One entry in a batch's timeline: who or what did what, and when."""
-
-    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="events")
-    kind = models.CharField(max_length=40)
-    actor = models.CharField(max_length=200, blank=True)
-    detail = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
-
-    class Meta:
-        ordering = ["batch", "created_at", "id"]
-        indexes = [models.Index(fields=["batch", "created_at"], name="event_batch_created")]
-
-    def __str__(self) -> str:
-        return f"{self.kind} by {self.actor or 'system'}"
-
-
-class WebhookDelivery(models.Model):
-    """One event posted to a batch's callback_url, retried until it lands or the window ends."""
-
-    class Status(models.TextChoices):
-        PENDING = "pending"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
-
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    batch = models.ForeignKey(Batch, on_delete=models.CASCADE, related_name="deliveries")
-    event = models.CharField(max_length=40)
-    url = models.URLField(max_length=2000)
-    # The exact bytes sent (as text), so every attempt and redelivery carries the same body.
-    body = models.TextField()
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
-    attempts = models.PositiveIntegerField(default=0)
-    # When the next attempt is due; while an attempt runs it is pushed ahead like a lease.
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
-    # Retries stop after this; a redelivery opens a new window.
-    give_up_at = models.DateTimeField()
-    last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
-    last_error = models.TextField(blank=True)
-    created_at = models.DateTimeField(default=timezone.now, editable=False)
-    delivered_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["batch", "-created_at"]
-        verbose_name_plural = "webhook deliveries"
-        indexes = [
-            models.Index(fields=["status", "next_attempt_at"], name="delivery_status_due"),
-            models.Index(fields=["batch", "-created_at"], name="delivery_batch_created"),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.event} to {self.url} ({self.status})"
-
-
-class WebhookAttempt(models.Model):
-    """One try at posting a delivery, with what the receiver answered."""
-
-    delivery = models.ForeignKey(
-        WebhookDelivery, on_delete=models.CASCADE, related_name="attempt_log"
-    )
-    number = models.PositiveIntegerField()
-    started_at = models.DateTimeField(default=timezone.now)
-    duration_ms = models.PositiveIntegerField(default=0)
-    status_code = models.PositiveSmallIntegerField(null=True, blank=True)
-    error = models.TextField(blank=True)
-    # The start of the receiver's answer, for operators to see why it refused.
-    response_excerpt = models.TextField(blank=True)
-
-    class Meta:
-        ordering = ["delivery", "number"]
-
-    def __str__(self) -> str:
-        return f"attempt {self.number}: {self.status_code or self.error[:40]}"
+__all__ = [
+    "Account",
+    "ApiKey",
+    "Batch",
+    "BatchError",
+    "BatchEvent",
+    "BatchQuerySet",
+    "Chunk",
+    "Item",
+    "Lock",
+    "Sequence",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "counter_field",
+    "delta_field",
+    "unfolded_counts_annotations",
+]
