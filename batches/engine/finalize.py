@@ -51,17 +51,17 @@ def batch_wind_down(*, batch: Batch, ending: str, actor: str, reason: str = "") 
     # Take the chunk rows before the items, in the order a slice does (it renews its
     # lease, then writes its items): a slice in flight commits first and the next one
     # waits for us. Taking items first could deadlock with a slice on PostgreSQL.
-    held = chunks_lock(batch.pk)
-    # A held chunk's items are its worker's to cancel: it may be running some of them
+    running = chunks_lock(batch.pk)
+    # A running chunk's items are its worker's to cancel: it may be running some of them
     # without having marked them `running` (a quick slice).
-    unheld = Q()
-    for start, end in held:
-        unheld &= ~Q(index__gte=start, index__lt=end)
+    outside_running = Q()
+    for start, end in running:
+        outside_running &= ~Q(index__gte=start, index__lt=end)
     items_move(
         batch_id=batch.pk,
         from_statuses=[Item.Status.PENDING, Item.Status.QUEUED],
         to_status=Item.Status.CANCELLED,
-        where=unheld,
+        where=outside_running,
         finished_at=timezone.now(),
     )
     Chunk.objects.filter(batch=batch, status=Chunk.Status.QUEUED).update(
