@@ -554,6 +554,7 @@ def test_chunk_abandon__an_item_that_kills_every_worker_is_among_those_failed(
     # Item 15 kills its worker each time. The first worker dies in its second slice,
     # which a quick first slice left unmarked; the next takes the chunk over and marks
     # its first slice, the one with item 15, `running`.
+    monkeypatch.setattr(runner, "MARK_RUNNING_AFTER", 0.5)  # the first slice counts as quick
     original = Flaky.process
 
     def process(self, payload, file, context):
@@ -565,11 +566,11 @@ def test_chunk_abandon__an_item_that_kills_every_worker_is_among_those_failed(
     batch = committed(flaky_items(30), type="test.flaky")
     chunk_id = only_chunk(batch).pk
     for owner in ("first", "second"):
-        runner = engine.ChunkRunner(
+        worker = engine.ChunkRunner(
             chunk=engine.chunk_claim(chunk_id=chunk_id, owner=owner), owner=owner
         )
         with pytest.raises(WorkerKilled):
-            runner.run()
+            worker.run()
         assert_counters_exact(batch)
         expire_lease(chunk_id)
 
