@@ -8,6 +8,7 @@ transitions as warnings.
 from __future__ import annotations
 
 import uuid
+from typing import cast
 
 from django.contrib import admin, messages
 from django.db.models import Q
@@ -18,7 +19,7 @@ from django.utils.html import format_html
 from batches import services, timeline
 from batches.admin.common import JobTypeFilter, ViewOnlyMixin, admin_actor, changelist_url, plural
 from batches.exceptions import BatchNotFinished, DomainError, NotFound
-from batches.models import Batch, BatchError, BatchEvent, Item, unfolded_counts_annotations
+from batches.models import Batch, BatchError, BatchEvent, BatchQuerySet, Item
 
 ERRORS_INLINE_LIMIT = 50
 EVENTS_INLINE_LIMIT = 100
@@ -152,7 +153,7 @@ class BatchAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         """Read each batch with its chunks' unfolded counter moves, for its progress."""
-        return super().get_queryset(request).annotate(**unfolded_counts_annotations())
+        return cast(BatchQuerySet, super().get_queryset(request)).with_unfolded_counts()
 
     def get_readonly_fields(self, request, obj=None):
         editable = set(self.editable_fields)

@@ -133,20 +133,20 @@ def outcomes_write(
         "error_message = %s, attempts = %s, output_files = %s, finished_at = %s, "
         "started_at = COALESCE(started_at, %s), seq = %s WHERE id = %s AND status IN (%s, %s)"
     )
-    adapt = connection.ops.adapt_datetimefield_value
-    if connection.timezone_name == "UTC":
-        django_adapt = adapt
-
-        def adapt(value: Any) -> Any:
-            # What Django stores for an aware UTC time (timezone.now()), at a third of its cost.
-            if value.tzinfo is UTC:
-                return str(value.replace(tzinfo=None))
-            return django_adapt(value)
-
-    taken_at = adapt(started_at)
-    updates = [(*row[:6], adapt(row[6]), taken_at, row[7], row[8], *TAKEN) for row in rows]
+    taken_at = _sqlite_datetime(started_at)
+    updates = [
+        (*row[:6], _sqlite_datetime(row[6]), taken_at, row[7], row[8], *TAKEN) for row in rows
+    ]
     with connection.cursor() as cursor:
         cursor.executemany(sql, updates)
+
+
+def _sqlite_datetime(value: datetime) -> Any:
+    """Return what Django stores on SQLite for a datetime; aware UTC times (timezone.now())
+    at a third of the cost of its general adaptation."""
+    if value.tzinfo is UTC and connection.timezone_name == "UTC":
+        return str(value.replace(tzinfo=None))
+    return connection.ops.adapt_datetimefield_value(value)
 
 
 def slice_read(*, batch_id: uuid.UUID, start: int, end: int, limit: int) -> list[dict[str, Any]]:

@@ -18,23 +18,6 @@ from batches.models.accounts import Account, ApiKey, Lock, Sequence
 from batches.models.events import BatchEvent, WebhookAttempt, WebhookDelivery
 
 
-def unfolded_counts_annotations() -> dict[str, Any]:
-    """Return annotations that read a batch's unfolded counter moves (see Batch.counts)."""
-    return {
-        f"unfolded_{status}": Coalesce(
-            models.Subquery(
-                Chunk.objects.filter(batch_id=models.OuterRef("pk"))
-                .order_by()
-                .values("batch_id")
-                .annotate(total=models.Sum(delta_field(status)))
-                .values("total")
-            ),
-            0,
-        )
-        for status in DELTA_STATUSES
-    }
-
-
 class BatchQuerySet(models.QuerySet["Batch"]):
     """Reusable batch filters."""
 
@@ -58,7 +41,21 @@ class BatchQuerySet(models.QuerySet["Batch"]):
 
     def with_unfolded_counts(self) -> BatchQuerySet:
         """Read, with each batch, the counter moves its chunks hold (see Batch.counts)."""
-        return self.annotate(**unfolded_counts_annotations())
+        return self.annotate(
+            **{
+                f"unfolded_{status}": Coalesce(
+                    models.Subquery(
+                        Chunk.objects.filter(batch_id=models.OuterRef("pk"))
+                        .order_by()
+                        .values("batch_id")
+                        .annotate(total=models.Sum(delta_field(status)))
+                        .values("total")
+                    ),
+                    0,
+                )
+                for status in DELTA_STATUSES
+            }
+        )
 
 
 class Batch(models.Model):
@@ -408,5 +405,4 @@ __all__ = [
     "WebhookDelivery",
     "counter_field",
     "delta_field",
-    "unfolded_counts_annotations",
 ]
