@@ -235,11 +235,23 @@ def _chunk_claim(*, chunk_id: int, owner: str) -> Chunk | None:
 
 
 def lease_renew(*, chunk: Chunk, owner: str) -> bool:
-    """Extend our lease on the chunk; False if it is no longer ours."""
+    """Extend our lease on the chunk; False if it is no longer ours.
+
+    A lease that ran out is lost even if no one took the chunk yet: a cancel may already
+    have treated the chunk as ownerless and cancelled items this worker still had.
+    """
+    return _lease_extend(chunk_id=chunk.pk, owner=owner)
+
+
+def _lease_extend(*, chunk_id: int, owner: str) -> bool:
+    now = timezone.now()
     return bool(
-        Chunk.objects.filter(pk=chunk.pk, lease_owner=owner, status=Chunk.Status.RUNNING).update(
-            lease_expires_at=timezone.now() + timedelta(seconds=lease_seconds())
-        )
+        Chunk.objects.filter(
+            pk=chunk_id,
+            lease_owner=owner,
+            status=Chunk.Status.RUNNING,
+            lease_expires_at__gte=now,
+        ).update(lease_expires_at=now + timedelta(seconds=lease_seconds()))
     )
 
 
@@ -262,9 +274,7 @@ class LeaseKeeper(threading.Thread):
         """Extend the lease until stopped; never raise."""
         try:
             while not self.stopping.wait(lease_seconds() / 3):
-                Chunk.objects.filter(
-                    pk=self.chunk_id, lease_owner=self.owner, status=Chunk.Status.RUNNING
-                ).update(lease_expires_at=timezone.now() + timedelta(seconds=lease_seconds()))
+                _lease_extend(chunk_id=self.chunk_id, owner=self.owner)
         except Exception:
             logger.warning(
                 "lease keeper of chunk %s stopped",

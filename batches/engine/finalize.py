@@ -52,7 +52,7 @@ def batch_wind_down(*, batch: Batch, ending: str, actor: str, reason: str = "") 
     # lease, then writes its items): a slice in flight commits first and the next one
     # waits for us. Taking items first could deadlock with a slice on PostgreSQL.
     running = chunks_lock(batch.pk)
-    # A running chunk's items are its worker's to cancel: it may be running some of them
+    # A live worker's chunk's items are its to cancel: it may be running some of them
     # without having marked them `running` (a quick slice).
     outside_running = Q()
     for start, end in running:
@@ -85,15 +85,21 @@ def batch_wind_down(*, batch: Batch, ending: str, actor: str, reason: str = "") 
 def chunks_lock(batch_id: uuid.UUID) -> list[tuple[int, int]]:
     """Lock the batch's unfinished chunks, in primary-key order; the batch is locked.
 
-    Returns the index ranges, [start, end), of those a worker holds (running).
+    Returns the index ranges, [start, end), of those a live worker holds: running under a
+    lease that has not run out (one that has is lost; its worker writes nothing more).
     """
     chunks = (
         Chunk.objects.select_for_update()
         .filter(batch_id=batch_id, status__in=[Chunk.Status.QUEUED, Chunk.Status.RUNNING])
         .order_by("pk")
-        .values_list("status", "start_index", "end_index")
+        .values_list("status", "lease_expires_at", "start_index", "end_index")
     )
-    return [(start, end) for status, start, end in chunks if status == Chunk.Status.RUNNING]
+    now = timezone.now()
+    return [
+        (start, end)
+        for status, expires, start, end in chunks
+        if status == Chunk.Status.RUNNING and expires is not None and expires >= now
+    ]
 
 
 def batch_finalize_if_done(batch_id: uuid.UUID) -> Batch | None:

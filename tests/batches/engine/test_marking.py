@@ -8,11 +8,15 @@ Quick full slices grow, so quick items share a slice's fixed costs among more of
 
 from __future__ import annotations
 
-import pytest
+from datetime import timedelta
+from unittest import mock
 
-from batches import services
-from batches.engine import runner
-from batches.models import Batch, Item
+import pytest
+from django.utils import timezone
+
+from batches import engine, services
+from batches.engine import planning, runner
+from batches.models import Batch, Chunk, Item
 from tests.helpers import assert_counters_exact, recount
 from tests.jobtypes import Flaky
 
@@ -115,3 +119,29 @@ def test_slice_growth__quick_full_slices_double_up_to_the_cap(ran, monkeypatch):
     batch = assert_counters_exact(batch)
     assert batch.status == Batch.Status.FINISHED
     assert batch.succeeded_items == 200
+
+
+def test_cancel__cancels_the_queued_items_of_a_chunk_whose_worker_died(committed_flaky):
+    # The worker claimed the chunk and died: its lease ran out, so no one can still be
+    # running those items, and a cancel takes them at once, as every unstarted item.
+    batch = committed_flaky
+    chunk = Chunk.objects.get(batch=batch)
+    assert engine.chunk_claim(chunk_id=chunk.pk, owner="dead") is not None
+    Chunk.objects.filter(pk=chunk.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+
+    services.batch_cancel(batch=batch, actor="test")
+
+    batch = assert_counters_exact(batch)
+    assert batch.status == Batch.Status.CANCELLING  # the chunk is still to be taken back
+    assert set(Item.objects.filter(batch=batch).values_list("status", flat=True)) == {S.CANCELLED}
+    # The dead worker's lease is lost for good: it cannot renew it and write over them.
+    assert not engine.lease_renew(chunk=chunk, owner="dead")
+
+
+@pytest.fixture
+def committed_flaky(account, django_capture_on_commit_callbacks):
+    with mock.patch.object(planning, "chunks_enqueue"):
+        batch, _ = services.batch_create(
+            account=account, actor="test", type="test.flaky", items=flaky_items(30), commit=True
+        )
+    return Batch.objects.get(pk=batch.pk)
