@@ -145,15 +145,22 @@ class ChunkRunner:
     def _slice_write(self, cursor: int, outcomes: list[Outcome]) -> SliceEnd:
         """Write the outcomes and take the next slice, in one transaction without the batch row.
 
-        The counter moves go to the chunk's deltas; with one writer (SQLite) the settle
-        runs here too and applies them to the batch directly.
+        The statement that writes the outcomes and the read of the next slice are done
+        before the transaction, so it holds its locks (on SQLite, the one write lock) only
+        for the writes. Reading ahead is safe: nobody but the holder of our lease changes
+        the taken items of our range, and the renewal says we held it all along. The
+        counter moves go to the chunk's deltas; with one writer (SQLite) the settle runs
+        in the transaction too and applies them to the batch directly.
         """
+        deltas: Counter[str] = Counter()
+        write = self._outcomes_statement(outcomes, deltas) if outcomes else None
+        ahead = self._slice_read(cursor)
         with transaction.atomic():
             if not self._renew():
                 return SliceEnd(stop="lease lost")
-            end = SliceEnd(wrote=len(outcomes))
-            if outcomes:
-                self._write(outcomes, end.deltas)
+            end = SliceEnd(wrote=len(outcomes), deltas=deltas)
+            if write:
+                write.run()
                 end.failed = any(o.status == Item.Status.FAILED for o in outcomes)
             state = (
                 Batch.objects.filter(pk=self.batch_id).values_list("status", "paused_at").first()
@@ -167,7 +174,7 @@ class ChunkRunner:
             elif paused_at:
                 end.hand_back_from = cursor
             else:
-                end.rows = self._next_slice(cursor, end.deltas)
+                end.rows = self._slice_take(ahead, end.deltas)
                 end.closing = not end.rows
             if self.one_writer:
                 end.stop = self._settle(end)
@@ -306,10 +313,11 @@ class ChunkRunner:
     def _renew(self) -> bool:
         return lease_renew(chunk=self.chunk, owner=self.owner)
 
-    def _next_slice(self, cursor: int, deltas: Counter[str]) -> list[ItemRow]:
-        """Select the next items of our range; mark the queued ones running if we mark."""
+    def _slice_read(self, cursor: int) -> list[ItemRow]:
+        """Read the next items of our range, from `cursor`: queued, or running if a slice
+        left them so (ours, or a worker's that died)."""
         self.slice_taken_at = timezone.now()
-        rows = cast(
+        return cast(
             list[ItemRow],
             bulk.slice_read(
                 batch_id=self.batch_id,
@@ -318,8 +326,10 @@ class ChunkRunner:
                 limit=self.slice_size,
             ),
         )
+
+    def _slice_take(self, rows: list[ItemRow], deltas: Counter[str]) -> list[ItemRow]:
+        """Take the slice read ahead: mark its queued items running if we mark, else as is."""
         if rows and self.mark_running:
-            # Items already `running` came from our last slice or a worker that died.
             items_move(
                 batch_id=self.batch_id,
                 from_statuses=[Item.Status.QUEUED],
@@ -332,11 +342,12 @@ class ChunkRunner:
                 row["status"] = Item.Status.RUNNING
         return rows
 
-    def _write(self, outcomes: list[Outcome], deltas: Counter[str]) -> None:
-        """Store a slice's outcomes under the seq numbers reserved for them; count the moves."""
+    def _outcomes_statement(self, outcomes: list[Outcome], deltas: Counter[str]) -> bulk.Statement:
+        """Make ready the write of a slice's outcomes, under the seq numbers reserved for
+        them, and count the moves it makes."""
         deltas.subtract(o.was for o in outcomes)
         deltas.update(o.status for o in outcomes)
-        bulk.outcomes_write(
+        return bulk.outcomes_update(
             batch_id=self.batch_id,
             first_index=outcomes[0].index,
             last_index=outcomes[-1].index,

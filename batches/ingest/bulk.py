@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -89,23 +90,38 @@ def items_insert(*, batch_id: uuid.UUID, rows: Iterable[Sequence[Any]]) -> None:
         cursor.executemany(f"INSERT INTO {_table()} ({columns}) VALUES ({placeholders})", params)
 
 
-def outcomes_write(
+@dataclass(frozen=True)
+class Statement:
+    """One statement and its parameters, made ready before the transaction that runs it."""
+
+    sql: str
+    params: Sequence[Any]
+    many: bool = False  # params is a list of parameter rows for executemany
+
+    def run(self) -> None:
+        with connection.cursor() as cursor:
+            if self.many:
+                cursor.executemany(self.sql, self.params)
+            else:
+                cursor.execute(self.sql, self.params)
+
+
+def outcomes_update(
     *,
     batch_id: uuid.UUID,
     first_index: int,
     last_index: int,
     started_at: datetime,
     rows: list[Sequence[Any]],
-) -> None:
-    """Store outcomes of taken items whose indexes lie in [first_index, last_index].
+) -> Statement:
+    """Return the statement that stores outcomes of taken items in [first_index, last_index].
 
     Rows are (status, result JSON text or None, error_code, error_message, attempts,
     output_files JSON text, finished_at, seq, item id). Items not marked running get
-    `started_at`, when their slice was taken.
+    `started_at`, when their slice was taken. Every value is encoded here, so a worker
+    runs the statement without spending its write transaction on Python.
     """
     if connection.vendor == "postgresql":
-        if not rows:
-            return
         quote = connection.ops.quote_name
         values = _pg_columns(PG_OUTCOME_TYPES)
         assignments = ", ".join(
@@ -123,11 +139,7 @@ def outcomes_write(
         )
         document = json_text([(*row[:6], row[6].isoformat(), *row[7:]) for row in rows])
         batch_value = Item._meta.get_field("batch").get_db_prep_value(batch_id, connection)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                sql, [started_at, document, *TAKEN, batch_value, first_index, last_index]
-            )
-        return
+        return Statement(sql, [started_at, document, *TAKEN, batch_value, first_index, last_index])
     sql = (
         f"UPDATE {_table()} SET status = %s, result = %s, error_code = %s, "
         "error_message = %s, attempts = %s, output_files = %s, finished_at = %s, "
@@ -137,8 +149,7 @@ def outcomes_write(
     updates = [
         (*row[:6], _sqlite_datetime(row[6]), taken_at, row[7], row[8], *TAKEN) for row in rows
     ]
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, updates)
+    return Statement(sql, updates, many=True)
 
 
 def _sqlite_datetime(value: datetime) -> Any:
