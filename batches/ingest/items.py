@@ -128,16 +128,3 @@ def item_parse(obj: Any, *, index: int, default_type: str) -> ItemSpec | ItemPro
     return ItemSpec(
         payload=payload, type=type_name, external_id=external_id, key=key, payload_json=payload_json
     )
-
-
-def items_parse(objs: list[Any], *, default_type: str) -> tuple[list[ItemSpec], list[ItemProblem]]:
-    """Validate a list of item objects; return the good specs and the problems, in order."""
-    specs: list[ItemSpec] = []
-    problems: list[ItemProblem] = []
-    for index, obj in enumerate(objs):
-        parsed = item_parse(obj, index=index, default_type=default_type)
-        if isinstance(parsed, ItemProblem):
-            problems.append(parsed)
-        else:
-            specs.append(parsed)
-    return specs, problems

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import shutil
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import IO, Any, Literal
 
 from django.conf import settings
@@ -13,7 +13,7 @@ from django.db import transaction
 
 from batches.exceptions import BatchNotOpen, InvalidInput, TooLarge, UnsupportedMediaType
 from batches.ingest import bulk, formats, staging
-from batches.ingest.items import ItemProblem, ItemSpec, item_parse, items_parse
+from batches.ingest.items import ItemProblem, item_parse
 from batches.models import Batch, BatchError
 from batches.services.common import batch_files_dir, batch_lock, job_types_ready_check
 from batches.timeline import event_record
@@ -62,17 +62,36 @@ def _items_insert(*, batch: Batch, items: list[Any], actor: str) -> range:
             f"at most {limit} items per request",
             detail=f"{len(items)} items in one request; the limit is {limit}",
         )
-    specs, problems = items_parse(items, default_type=batch.type)
+    # The rows go to the database as they are checked, so on PostgreSQL the server stores
+    # them while this process checks the rest. Once one item is refused nothing more is
+    # written, and the refusal rolls back what was.
+    start = batch.total_items
+    problems: list[ItemProblem] = []
+    types: set[str] = set()
+
+    def rows() -> Iterator[tuple[int, str, str, str, str, str]]:
+        for index, obj in enumerate(items):
+            parsed = item_parse(obj, index=index, default_type=batch.type)
+            if isinstance(parsed, ItemProblem):
+                problems.append(parsed)
+            elif not problems:
+                types.add(parsed.type)
+                yield (
+                    start + index, parsed.external_id, parsed.key, parsed.type,
+                    parsed.payload_json, "",
+                )  # fmt: skip
+
+    bulk.items_insert(batch_id=batch.pk, rows=rows())
     if problems:
         raise InvalidInput(
             f"{len(problems)} of {len(items)} items are invalid; nothing was added",
             errors=[problem.as_dict() for problem in problems[:100]],
         )
-    _batch_room_check(batch=batch, adding=len(specs), field="items")
-    job_types_ready_check(spec.type for spec in specs)
-    created = _items_bulk_create(batch=batch, specs=specs)
+    _batch_room_check(batch=batch, adding=len(items), field="items")
+    job_types_ready_check(types)
+    created = range(start, start + len(items))
     updates = ["total_items", "pending_items"]
-    updates += _item_types_note(batch, (spec.type for spec in specs))
+    updates += _item_types_note(batch, types)
     batch.total_items += len(created)
     batch.pending_items += len(created)
     if batch.status == Batch.Status.CREATED:
@@ -81,18 +100,6 @@ def _items_insert(*, batch: Batch, items: list[Any], actor: str) -> range:
     batch.save(update_fields=updates)
     event_record(batch=batch, kind="items_added", actor=actor, detail={"count": len(created)})
     return created
-
-
-def _items_bulk_create(*, batch: Batch, specs: list[ItemSpec]) -> range:
-    start = batch.total_items
-    bulk.items_insert(
-        batch_id=batch.pk,
-        rows=(
-            (start + offset, spec.external_id, spec.key, spec.type, spec.payload_json, "")
-            for offset, spec in enumerate(specs)
-        ),
-    )
-    return range(start, start + len(specs))
 
 
 INSERT_GROUP = 5000

@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batches.ingest.items import MAX_TEXT, ItemProblem, ItemSpec, item_parse, items_parse
+from batches import services
+from batches.exceptions import InvalidInput
+from batches.ingest.items import MAX_TEXT, ItemProblem, ItemSpec, item_parse
+from batches.models import Item
 from jobs import job_types
+from tests.factories import BatchFactory
 
 
 def parse(obj, *, index=0, default_type="echo"):
@@ -205,10 +209,30 @@ def test_item_parse__every_problem_of_an_item_is_reported_at_once():
     assert set(found.errors) == {"item", "external_id", "key", "type", "payload"}
 
 
-# --- lists --------------------------------------------------------------------------------------
+# --- lists, through services.items_add, which checks them as it writes them -------------------
 
 
-def test_items_parse__reports_problems_by_their_input_index():
+def items_add_problems(objs) -> list[dict] | None:
+    """Add `objs` to a new batch; return the problems reported, or None if all were added.
+
+    Either way, check that the batch holds all of them or none.
+    """
+    batch = BatchFactory()
+    try:
+        added = services.items_add(batch=batch, items=objs, actor="test")
+    except InvalidInput as exc:
+        assert not Item.objects.filter(batch=batch).exists()
+        batch.refresh_from_db()
+        assert (batch.total_items, batch.pending_items) == (0, 0)
+        return exc.extra["errors"]
+    assert added == range(len(objs))
+    stored = Item.objects.filter(batch=batch).order_by("index")
+    assert [item.payload for item in stored] == [obj["payload"] for obj in objs]
+    return None
+
+
+@pytest.mark.django_db
+def test_items_add__reports_problems_by_their_input_index_and_adds_none():
     objs = [
         {"payload": {"n": 0}},
         "not an object",
@@ -217,17 +241,12 @@ def test_items_parse__reports_problems_by_their_input_index():
         {"payload": {"n": 4}},
     ]
 
-    specs, problems = items_parse(objs, default_type="echo")
+    problems = items_add_problems(objs)
 
-    assert [spec.payload for spec in specs] == [{"n": 0}, {"n": 2}, {"n": 4}]
-    assert [(p.index, p.external_id, set(p.errors)) for p in problems] == [
+    assert [(p["index"], p.get("external_id", ""), set(p["fields"])) for p in problems] == [
         (1, "", {"item"}),
         (3, "bad", {"payload.fail"}),
     ]
-
-
-def test_items_parse__empty_list_gives_nothing():
-    assert items_parse([], default_type="echo") == ([], [])
 
 
 KNOWN_TYPES = ["echo", "test.flaky"]
@@ -285,36 +304,18 @@ mixed_items = st.lists(
 )
 
 
+@pytest.mark.django_db
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(mixed_items)
-def test_items_parse__specs_and_problems_partition_the_input(tagged):
+def test_items_add__problems_name_exactly_the_bad_items(tagged):
     objs = [obj for _, obj in tagged]
     assert set(job_types()) >= set(KNOWN_TYPES)
 
-    specs, problems = items_parse(objs, default_type="echo")
+    problems = items_add_problems(objs) if objs else None
 
     bad = [index for index, (ok, _) in enumerate(tagged) if not ok]
-    good = [index for index, (ok, _) in enumerate(tagged) if ok]
-    assert [p.index for p in problems] == bad
-    assert len(specs) + len(problems) == len(objs)
-    assert set(bad).isdisjoint(good)
-    assert sorted(bad + good) == list(range(len(objs)))
-    # Specs keep the order of the good items they came from.
-    assert [spec.payload for spec in specs] == [objs[index]["payload"] for index in good]
-    assert [spec.type for spec in specs] == [objs[index].get("type", "echo") for index in good]
-    assert all(p.errors for p in problems)
-
-
-@pytest.mark.parametrize(
-    ("item", "field"),
-    [
-        ({"external_id": "a\x00b", "payload": {}}, "external_id"),
-        ({"key": "\ud800", "payload": {}}, "key"),
-        ({"payload": {"text": "nul \x00 inside"}}, "payload"),
-        ({"payload": {"text": "lone \udfff surrogate"}}, "payload"),
-    ],
-)
-def test_item_parse__text_no_database_can_store_is_refused(item, field):
-    found = item_parse(item, index=3, default_type="echo")
-
-    assert isinstance(found, ItemProblem)
-    assert field in found.errors
+    if bad:
+        assert problems is not None
+        assert [p["index"] for p in problems] == bad
+    else:
+        assert problems is None
