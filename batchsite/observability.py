@@ -1,7 +1,4 @@
-"""Health, readiness and Prometheus metrics endpoints.
-
-`/healthz` says the process answers; `/readyz` says it can do its work (database, broker,
-a live worker cluster); `/metrics` exposes Prometheus metrics.
+"""Serve Prometheus metrics at `/metrics` (the probes `/healthz`, `/readyz` are in probes.py).
 
 Workers are separate processes, so nothing here counts in memory: every metric is computed
 from the database and the broker when Prometheus scrapes, by a custom collector on a
@@ -29,9 +26,8 @@ import secrets
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q, Sum
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
@@ -48,86 +44,10 @@ logger = logging.getLogger(__name__)
 
 # generate_latest() writes the classic text format, version 0.0.4.
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-# A cluster counts as alive when it saved its stats this recently.
-CLUSTER_FRESHNESS = timedelta(seconds=60)
 # The item duration histogram covers items that ended this recently.
 DURATION_WINDOW = timedelta(hours=1)
 # Upper bounds (seconds) of the duration histogram's buckets; +Inf is added.
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
-
-
-# --- health and readiness --------------------------------------------------------------------
-
-
-@never_cache
-@require_safe
-def healthz(request: HttpRequest) -> JsonResponse:
-    """Answer that the process is up, without touching the database."""
-    return JsonResponse({"status": "ok"})
-
-
-def database_check() -> bool:
-    """Return True when the database answers a trivial query."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
-        return cursor.fetchone() == (1,)
-
-
-def broker_check() -> bool:
-    """Return True when the django-q2 broker answers a ping (always, for the ORM broker)."""
-    from django_q.brokers import get_broker
-
-    return bool(get_broker().ping())
-
-
-def cluster_check() -> bool:
-    """Return True when a django-q2 cluster saved its stats within CLUSTER_FRESHNESS.
-
-    Clusters save their stats every few seconds into the shared cache (Redis with the
-    Redis broker); a cluster that reported itself stopped does not count.
-    """
-    from django_q.conf import Conf
-    from django_q.status import Stat
-
-    cutoff = timezone.now() - CLUSTER_FRESHNESS
-    return any(
-        stat.timestamp >= cutoff and getattr(stat, "status", None) != Conf.STOPPED
-        for stat in Stat.get_all()
-        if getattr(stat, "timestamp", None)
-    )
-
-
-READINESS_CHECKS = {
-    "database": database_check,
-    "broker": broker_check,
-    "cluster": cluster_check,
-}
-
-
-@never_cache
-@require_safe
-def readyz(request: HttpRequest) -> JsonResponse:
-    """Answer 200 when the database, the broker and a worker cluster are there, else 503.
-
-    Load balancers call this without credentials, so the body names the checks and
-    whether each passed, never why one failed; the reason goes to the log.
-    """
-    checks = {}
-    for name, check in READINESS_CHECKS.items():
-        try:
-            passed = check()
-        except Exception:
-            logger.warning("readiness check %s raised", name, exc_info=True)
-            passed = False
-        checks[name] = "ok" if passed else "failed"
-    ready = all(result == "ok" for result in checks.values())
-    return JsonResponse(
-        {"status": "ready" if ready else "unavailable", "checks": checks},
-        status=200 if ready else 503,
-    )
-
-
-# --- metrics -----------------------------------------------------------------------------------
 
 
 class BatchsiteCollector:

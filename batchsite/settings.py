@@ -90,8 +90,9 @@ if not DEBUG:
         SECURE_HSTS_PRELOAD = env_bool("BATCHSITE_HSTS_PRELOAD")
     SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("BATCHSITE_SECURE_COOKIES")
     SECURE_SSL_REDIRECT = env_bool("BATCHSITE_SSL_REDIRECT")
-    # Load balancers and probes call these over plain http from inside the network.
-    SECURE_REDIRECT_EXEMPT = [r"^healthz/$", r"^readyz/$"]
+    # Load balancers and probes call these over plain http from inside the network, by
+    # address: a redirect would name the Host, which no ALLOWED_HOSTS lists (probes.py).
+    SECURE_REDIRECT_EXEMPT = [r"^(healthz|readyz)/?$"]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -115,6 +116,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "batches.api.csp.ContentSecurityPolicyMiddleware",
+    # Probes by IP: before CommonMiddleware, which refuses a Host not in ALLOWED_HOSTS.
+    "batchsite.probes.ProbeMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -3,12 +3,13 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from batchsite import observability
+from batchsite import observability, probes
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("healthz/", observability.healthz, name="healthz"),
-    path("readyz/", observability.readyz, name="readyz"),
+    # ProbeMiddleware answers these before any URL is resolved; named here for reverse().
+    path("healthz/", probes.healthz, name="healthz"),
+    path("readyz/", probes.readyz, name="readyz"),
     path("metrics/", observability.metrics, name="metrics"),
     path("api/v1/", include("batches.api.urls")),
     path("compat/brightlocal/", include("batches.compat.brightlocal.urls")),

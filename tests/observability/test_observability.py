@@ -1,4 +1,4 @@
-"""Tests for batchsite.observability (healthz, readyz, metrics) and batchsite.logging."""
+"""Tests for batchsite.observability (metrics) and batchsite.logging."""
 
 from __future__ import annotations
 
@@ -9,24 +9,20 @@ import os
 import subprocess
 import sys
 from datetime import timedelta
-from types import SimpleNamespace
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.cache import cache
-from django.db import OperationalError, connections, transaction
+from django.db import transaction
 from django.test import Client
 from django.utils import timezone
 from django_q.brokers import get_broker
-from django_q.conf import Conf
-from django_q.status import Stat
 from prometheus_client.parser import text_string_to_metric_families
 
 from batches import engine, services
 from batches.models import Batch, Item
 from batchsite import observability
 from batchsite.logging import JsonFormatter
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT
 from tests.factories import BatchFactory, ItemFactory
 
 TOKEN = "metrics-token-for-tests"
@@ -37,16 +33,6 @@ ZERO = timedelta(0)
 def metrics_token(settings):
     settings.BATCHSITE_METRICS_TOKEN = TOKEN
     return TOKEN
-
-
-@pytest.fixture
-def no_cluster_stats():
-    """Forget every cluster stat a cluster started by an earlier test may have left."""
-    cache.delete(Conf.Q_STAT)
-
-
-def fake_stat(*, age: timedelta, status: str = Conf.IDLE) -> SimpleNamespace:
-    return SimpleNamespace(timestamp=timezone.now() - age, status=status)
 
 
 def scrape(client: Client, **headers) -> dict:
@@ -63,106 +49,6 @@ def scrape(client: Client, **headers) -> dict:
 
 def bearer(token: str) -> dict:
     return {"HTTP_AUTHORIZATION": f"Bearer {token}"}
-
-
-# --- healthz -----------------------------------------------------------------------------------
-
-
-def test_healthz__answers_ok_without_the_database(client):
-    # No django_db mark: any database access would raise.
-    response = client.get("/healthz/")
-
-    assert response.status_code == 200
-    assert response.json() == {"status": "ok"}
-
-
-# --- readyz ------------------------------------------------------------------------------------
-
-
-@pytest.mark.cluster
-@pytest.mark.django_db(transaction=True)
-def test_readyz__ready_with_a_live_cluster_and_not_after_it_stops(client, cluster):
-    response = wait_for(lambda: (r := client.get("/readyz/")).status_code == 200 and r, timeout=60)
-
-    assert response.json() == {
-        "status": "ready",
-        "checks": {"database": "ok", "broker": "ok", "cluster": "ok"},
-    }
-
-    cluster.stop()
-    response = wait_for(lambda: (r := client.get("/readyz/")).status_code == 503 and r, timeout=30)
-    assert response.json()["checks"]["cluster"] == "failed"
-
-
-@pytest.mark.django_db
-def test_readyz__unavailable_without_a_cluster(client, no_cluster_stats):
-    response = client.get("/readyz/")
-
-    assert response.status_code == 503
-    assert response.json() == {
-        "status": "unavailable",
-        "checks": {"database": "ok", "broker": "ok", "cluster": "failed"},
-    }
-
-
-@pytest.mark.django_db
-def test_readyz__names_the_database_when_it_is_unreachable(client, monkeypatch):
-    monkeypatch.setattr(Stat, "get_all", staticmethod(lambda broker=None: [fake_stat(age=ZERO)]))
-
-    def unreachable(self):
-        raise OperationalError("connection refused by db.internal:5432")
-
-    monkeypatch.setattr(type(connections["default"]), "ensure_connection", unreachable)
-    response = client.get("/readyz/")
-    monkeypatch.undo()
-
-    assert response.status_code == 503
-    body = response.json()
-    # The ORM broker lives in the database, so it fails with it; Redis answers on its own.
-    broker = "failed" if Conf.ORM else "ok"
-    assert body == {
-        "status": "unavailable",
-        "checks": {"database": "failed", "broker": broker, "cluster": "ok"},
-    }
-    # The reason stays in the log: the unauthenticated body reveals nothing of it.
-    assert b"db.internal" not in response.content
-
-
-@pytest.mark.django_db
-def test_readyz__names_the_broker_when_it_does_not_answer(client, monkeypatch):
-    monkeypatch.setattr(Stat, "get_all", staticmethod(lambda broker=None: [fake_stat(age=ZERO)]))
-
-    def ping(self):
-        raise ConnectionError("broker down")
-
-    # Whichever broker this run uses (ORM, or Redis in CI's second pass).
-    monkeypatch.setattr(type(get_broker()), "ping", ping)
-    response = client.get("/readyz/")
-
-    assert response.status_code == 503
-    assert response.json()["checks"] == {"database": "ok", "broker": "failed", "cluster": "ok"}
-
-
-@pytest.mark.parametrize(
-    ("seen", "ready"),
-    [
-        ([(5, Conf.IDLE)], True),
-        ([(90, Conf.WORKING)], False),
-        ([(5, Conf.STOPPED)], False),
-        ([(90, Conf.IDLE), (1, Conf.WORKING)], True),
-        ([], False),
-    ],
-    ids=["fresh", "stale", "stopped", "one-fresh-of-two", "none"],
-)
-@pytest.mark.django_db
-def test_readyz__counts_only_clusters_seen_within_a_minute(client, monkeypatch, seen, ready):
-    stats = [fake_stat(age=timedelta(seconds=age), status=status) for age, status in seen]
-    monkeypatch.setattr(Stat, "get_all", staticmethod(lambda broker=None: stats))
-
-    response = client.get("/readyz/")
-
-    assert response.status_code == (200 if ready else 503)
-    assert response.json()["checks"]["cluster"] == ("ok" if ready else "failed")
 
 
 # --- metrics: who may read them -------------------------------------------------------------

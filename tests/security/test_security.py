@@ -312,6 +312,10 @@ print(json.dumps({
     "settings": {name: getattr(settings, name) for name in names},
     "api": probe("/api/v1/job-types/"),
     "healthz": probe("/healthz/"),
+    # A kubelet's probe: plain http, the pod's address as Host, maybe no trailing slash.
+    "probes_by_address": [
+        probe(path, HTTP_HOST="10.42.7.19:8000") for path in ("/healthz", "/readyz/", "/readyz")
+    ],
     "secure": probe("/healthz/", secure=True),
     "proxied": probe("/healthz/", HTTP_X_FORWARDED_PROTO="https"),
 }))
@@ -423,6 +427,9 @@ def test_production__health_probes_are_not_redirected(tmp_path):
     report = probe(tmp_path, **PRODUCTION)
 
     assert report["healthz"]["status"] == 200
+    for answer in report["probes_by_address"]:
+        assert answer["status"] == 200, answer
+        assert answer["location"] is None
 
 
 @pytest.mark.slow
