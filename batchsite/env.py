@@ -57,6 +57,18 @@ def env_float(name: str, default: float) -> float:
     return number
 
 
+def env_choice(name: str, choices: tuple[str, ...]) -> str:
+    """Read one of a few words (any case), failing clearly on another; unset: the first."""
+    value = os.environ.get(name, "")
+    word = value.strip().lower()
+    if not word:
+        return choices[0]
+    if word not in choices:
+        names = " or ".join(repr(choice) for choice in choices)
+        raise ImproperlyConfigured(f"{name} must be {names}, not {value!r}")
+    return word
+
+
 def env_list(name: str, default: str = "") -> list[str]:
     """Read a comma-separated environment variable."""
     return [part.strip() for part in os.environ.get(name, default).split(",") if part.strip()]

@@ -18,6 +18,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
+# BATCHSITE_LOG_FORMAT's values, the default first.
+LOG_FORMATS = ("plain", "json")
 # Attributes a record may carry through `extra=` that are copied into the JSON object.
 EXTRA_FIELDS = ("batch", "item", "chunk")
 
@@ -149,3 +151,31 @@ def logging_config(*, log_format: str, batches_level: str, q_level: str) -> dict
             "django.db.backends": {"filters": ["secrets"]},
         },
     }
+
+
+def gunicorn_logging_config(*, log_format: str) -> dict[str, Any]:
+    """Return gunicorn's `logconfig_dict`: its error and access lines as batchsite's own lines.
+
+    Error lines go where the app's go (the console handler, stderr); access lines to stdout.
+    Both pass SecretsFilter: request lines carry query strings, where BrightLocal clients
+    put their key. The workers keep these handlers when Django configures LOGGING, which
+    names no gunicorn logger.
+    """
+    config = logging_config(log_format=log_format, batches_level="INFO", q_level="WARNING")
+    config["handlers"]["access"] = {
+        "class": "logging.StreamHandler",
+        "formatter": log_format,
+        "filters": ["secrets"],
+        "stream": "ext://sys.stdout",
+    }
+    config["loggers"]["gunicorn.error"] = {
+        "level": "INFO",
+        "handlers": ["console"],
+        "propagate": False,
+    }
+    config["loggers"]["gunicorn.access"] = {
+        "level": "INFO",
+        "handlers": ["access"],
+        "propagate": False,
+    }
+    return config

@@ -13,6 +13,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from batchsite.env import (
     env_bool,
+    env_choice,
     env_float,
     env_int,
     env_int_map,
@@ -20,7 +21,7 @@ from batchsite.env import (
     env_port_list,
     env_senders,
 )
-from batchsite.logging import logging_config
+from batchsite.logging import LOG_FORMATS, logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -191,11 +192,7 @@ MEDIA_ROOT = BATCHSITE_DATA_DIR / "files"
 LOGIN_URL = "admin:login"
 
 # `plain` text lines, or `json`: one JSON object per line with batch/item fields, for shippers.
-BATCHSITE_LOG_FORMAT = os.environ.get("BATCHSITE_LOG_FORMAT", "").strip().lower() or "plain"
-if BATCHSITE_LOG_FORMAT not in ("plain", "json"):
-    raise ImproperlyConfigured(
-        f"BATCHSITE_LOG_FORMAT must be 'plain' or 'json', not {BATCHSITE_LOG_FORMAT!r}"
-    )
+BATCHSITE_LOG_FORMAT = env_choice("BATCHSITE_LOG_FORMAT", LOG_FORMATS)
 
 # No log line shows an API key or a webhook secret (batchsite.logging.SecretsFilter).
 LOGGING = logging_config(
