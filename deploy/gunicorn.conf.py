@@ -3,8 +3,8 @@
 What a deployment changes comes from the environment, as the app's settings do (every
 variable is in deploy/.env.example and the README's configuration table):
 
-- BATCHSITE_BIND: comma list of addresses to listen on (`0.0.0.0:8000`, `unix:/run/x.sock`);
-  unset: `0.0.0.0:$PORT` when PORT is set (container platforms set it), else 127.0.0.1:8000.
+- BATCHSITE_BIND: comma list of addresses to listen on (default 127.0.0.1:8000; e.g.
+  `0.0.0.0:8000` for a load balancer to reach, `unix:/run/batchsite/web.sock`).
 - BATCHSITE_WEB_WORKERS: processes; default 2 x CPUs + 1, at most 8 (each holds database
   connections). BATCHSITE_WEB_THREADS: threads per process (default 2).
 - BATCHSITE_WEB_TIMEOUT: seconds a silent worker lives before it is restarted (default 120).
@@ -34,16 +34,9 @@ def _cpus() -> int:
     return os.cpu_count() or 1
 
 
-def _bind() -> list[str]:
-    """Return the addresses to listen on."""
-    port = env_int("PORT", 0, minimum=0, maximum=65535)
-    default = f"0.0.0.0:{port}" if port else "127.0.0.1:8000"
-    return env_list("BATCHSITE_BIND", default)
-
-
 chdir = str(ROOT)
 wsgi_app = "batchsite.wsgi"
-bind = _bind()
+bind = env_list("BATCHSITE_BIND", "127.0.0.1:8000")
 workers = env_int("BATCHSITE_WEB_WORKERS", min(2 * _cpus() + 1, 8), minimum=1)
 # Threads let a worker answer probes and quick reads while another thread streams a file.
 worker_class = "gthread"

@@ -19,7 +19,7 @@ def clean_env(**env: str) -> dict[str, str]:
     kept = {
         name: value
         for name, value in os.environ.items()
-        if not name.startswith(("DJANGO_", "BATCHSITE_")) and name not in ("DATABASE_URL", "PORT")
+        if not name.startswith(("DJANGO_", "BATCHSITE_")) and name != "DATABASE_URL"
     }
     return {**kept, **env}
 

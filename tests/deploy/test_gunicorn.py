@@ -50,17 +50,14 @@ def test_gunicorn_conf__defaults_listen_on_loopback_with_a_bounded_pool(tmp_path
 
 
 def test_gunicorn_conf__the_environment_sets_address_and_pool(tmp_path):
-    port = gunicorn_config(tmp_path, PORT="9123")
     chosen = gunicorn_config(
         tmp_path,
-        PORT="9123",
         BATCHSITE_BIND="10.0.0.5:8000,unix:/run/batchsite/web.sock",
         BATCHSITE_WEB_WORKERS="3",
         BATCHSITE_WEB_THREADS="4",
         BATCHSITE_WEB_TIMEOUT="300",
     )
 
-    assert port["bind"] == "['0.0.0.0:9123']"
     assert chosen["bind"] == "['10.0.0.5:8000', 'unix:/run/batchsite/web.sock']"
     assert (chosen["workers"], chosen["threads"], chosen["timeout"]) == ("3", "4", "300")
 
