@@ -71,15 +71,15 @@ def items_insert(*, batch_id: uuid.UUID, rows: Iterable[Sequence[Any]]) -> None:
     columns = ", ".join(quote(column) for column in ITEM_INSERT_COLUMNS)
     batch_value = Item._meta.get_field("batch").get_db_prep_value(batch_id, connection)
     pending = Item.Status.PENDING.value
-    params = [
+    # A generator: rows reach the database as `rows` yields them, so the server stores the
+    # first while the caller makes the next.
+    params = (
         (batch_value, index, external_id, key, type_name, payload, input_file,
          source[0] if source else None, pending, EMPTY_LIST_JSON, "", "", 0)
         for index, external_id, key, type_name, payload, input_file, *source in rows
-    ]  # fmt: skip
-    if not params:
-        return
+    )  # fmt: skip
     if connection.vendor == "postgresql":
-        # COPY, whose rows psycopg formats in C: the fastest way in.
+        # COPY, whose rows psycopg formats in C and sends every 32 KiB: the fastest way in.
         sql = f"COPY {_table()} ({columns}) FROM STDIN"
         with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
             for row in params:
