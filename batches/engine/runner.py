@@ -68,10 +68,20 @@ class SliceEnd:
     deltas: Counter[str] = field(default_factory=Counter)  # counter moves, by status
 
 
+@dataclass(frozen=True)
+class Pace:
+    """How a chunk's slices ended up: where the next chunk of its batch and size starts."""
+
+    batch_id: Any
+    base_size: int  # the job type's slice size
+    slice_size: int  # the size the slices grew to
+    mark_running: bool
+
+
 class ChunkRunner:
     """Run one claimed chunk slice by slice, one transaction per slice."""
 
-    def __init__(self, *, chunk: Chunk, owner: str):
+    def __init__(self, *, chunk: Chunk, owner: str, pace: Pace | None = None):
         self.chunk = chunk
         self.owner = owner
         self.batch_id = chunk.batch_id
@@ -98,12 +108,22 @@ class ChunkRunner:
         # as a second one would only hand the write lock around once more.
         self.one_writer = connection.vendor == "sqlite"
         self.folded_leftovers = False
-        # Whether the next slice's items are marked `running` as it is taken: always the
-        # first slice of a claim, then only after a slice that took long enough for a
-        # reader to see its items run. Items of quick slices go from `queued` to their
-        # outcome in one write.
+        # Whether the next slice's items are marked `running` as it is taken: the first
+        # slice of a claim (unless the worker's last chunk showed its batch's items quick),
+        # then only after a slice that took long enough for a reader to see its items run.
+        # Items of quick slices go from `queued` to their outcome in one write.
         self.mark_running = True
+        if pace and pace.batch_id == self.batch_id and pace.base_size == chunk.slice_size:
+            # The worker's last chunk was of the same batch and size: its items are as
+            # quick (or slow), so start where its slices ended.
+            self.slice_size = pace.slice_size
+            self.mark_running = pace.mark_running
         self.slice_taken_at = timezone.now()
+
+    @property
+    def pace(self) -> Pace:
+        """Return how this chunk's slices ended up, for the worker's next chunk."""
+        return Pace(self.batch_id, self.chunk.slice_size, self.slice_size, self.mark_running)
 
     def run(self) -> str:
         """Process the chunk until its range is done, the batch stops, or the lease is lost."""
@@ -406,11 +426,16 @@ def rate_window_changes(*, window: dict[str, Any], ended: int, now: datetime) ->
 
 def chunk_process(*, chunk_id: int) -> str:
     """Claim and run one chunk; return what happened, for logs."""
+    return _chunk_process(chunk_id=chunk_id)[0]
+
+
+def _chunk_process(*, chunk_id: int) -> tuple[str, Pace | None]:
     owner = worker_name()
     chunk = chunk_claim(chunk_id=chunk_id, owner=owner)
     if chunk is None:
-        return "not claimable"
-    return ChunkRunner(chunk=chunk, owner=owner).run()
+        return "not claimable", None
+    runner = ChunkRunner(chunk=chunk, owner=owner)
+    return runner.run(), runner.pace
 
 
 # A bound on the chunks one task runs besides its own, whatever their size.
@@ -427,13 +452,15 @@ def chunks_process(*, chunk_id: int) -> str:
     third of its timeout, well before django-q2 would stop it.
     """
     deadline = time.monotonic() + settings.BATCHSITE_TASK_TIMEOUT / 3
-    outcome = chunk_process(chunk_id=chunk_id)
+    outcome, pace = _chunk_process(chunk_id=chunk_id)
     owner = worker_name()
     more = 0
     while more < MORE_CHUNKS_PER_TASK and time.monotonic() < deadline:
         chunk = chunk_claim_waiting(owner=owner)
         if chunk is None:
             break
-        ChunkRunner(chunk=chunk, owner=owner).run()
+        runner = ChunkRunner(chunk=chunk, owner=owner, pace=pace)
+        runner.run()
+        pace = runner.pace
         more += 1
     return f"{outcome}; then {more} waiting chunk(s)" if more else outcome

@@ -8,6 +8,7 @@ Quick full slices grow, so quick items share a slice's fixed costs among more of
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 from unittest import mock
 
@@ -97,7 +98,7 @@ def test_marking__a_cancel_keeps_what_a_quick_slice_ran(
 
 def test_slice_growth__quick_full_slices_double_up_to_the_cap(ran, monkeypatch):
     monkeypatch.setattr(runner, "SLICE_GROW_BELOW", 0.5)
-    monkeypatch.setattr(runner, "SLICE_GROWTH", 2)  # slices of 20 at most
+    monkeypatch.setattr(runner, "SLICE_GROWTH", 4)  # slices of 40 at most
     sizes: list[int] = []
     original = runner.ChunkRunner._run_slice
 
@@ -106,19 +107,40 @@ def test_slice_growth__quick_full_slices_double_up_to_the_cap(ran, monkeypatch):
         return original(self, rows)
 
     monkeypatch.setattr(runner.ChunkRunner, "_run_slice", run_slice)
-    # Two chunks of 100 (slices of 10 for test.flaky); in the second, item 105 takes
-    # longer than SLICE_GROW_BELOW, so the slice after it does not grow.
+    # Two chunks of 100 (slices of 10 for test.flaky). Item 15 takes longer than
+    # SLICE_GROW_BELOW, so the slice after its own does not grow. The worker runs the
+    # second chunk after the first, starting at the size the first one's slices reached.
     items = flaky_items(200)
-    items[105]["payload"]["sleep_ms"] = 600
+    items[15]["payload"]["sleep_ms"] = 600
 
     batch = ran(items, type="test.flaky")
 
-    first_chunk, second_chunk = sizes[:6], sizes[6:]
-    assert first_chunk == [10, 20, 20, 20, 20, 10]
-    assert second_chunk == [10, 10, 20, 20, 20, 20]
+    first_chunk, second_chunk = sizes[:5], sizes[5:]
+    assert first_chunk == [10, 20, 20, 40, 10]
+    assert second_chunk == [40, 40, 20]
     batch = assert_counters_exact(batch)
     assert batch.status == Batch.Status.FINISHED
     assert batch.succeeded_items == 200
+
+
+@pytest.mark.parametrize(
+    ("same_batch", "base_size", "starts_at", "marks"),
+    [(True, 10, 40, False), (False, 10, 10, True), (True, 20, 10, True)],
+)
+def test_pace__a_chunk_starts_where_the_last_one_of_its_batch_and_size_ended(
+    committed_flaky, same_batch, base_size, starts_at, marks
+):
+    chunk = Chunk.objects.filter(batch=committed_flaky).first()
+    pace = runner.Pace(
+        batch_id=committed_flaky.pk if same_batch else uuid.uuid4(),
+        base_size=base_size,
+        slice_size=40,
+        mark_running=False,
+    )
+
+    chunk_runner = runner.ChunkRunner(chunk=chunk, owner="w", pace=pace)
+
+    assert (chunk_runner.slice_size, chunk_runner.mark_running) == (starts_at, marks)
 
 
 def test_cancel__cancels_the_queued_items_of_a_chunk_whose_worker_died(committed_flaky):
