@@ -177,6 +177,13 @@ class ChunkRunner:
         ahead = self._slice_read(cursor)
         with transaction.atomic():
             if not self._renew():
+                logger.warning(
+                    "chunk %s: lease lost (it ran out or was taken over); the %d outcomes of "
+                    "its last slice are not written",
+                    self.chunk.pk,
+                    len(outcomes),
+                    extra={"batch": str(self.batch_id), "chunk": self.chunk.pk},
+                )
                 return SliceEnd(stop="lease lost")
             end = SliceEnd(wrote=len(outcomes), deltas=deltas)
             if write:

@@ -87,7 +87,9 @@ def items_insert(*, batch_id: uuid.UUID, rows: Iterable[Sequence[Any]]) -> None:
         return
     placeholders = ", ".join(["%s"] * len(ITEM_INSERT_COLUMNS))
     with connection.cursor() as cursor:
-        cursor.executemany(f"INSERT INTO {_table()} ({columns}) VALUES ({placeholders})", params)
+        # One writer at a time: nothing would store rows while the caller makes more.
+        sql = f"INSERT INTO {_table()} ({columns}) VALUES ({placeholders})"
+        cursor.executemany(sql, list(params))
 
 
 @dataclass(frozen=True)
