@@ -16,13 +16,12 @@ import json
 import zipfile
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 
+from batches import files
 from batches.exceptions import BatchNotFinished, DomainError, ResultsHidden
 from batches.models import Batch, BatchError, Item
 
@@ -170,13 +169,12 @@ def package_check(batch: Batch) -> None:
 MANIFEST_NAME = "manifest.json"
 
 
-def package_entries(batch: Batch) -> Iterator[tuple[str, Path, dict[str, Any]]]:
-    """Yield (name in the package, file on disk, item facts) for every output file.
+def package_entries(batch: Batch) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """Yield (name in the package, storage name, item facts) for every output file.
 
     Names are unique regardless of case (archives are unpacked on case-blind disks too),
     and the manifest's name is reserved: an output called that is renamed like any clash.
     """
-    root = Path(settings.MEDIA_ROOT)
     taken: set[str] = {MANIFEST_NAME.casefold()}
     items = Item.objects.filter(batch=batch, status=Item.Status.SUCCEEDED).exclude(output_files=[])
     after = -1
@@ -198,7 +196,7 @@ def package_entries(batch: Batch) -> Iterator[tuple[str, Path, dict[str, Any]]]:
                     name = f"{row['index']}-{attempt}-{output['name']}"
                     attempt += 1
                 taken.add(name.casefold())
-                yield name, root / output["path"], facts
+                yield name, output["path"], facts
         if len(page) < PAGE:
             return
         after = page[-1]["index"]
@@ -209,10 +207,13 @@ def package_stream(batch: Batch) -> Iterator[bytes]:
     sink = _Sink()
     manifest: list[dict[str, Any]] = []
     with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name, path, facts in package_entries(batch):
+        for name, stored, facts in package_entries(batch):
             digest = hashlib.sha256()
             size = 0
-            with open(path, "rb") as source, archive.open(name, "w", force_zip64=True) as target:
+            with (
+                files.file_open(stored) as source,
+                archive.open(name, "w", force_zip64=True) as target,
+            ):
                 while block := source.read(COPY_BLOCK):
                     digest.update(block)
                     size += len(block)

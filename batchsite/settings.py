@@ -189,6 +189,34 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 WHITENOISE_USE_FINDERS = True
 MEDIA_ROOT = BATCHSITE_DATA_DIR / "files"
 
+# Every file batchsite keeps (file items, output files) goes through the "default" storage,
+# named relative to it: the data dir's files/ folder, or an S3 bucket once one is named, so
+# hosts need no shared disk. Names are the same in both, under an optional key prefix.
+BATCHSITE_S3_BUCKET = os.environ.get("BATCHSITE_S3_BUCKET", "").strip()
+if BATCHSITE_S3_BUCKET:
+    _default_storage = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": BATCHSITE_S3_BUCKET,
+            "endpoint_url": os.environ.get("BATCHSITE_S3_ENDPOINT_URL", "").strip() or None,
+            "region_name": os.environ.get("BATCHSITE_S3_REGION", "").strip() or None,
+            # Unset: boto3's own chain (AWS_* variables, instance or pod credentials).
+            "access_key": os.environ.get("BATCHSITE_S3_ACCESS_KEY_ID", "").strip() or None,
+            "secret_key": os.environ.get("BATCHSITE_S3_SECRET_ACCESS_KEY", "").strip() or None,
+            "location": os.environ.get("BATCHSITE_S3_PREFIX", "").strip().strip("/"),
+            # Names are random: no existence check before each write.
+            "file_overwrite": True,
+            # A file opened for reading spools to disk past this, never whole into memory.
+            "max_memory_size": 8 * 1024 * 1024,
+        },
+    }
+else:
+    _default_storage = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+STORAGES = {
+    "default": _default_storage,
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
 LOGIN_URL = "admin:login"
 
 # `plain` text lines, or `json`: one JSON object per line with batch/item fields, for shippers.

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import logging
 import random
+import shutil
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
 
-from django.conf import settings
 from django.utils import timezone
 
+from batches import files
 from batches.engine.finalize import DEFERRED_RESULT
 from batches.ingest import bulk
 from batches.models import Item
@@ -56,28 +57,37 @@ class ItemRow(TypedDict):
     attempts: int
 
 
-def outputs_json(outputs: list[tuple[str, Path]]) -> str:
-    """Serialize a job's output files as [{"name", "path"}], paths relative to MEDIA_ROOT."""
+def outputs_store(*, batch_id: uuid.UUID, outputs: list[tuple[str, Path]]) -> list[str]:
+    """Save an attempt's output files into storage; return their storage names, in order.
+
+    On a failure the files saved so far are deleted again and the error raised.
+    """
+    stored: list[str] = []
+    try:
+        for _, path in outputs:
+            name = f"{files.outputs_prefix(batch_id)}/{path.name}"
+            stored.append(files.file_store(path, name))
+    except BaseException:
+        files.files_delete(stored)
+        raise
+    return stored
+
+
+def outputs_json(outputs: list[tuple[str, Path]], stored: list[str]) -> str:
+    """Serialize a job's output files as [{"name", "path"}], paths being storage names."""
     if not outputs:
         return bulk.EMPTY_LIST_JSON
-    root = Path(settings.MEDIA_ROOT)
     return bulk.json_text(
-        [{"name": name, "path": str(path.relative_to(root))} for name, path in outputs]
+        [{"name": name, "path": path} for (name, _), path in zip(outputs, stored, strict=True)]
     )
-
-
-def outputs_discard(outputs: list[tuple[str, Path]]) -> None:
-    """Delete the files an attempt wrote before it failed."""
-    for _, path in outputs:
-        path.unlink(missing_ok=True)
 
 
 class ItemRunner:
     """Run the items of one batch, one at a time."""
 
-    def __init__(self, *, batch_id: uuid.UUID, output_dir: Path, atomic: bool):
+    def __init__(self, *, batch_id: uuid.UUID, atomic: bool):
         self.batch_id = batch_id
-        self.output_dir = output_dir
+        self.scratch_root = files.scratch_dir()
         # In an atomic batch a job type that defers its effect only prepares it here.
         self.atomic = atomic
 
@@ -90,59 +100,77 @@ class ItemRunner:
         limit = job_type.time_limit_for(row["payload"])
         while True:
             attempts += 1
+            # Each attempt writes its outputs to a local folder of its own (made by the first
+            # output_path call); only a success saves them into storage, and the folder goes
+            # whatever happens.
+            scratch = self.scratch_root / uuid.uuid4().hex
             context = JobContext(
                 attempt=attempts,
                 label=f"{self.batch_id}#{row['index']}",
                 input_name=row["external_id"] if row["input_file"] else "",
-                output_dir=self.output_dir,
+                output_dir=scratch,
             )
             try:
-                with time_limit(limit):
-                    result = self._call(job_type, row, context)
-            except ItemTimeout:
-                outputs_discard(context.outputs)
-                message = f"took longer than its time limit of {limit:g}s"
-                if not job_type.timeouts_transient:
-                    return self._failed(row, attempts, "timeout", message)
-                if attempts >= job_type.max_attempts:
-                    message = f"gave up after {attempts} attempts: {message}"
-                    return self._failed(row, attempts, "timeout", message)
-                time.sleep(self.backoff(job_type, attempts))
-                continue
-            except TransientError as exc:
-                outputs_discard(context.outputs)
-                if attempts >= job_type.max_attempts:
-                    message = f"gave up after {attempts} attempts: {exc.message}"
-                    return self._failed(row, attempts, exc.code, message)
-                time.sleep(self.backoff(job_type, attempts))
-                continue
-            except PermanentError as exc:
-                outputs_discard(context.outputs)
-                return self._failed(row, attempts, exc.code, exc.message)
-            except Exception as exc:  # a crashing job type fails its item, never the worker
-                outputs_discard(context.outputs)
-                logger.warning(
-                    "item %s crashed: %r",
-                    context.label,
-                    exc,
-                    exc_info=True,
-                    extra={"batch": str(self.batch_id), "item": row["index"]},
-                )
-                return self._failed(row, attempts, "exception", f"{type(exc).__name__}: {exc}")
-            try:
-                result_json = bulk.json_text(result)
-            except (TypeError, ValueError) as exc:
-                outputs_discard(context.outputs)
-                return self._failed(row, attempts, "bad_result", f"result is not JSON: {exc}")
-            return Outcome(
-                item_id=row["id"],
-                index=row["index"],
-                status=Item.Status.SUCCEEDED,
-                attempts=attempts,
-                result_json=result_json,
-                output_files_json=outputs_json(context.outputs),
-                finished_at=timezone.now(),
+                outcome = self._attempt(job_type, row, context, attempts, limit)
+            finally:
+                if context.outputs:
+                    shutil.rmtree(scratch, ignore_errors=True)
+            if isinstance(outcome, Outcome):
+                return outcome
+            time.sleep(outcome)
+
+    def _attempt(
+        self, job_type: JobType, row: ItemRow, context: JobContext, attempts: int, limit: float
+    ) -> Outcome | float:
+        """Run one attempt; return its Outcome, or the seconds to wait before the next one."""
+        try:
+            with time_limit(limit):
+                result = self._call(job_type, row, context)
+        except ItemTimeout:
+            message = f"took longer than its time limit of {limit:g}s"
+            if not job_type.timeouts_transient:
+                return self._failed(row, attempts, "timeout", message)
+            if attempts >= job_type.max_attempts:
+                message = f"gave up after {attempts} attempts: {message}"
+                return self._failed(row, attempts, "timeout", message)
+            return self.backoff(job_type, attempts)
+        except TransientError as exc:
+            if attempts >= job_type.max_attempts:
+                message = f"gave up after {attempts} attempts: {exc.message}"
+                return self._failed(row, attempts, exc.code, message)
+            return self.backoff(job_type, attempts)
+        except PermanentError as exc:
+            return self._failed(row, attempts, exc.code, exc.message)
+        except Exception as exc:  # a crashing job type fails its item, never the worker
+            logger.warning(
+                "item %s crashed: %r",
+                context.label,
+                exc,
+                exc_info=True,
+                extra={"batch": str(self.batch_id), "item": row["index"]},
             )
+            return self._failed(row, attempts, "exception", f"{type(exc).__name__}: {exc}")
+        try:
+            result_json = bulk.json_text(result)
+        except (TypeError, ValueError) as exc:
+            return self._failed(row, attempts, "bad_result", f"result is not JSON: {exc}")
+        try:
+            stored = outputs_store(batch_id=self.batch_id, outputs=context.outputs)
+        except Exception as exc:  # the storage failed us: try the item again, as transient
+            logger.warning("item %s: cannot store its output files: %r", context.label, exc)
+            if attempts >= job_type.max_attempts:
+                message = f"gave up after {attempts} attempts: cannot store output files: {exc}"
+                return self._failed(row, attempts, "storage_error", message)
+            return self.backoff(job_type, attempts)
+        return Outcome(
+            item_id=row["id"],
+            index=row["index"],
+            status=Item.Status.SUCCEEDED,
+            attempts=attempts,
+            result_json=result_json,
+            output_files_json=outputs_json(context.outputs, stored),
+            finished_at=timezone.now(),
+        )
 
     def _call(self, job_type: JobType, row: ItemRow, context: JobContext) -> Any:
         if self.atomic and job_type.defer_in_atomic:
@@ -150,7 +178,7 @@ class ItemRunner:
             return DEFERRED_RESULT
         if not row["input_file"]:
             return job_type.process(row["payload"], None, context)
-        with open(Path(settings.MEDIA_ROOT) / row["input_file"], "rb") as file:
+        with files.file_open(row["input_file"]) as file:
             return job_type.process(row["payload"], file, context)
 
     @staticmethod

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import uuid
-from pathlib import Path
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
-from batches import webhooks
+from batches import files, webhooks
 from batches.engine import nudges, superseding
 from batches.models import Batch, BatchError, Chunk, Item, counter_field
 from batches.timeline import chunk_deltas_fold, event_record, items_move
@@ -156,8 +153,8 @@ def batch_finalize(*, batch: Batch) -> Batch:
         )
         if discarded:
             event_record(batch=batch, kind="results_discarded", detail={"items": discarded})
-            outputs = batch_outputs_dir(batch.pk)
-            transaction.on_commit(lambda: shutil.rmtree(outputs, ignore_errors=True))
+            outputs = files.outputs_prefix(batch.pk)
+            transaction.on_commit(lambda: files.prefix_delete(outputs))
     counters_verify(batch=batch)
     batch.refresh_from_db()
     batch.status = ending
@@ -230,8 +227,3 @@ def counters_verify(*, batch: Batch) -> bool:
     Batch.objects.filter(pk=batch.pk).update(**expected)
     event_record(batch=batch, kind="counters_repaired", detail={"was": stored, "now": expected})
     return False
-
-
-def batch_outputs_dir(batch_id: uuid.UUID | str) -> Path:
-    """Return the folder where job types write a batch's output files."""
-    return Path(settings.MEDIA_ROOT) / "batches" / str(batch_id) / "out"

@@ -36,7 +36,7 @@ from batches.engine.claim import (
     lease_renew,
     worker_name,
 )
-from batches.engine.finalize import batch_outputs_dir, failure_policy_apply
+from batches.engine.finalize import failure_policy_apply
 from batches.ingest import bulk
 from batches.models import Batch, Chunk, Item, counter_field
 from batches.timeline import chunk_deltas_add, chunk_deltas_fold, event_record, items_move
@@ -88,11 +88,7 @@ class ChunkRunner:
         batch = chunk.batch
         self.slice_size = chunk.slice_size
         self.slice_size_max = chunk.slice_size * SLICE_GROWTH
-        self.items = ItemRunner(
-            batch_id=self.batch_id,
-            output_dir=batch_outputs_dir(self.batch_id),
-            atomic=batch.atomic,
-        )
+        self.items = ItemRunner(batch_id=self.batch_id, atomic=batch.atomic)
         # With a failure policy, a failed item is written at once so that the policy can
         # stop the batch before this worker starts another item.
         self.stops_on_failure = (

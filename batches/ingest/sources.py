@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 from django.conf import settings
 
-from batches import engine, services
+from batches import engine, files, services
 from batches.engine.locks import lock_acquire, lock_release
 from batches.exceptions import DomainError, TooLarge
 from batches.ingest import formats, staging
@@ -107,7 +107,7 @@ def _ingest(batch: Batch) -> str:
                 path,
                 fmt=fmt,
                 default_type=batch.type,
-                files_dir=services.batch_files_dir(batch.pk) / "in",
+                files_prefix=files.inputs_prefix(batch.pk),
             )
         except (formats.FileRejected, DomainError) as exc:
             message = getattr(exc, "message", str(exc))

@@ -21,6 +21,7 @@ from typing import IO, Any, Protocol
 
 from django.conf import settings
 
+from batches import files
 from batches.exceptions import InvalidInput, TooLarge
 from batches.ingest import archives, formats
 from batches.ingest.items import ItemProblem, ItemSpec, item_parse
@@ -42,9 +43,7 @@ class BinaryReader(Protocol):
 
 def work_dir() -> Path:
     """Return the folder for temporary upload files, inside the data dir."""
-    path = Path(settings.BATCHSITE_DATA_DIR) / "tmp"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    return files.scratch_dir()
 
 
 def receive(stream: BinaryReader, *, content_length: int | None, limit: int) -> Path:
@@ -73,7 +72,8 @@ class Staged:
 
     path: Path
     problems_path: Path
-    files_dir: Path | None
+    # The storage prefix of the files extracted for this upload's items (ZIP members).
+    files_prefix: str | None
     format: str
     added: int = 0
     rejected: int = 0
@@ -92,15 +92,15 @@ class Staged:
         return _read_groups(self.problems_path)
 
     def close(self) -> None:
-        """Delete the staging files; the extracted files stay for the inserted items."""
+        """Delete the staging files; the stored files stay for the inserted items."""
         self.path.unlink(missing_ok=True)
         self.problems_path.unlink(missing_ok=True)
 
     def discard(self) -> None:
-        """Delete the staging files and any files extracted for items never inserted."""
+        """Delete the staging files and any files stored for items never inserted."""
         self.close()
-        if self.files_dir is not None:
-            shutil.rmtree(self.files_dir, ignore_errors=True)
+        if self.files_prefix is not None:
+            files.prefix_delete(self.files_prefix)
 
     def report(self, *, dry_run: bool) -> dict[str, Any]:
         """Return the answer to the upload."""
@@ -119,7 +119,7 @@ def stage(
     *,
     fmt: str,
     default_type: str,
-    files_dir: Path,
+    files_prefix: str,
     csv_types: str = "string",
     payload: dict[str, Any] | None = None,
     regroup: Regroup | None = None,
@@ -129,13 +129,16 @@ def stage(
 
     `payload` is every ZIP member's payload (the other formats carry their own).
     `regroup`, if given, sees the records as read and yields the ones to validate (a
-    dialect folds files that belong together into one record with it).
+    dialect folds files that belong together into one record with it). ZIP members are
+    extracted to a local folder, and each accepted one is saved into storage under
+    `files_prefix` (in its own upload-... folder) as it is read.
     """
-    upload_files = files_dir / f"upload-{uuid.uuid4().hex[:12]}"
+    upload = f"upload-{uuid.uuid4().hex[:12]}"
+    extracted = work_dir() / upload
     staged = Staged(
         path=_temp_path("staged-"),
         problems_path=_temp_path("problems-"),
-        files_dir=upload_files if fmt == "zip" else None,
+        files_prefix=f"{files_prefix}/{upload}" if fmt == "zip" else None,
         format=fmt,
     )
     try:
@@ -145,28 +148,31 @@ def stage(
             _GroupWriter(staged.problems_path) as problems_out,
         ):
             seen = 0
-            records = _records(source, path, fmt, default_type, upload_files, csv_types, payload)
+            records = _records(source, path, fmt, default_type, extracted, csv_types, payload)
             if regroup is not None:
                 records = regroup(records)
             for index, record in records:
                 seen += 1
                 parsed: ItemSpec | ItemProblem
-                input_file = ""
+                member: Path | None = None
                 if isinstance(record, dict) and "_file" in record:
-                    input_file = str(record.pop("_file").relative_to(settings.MEDIA_ROOT))
+                    member = record.pop("_file")
                 if isinstance(record, ItemProblem):
                     parsed = record
                 else:
                     parsed = item_parse(record, index=index, default_type=default_type)
                 if isinstance(parsed, ItemProblem):
-                    if input_file:
-                        (Path(settings.MEDIA_ROOT) / input_file).unlink(missing_ok=True)
+                    if member is not None:
+                        member.unlink(missing_ok=True)
                     staged.rejected += 1
                     problem = parsed.as_dict()
                     if len(staged.problems) < REPORTED_ERRORS:
                         staged.problems.append(problem)
                     problems_out.add(problem)
                     continue
+                input_file = ""
+                if member is not None:
+                    input_file = files.file_store(member, f"{staged.files_prefix}/{member.name}")
                 staged.added += 1
                 staged.types.add(parsed.type)
                 out.add(
@@ -184,6 +190,8 @@ def stage(
     except BaseException:
         staged.discard()
         raise
+    finally:
+        shutil.rmtree(extracted, ignore_errors=True)
     return staged
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from batches.exceptions import BatchFinished, BatchNotCommitted
 from batches.services.accounts import account_create, api_key_create, api_key_revoke
 from batches.services.common import (
-    batch_files_dir,
     batch_lock,
     job_types_ready_check,
     sequence_next,
@@ -48,7 +47,6 @@ __all__ = [
     "batch_delete",
     "batch_expire",
     "batch_fail",
-    "batch_files_dir",
     "batch_ingest_finish",
     "batch_lock",
     "batch_pause",

@@ -1,13 +1,10 @@
-"""What the services share: sequence numbers, batch row locks, file folders, job-type readiness."""
+"""What the services share: sequence numbers, batch row locks, job-type readiness."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
-from django.conf import settings
 from django.db.models import F
 
 from batches.exceptions import JobTypeNotReady, NotFound
@@ -29,11 +26,6 @@ def batch_lock(batch: Batch | Any) -> Batch:
     if locked is None:
         raise NotFound("batch not found")
     return locked
-
-
-def batch_files_dir(batch_id: uuid.UUID | str) -> Path:
-    """Return the folder holding a batch's input and output files."""
-    return Path(settings.MEDIA_ROOT) / "batches" / str(batch_id)
 
 
 # --- accounts and keys --------------------------------------------------------------------------

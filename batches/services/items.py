@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import shutil
 import uuid
 from collections.abc import Iterable, Iterator
 from typing import IO, Any, Literal
@@ -11,11 +10,12 @@ from typing import IO, Any, Literal
 from django.conf import settings
 from django.db import transaction
 
+from batches import files
 from batches.exceptions import BatchNotOpen, InvalidInput, TooLarge, UnsupportedMediaType
 from batches.ingest import bulk, formats, staging
 from batches.ingest.items import ItemProblem, item_parse
 from batches.models import Batch, BatchError
-from batches.services.common import batch_files_dir, batch_lock, job_types_ready_check
+from batches.services.common import batch_lock, job_types_ready_check
 from batches.timeline import event_record
 from jobs import get_job_type
 
@@ -141,16 +141,13 @@ def item_add_file(
         )
     _batch_room_check(batch=batch, adding=1, field="file")
     job_types_ready_check([parsed.type])
-    target = batch_files_dir(batch.pk) / "in" / uuid.uuid4().hex
-    target.parent.mkdir(parents=True, exist_ok=True)
+    stored = files.upload_store(upload, f"{files.inputs_prefix(batch.pk)}/{uuid.uuid4().hex}")
     try:
-        with open(target, "wb") as out:
-            shutil.copyfileobj(upload, out)
         index = batch.total_items
         bulk.items_insert(
             batch_id=batch.pk,
             rows=[(index, parsed.external_id, parsed.key, parsed.type, parsed.payload_json,
-                   str(target.relative_to(settings.MEDIA_ROOT)))],
+                   stored)],
         )  # fmt: skip
         batch.total_items += 1
         batch.pending_items += 1
@@ -161,7 +158,7 @@ def item_add_file(
         batch.save(update_fields=updates)
         event_record(batch=batch, kind="items_added", actor=actor, detail={"count": 1})
     except BaseException:
-        target.unlink(missing_ok=True)
+        files.files_delete([stored])
         raise
     return range(index, index + 1)
 
@@ -223,7 +220,7 @@ def batch_upload(
             path,
             fmt=fmt,
             default_type=batch.type,
-            files_dir=batch_files_dir(batch.pk) / "in",
+            files_prefix=files.inputs_prefix(batch.pk),
             csv_types=csv_types,
             payload=payload,
             regroup=regroup,

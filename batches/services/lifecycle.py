@@ -7,7 +7,6 @@ BatchEvent, and queues work only in transaction.on_commit.
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from typing import Any, Literal
 
@@ -16,7 +15,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from batches import engine, selectors, webhooks
+from batches import engine, files, selectors, webhooks
 from batches.engine import nudges
 from batches.exceptions import (
     BatchAlreadyCommitted,
@@ -350,8 +349,8 @@ def batch_rerun(*, batch: Batch, which: RerunWhich, actor: str) -> Batch:
     # The items just queued: a refusal rolls their move back.
     job_types_ready_check(selectors.batch_item_types(batch=batch, statuses=[Item.Status.QUEUED]))
     if which == "all":
-        outputs = engine.batch_outputs_dir(batch.pk)
-        transaction.on_commit(lambda: shutil.rmtree(outputs, ignore_errors=True))
+        outputs = files.outputs_prefix(batch.pk)
+        transaction.on_commit(lambda: files.prefix_delete(outputs))
     Chunk.objects.filter(batch=batch).delete()
     batch.refresh_from_db()
     batch.status = Batch.Status.COMMITTED

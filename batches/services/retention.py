@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from batches import files
 from batches.engine import nudges
 from batches.models import Batch, BatchError, Item
-from batches.services.common import batch_files_dir, batch_lock
+from batches.services.common import batch_lock
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def batch_delete(*, batch: Batch, actor: str) -> None:
     nudges.batch_nudge(batch_id)
     logger.info("batch %s deleted by %s", batch_id, actor)
     transaction.on_commit(lambda: nudges.nudges_clear(batch_id))
-    transaction.on_commit(lambda: shutil.rmtree(batch_files_dir(batch_id), ignore_errors=True))
+    transaction.on_commit(lambda: files.prefix_delete(files.batch_prefix(batch_id)))
 
 
 def _retention_over(batch: Batch, now: datetime) -> bool:

@@ -27,7 +27,7 @@ from tests.helpers.api import (
     run_commit,
     upload,
 )
-from tests.helpers.files import zip_data
+from tests.helpers.files import batch_files_dir, zip_data
 
 # --- helpers --------------------------------------------------------------------------------------
 
@@ -498,7 +498,7 @@ def test_package__failed_atomic_batch_has_no_outputs_and_no_package(
     discarded = BatchEvent.objects.get(batch=failed, kind="results_discarded")
     assert discarded.detail == {"items": 2}  # both stamps were written, then thrown away
     assert_problem(client_a.get(batch_url(batch, "package/")), 409, "results_hidden")
-    assert not engine.batch_outputs_dir(failed.pk).exists()
+    assert not (batch_files_dir(failed.pk) / "out").exists()
 
 
 # --- no formulas in CSV ---------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from batches.exceptions import (
 from batches.models import Account, ApiKey, Batch, BatchError, BatchEvent, Chunk, Item
 from tests.factories import BatchFactory, open_batch
 from tests.helpers import assert_counters_exact, kinds, statuses
+from tests.helpers.files import batch_files_dir
 
 S = Batch.Status
 
@@ -704,7 +705,7 @@ def test_batch_delete__removes_items_errors_events_chunks_and_files(
     failed = Item.objects.get(batch=batch, index=1)
     BatchError.objects.create(batch=batch, item=failed, index=1, code="x", message="bad")
     BatchError.objects.create(batch=keep, index=0, code="y", message="kept")
-    files = services.batch_files_dir(batch.pk)
+    files = batch_files_dir(batch.pk)
     files.mkdir(parents=True)
     (files / "out.txt").write_text("x")
 

@@ -23,9 +23,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
-from batches import services
 from batches.models import Batch, Item
 from batchsite.env import env_int_map
+from tests.helpers.files import batch_files_dir
 
 API = "/compat/signing/api"
 OCTETS = "application/octet-stream"
@@ -187,7 +187,7 @@ def test_signing__create_upload_accept_poll_download_delete(
     manifest = json.loads(archive.read("manifest.json"))
     assert {entry["name"] for entry in manifest["files"]} == expected - {"manifest.json"}
 
-    files_dir = services.batch_files_dir(Batch.objects.get(number=batch_id).pk)
+    files_dir = batch_files_dir(Batch.objects.get(number=batch_id).pk)
     assert files_dir.exists()
     with django_capture_on_commit_callbacks(execute=True):  # files go once the delete commits
         response = client_a.delete(f"{API}/BatchDeleteCache/{batch_id}")
@@ -271,7 +271,7 @@ def test_signing_upload__validation_package_pairs_each_signature_with_its_docume
         {"signature": base64.b64encode(b"signature of b").decode()},
         {},
     ]
-    stored = services.batch_files_dir(items[0].batch_id) / "in"
+    stored = batch_files_dir(items[0].batch_id) / "in"
     kept = sorted(path.read_bytes() for path in stored.rglob("*") if path.is_file())
     assert kept == [b"b", b"no document"], "a paired signature's file was left behind"
 
@@ -785,7 +785,7 @@ def test_signing_delete__removes_an_unaccepted_batch_and_its_files(
 ):
     batch_id = uploaded_batch(client_a)
     before = status_of(client_a, batch_id)
-    files_dir = services.batch_files_dir(Batch.objects.get(number=batch_id).pk)
+    files_dir = batch_files_dir(Batch.objects.get(number=batch_id).pk)
     assert files_dir.exists()
 
     with django_capture_on_commit_callbacks(execute=True):

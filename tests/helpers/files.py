@@ -124,3 +124,12 @@ def tree(path: Path) -> list[str]:
 def jsonl_text(lines: list) -> str:
     """Return JSONL text: each line is a string as it is, or an object to dump."""
     return "".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines)
+
+
+def batch_files_dir(batch_id) -> Path:
+    """Return the folder where the file system storage (the default) keeps a batch's files."""
+    from django.conf import settings
+
+    from batches import files
+
+    return Path(settings.MEDIA_ROOT) / files.batch_prefix(batch_id)

@@ -16,6 +16,7 @@ from batches.exceptions import BatchFinished, BatchNotOpen
 from batches.models import Batch, BatchError, BatchEvent, Chunk, Item, Lock
 from tests.factories import open_batch
 from tests.helpers import assert_counters_exact, kinds, statuses
+from tests.helpers.files import batch_files_dir
 
 S = Batch.Status
 STEPS = {"abandoned", "requeued", "expired", "finalized", "purged"}
@@ -655,7 +656,7 @@ def test_batches_purge__ended_batches_past_the_default_retention_are_deleted(
     BatchError.objects.create(
         batch=old, item=Item.objects.get(batch=old, index=1), index=1, code="x", message="bad"
     )
-    files = services.batch_files_dir(old.pk)
+    files = batch_files_dir(old.pk)
     files.mkdir(parents=True)
     (files / "out.txt").write_text("x")
     backdate(old, finished_at=ago(days=days, hours=1))

@@ -625,7 +625,9 @@ def test_receive__exactly_the_limit_is_accepted(data_dir):
 def stage_bytes(tmp_path, body: bytes, *, fmt="jsonl", default_type="echo", **kwargs):
     path = tmp_path / f"upload.{fmt}"
     path.write_bytes(body)
-    return staging.stage(path, fmt=fmt, default_type=default_type, files_dir=files_dir(), **kwargs)
+    return staging.stage(
+        path, fmt=fmt, default_type=default_type, files_prefix="batches/b1/in", **kwargs
+    )
 
 
 def files_dir() -> Path:
@@ -870,7 +872,7 @@ def test_stage__memory_stays_flat_for_a_large_file(tmp_path, bad):
     assert path.stat().st_size > 25 * MB
 
     staged, peak = peak_while(
-        lambda: staging.stage(path, fmt="jsonl", default_type="echo", files_dir=files_dir())
+        lambda: staging.stage(path, fmt="jsonl", default_type="echo", files_prefix="batches/b1/in")
     )
 
     assert (staged.added, staged.rejected) == ((0, LINES) if bad else (LINES, 0))
@@ -890,7 +892,7 @@ def test_stage__one_huge_jsonl_line_is_refused_without_loading_it(tmp_path):
     )
 
     staged, peak = peak_while(
-        lambda: staging.stage(path, fmt="jsonl", default_type="echo", files_dir=files_dir())
+        lambda: staging.stage(path, fmt="jsonl", default_type="echo", files_prefix="batches/b1/in")
     )
 
     assert (staged.added, staged.rejected) == (1, 1)
@@ -912,7 +914,7 @@ def test_stage__memory_stays_flat_for_a_large_json_array(tmp_path):
     assert path.stat().st_size > 25 * MB
 
     staged, peak = peak_while(
-        lambda: staging.stage(path, fmt="json", default_type="echo", files_dir=files_dir())
+        lambda: staging.stage(path, fmt="json", default_type="echo", files_prefix="batches/b1/in")
     )
 
     assert (staged.added, staged.rejected) == (LINES, 0)
@@ -926,7 +928,7 @@ def test_stage__one_huge_json_array_element_is_refused_without_loading_it(tmp_pa
 
     def refused():
         with pytest.raises(FileRejected, match="item 0 of the JSON array is longer than"):
-            staging.stage(path, fmt="json", default_type="echo", files_dir=files_dir())
+            staging.stage(path, fmt="json", default_type="echo", files_prefix="batches/b1/in")
 
     _, peak = peak_while(refused)
 

@@ -24,6 +24,7 @@ from tests.helpers.files import (
     MB,
     SNIFFED_FILES,
     UNRECOGNISABLE,
+    batch_files_dir,
     bomb_data,
     csv_bytes,
     encrypted_zip_data,
@@ -78,7 +79,7 @@ def upload(client, batch, body: bytes, content_type: str, **params):
 
 def files_of(batch) -> list[str]:
     """Return every file under the batch's files dir."""
-    return tree(services.batch_files_dir(batch.pk))
+    return tree(batch_files_dir(batch.pk))
 
 
 def staging_files() -> list[str]:
@@ -258,7 +259,7 @@ def test_upload__zip_members_become_file_items(client_a, file_batch):
         .values_list("input_file", flat=True)
     ]
     assert [path.read_bytes() for path in stored] == [b"%PDF-1.7 contract", b"annex"]
-    batch_dir = services.batch_files_dir(file_batch.pk)
+    batch_dir = batch_files_dir(file_batch.pk)
     assert all(path.is_relative_to(batch_dir) for path in stored)
     assert all(Path(django_settings.BATCHSITE_DATA_DIR) in path.parents for path in stored)
     assert len(files_of(file_batch)) == 2
@@ -702,7 +703,7 @@ def test_upload__zip_member_refused_as_an_item_leaves_no_file(client_a, file_bat
     assert response.status_code == 200, response.content
     assert (response.json()["added"], response.json()["rejected"]) == (1, 1)
     [input_file] = Item.objects.filter(batch=file_batch).values_list("input_file", flat=True)
-    batch_dir = services.batch_files_dir(file_batch.pk)
+    batch_dir = batch_files_dir(file_batch.pk)
     kept = (Path(django_settings.MEDIA_ROOT) / input_file).relative_to(batch_dir)
     assert files_of(file_batch) == [str(kept)]
 
