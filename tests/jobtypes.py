@@ -5,7 +5,7 @@ import os
 import socket
 import time
 
-from jobs import JobType
+from jobs import JobType, PermanentError, TransientError
 from jobs.echo import Echo
 
 
@@ -130,3 +130,26 @@ class Quartered(Echo):
     name = "test.echo750"
     description = "echo, 750 items a chunk (tests only)."
     chunk_size = 750
+
+
+class StampThenFail(JobType):
+    """Write a stamp like test.stamp, then fail the first `fail_attempts` attempts (tests only).
+
+    Transiently unless the payload says `permanent`: an attempt that fails after writing an
+    output must leave nothing of it behind.
+    """
+
+    name = "test.stamp_then_fail"
+    description = "Writes NAME.stamp, then fails its first attempts (tests only)."
+    accepts_file = True
+    retry_backoff = 0.01
+
+    def process(self, payload, file, context):
+        """Write the stamp; fail while the attempt is one of the first `fail_attempts`."""
+        digest = hashlib.sha256(file.read()).hexdigest()
+        context.output_path(f"{context.input_name}.stamp").write_text(digest)
+        if context.attempt <= payload.get("fail_attempts", 0):
+            if payload.get("permanent"):
+                raise PermanentError("failed after writing its output")
+            raise TransientError("failed after writing its output, for now")
+        return {"sha256": digest, "attempt": context.attempt}

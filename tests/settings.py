@@ -42,6 +42,7 @@ BATCHSITE_JOB_TYPES = [
     "tests.jobtypes.Hang",
     "tests.jobtypes.Block",
     "tests.jobtypes.Quartered",
+    "tests.jobtypes.StampThenFail",
 ]
 
 # Cluster tests that send mail ask for the file backend, to count what was sent.
