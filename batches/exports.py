@@ -1,6 +1,8 @@
 """Streamed exports of a batch: its items as JSONL or CSV, its errors as CSV, its package.
 
-`batch_download` is the one response that every interface sends them in.
+`batch_download` is the one response that every interface sends them in. With
+BATCHSITE_PACKAGE_REDIRECT and an S3 storage, a package is built once into the bucket and
+answered with a redirect to a presigned URL instead.
 
 Rows are read in index order a page at a time (keyset pagination: no long-held cursor,
 no long read transaction) and written out as they come, so memory stays flat at a
@@ -13,12 +15,14 @@ import csv
 import hashlib
 import io
 import json
+import uuid
 import zipfile
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
-from django.http import StreamingHttpResponse
+from django.conf import settings
+from django.http import HttpResponseRedirect, StreamingHttpResponse
 from django.utils import timezone
 
 from batches import files
@@ -251,9 +255,31 @@ def attachment_response(
     return response
 
 
+def package_redirect(batch: Batch, *, filename: str) -> HttpResponseRedirect | None:
+    """Redirect to a presigned URL of the batch's package, storing it first if need be.
+
+    None unless BATCHSITE_PACKAGE_REDIRECT is on and the storage presigns URLs. The stored
+    package is named after the batch's finish time, so a rerun's package is a new one.
+    """
+    if not settings.BATCHSITE_PACKAGE_REDIRECT or not files.presigns():
+        return None
+    assert batch.finished_at is not None, "package_check lets only ended batches through"
+    name = f"{files.packages_prefix(batch.pk)}/{batch.finished_at:%Y%m%dT%H%M%S%f}.zip"
+    if not files.storage().exists(name):
+        built = files.scratch_dir() / f"package-{uuid.uuid4().hex}"
+        try:
+            with open(built, "wb") as out:
+                for block in package_stream(batch):
+                    out.write(block)
+            files.file_store(built, name)
+        finally:
+            built.unlink(missing_ok=True)
+    return HttpResponseRedirect(files.download_url(name, filename=filename))
+
+
 def batch_download(
     batch: Batch, name: str, *, statuses: list[str] | None = None
-) -> StreamingHttpResponse:
+) -> StreamingHttpResponse | HttpResponseRedirect:
     """Stream the batch's `items.jsonl` or `items.csv` (of `statuses`, if given), `errors.csv`
     or `package.zip` as `batch-<number>-<name>`.
 
@@ -268,6 +294,9 @@ def batch_download(
     elif name == "errors.csv":
         chunks = as_csv(error_rows(batch), ERROR_FIELDS)
     elif name == "package.zip":
+        redirect = package_redirect(batch, filename=f"batch-{batch.number}-{name}")
+        if redirect is not None:
+            return redirect
         chunks = package_stream(batch)
     else:
         raise ValueError(f"no download named {name!r}")

@@ -17,6 +17,7 @@ from typing import IO
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import FileSystemStorage, Storage, storages
+from storages.backends.s3 import S3Storage
 
 
 def storage() -> Storage:
@@ -37,6 +38,31 @@ def inputs_prefix(batch_id: uuid.UUID | str) -> str:
 def outputs_prefix(batch_id: uuid.UUID | str) -> str:
     """Return the storage prefix of a batch's output files."""
     return f"{batch_prefix(batch_id)}/out"
+
+
+def packages_prefix(batch_id: uuid.UUID | str) -> str:
+    """Return the storage prefix of a batch's stored packages (BATCHSITE_PACKAGE_REDIRECT)."""
+    return f"{batch_prefix(batch_id)}/package"
+
+
+def presigns() -> bool:
+    """Say whether the storage hands out signed URLs a client can download from itself."""
+    return isinstance(storage(), S3Storage)
+
+
+def download_url(name: str, *, filename: str) -> str:
+    """Return a presigned URL that downloads the stored file `name` saved as `filename`."""
+    store = storage()
+    assert isinstance(store, S3Storage), "only an S3 storage presigns URLs"
+    disposition = f'attachment; filename="{filename}"'
+    url: str = store.url(name, parameters={"ResponseContentDisposition": disposition})
+    return url
+
+
+def prefixes_delete(prefixes: list[str]) -> None:
+    """Delete every stored file under each of `prefixes`."""
+    for prefix in prefixes:
+        prefix_delete(prefix)
 
 
 def scratch_dir() -> Path:

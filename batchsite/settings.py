@@ -212,6 +212,9 @@ if BATCHSITE_S3_BUCKET:
     }
 else:
     _default_storage = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+# With an S3 bucket: answer package downloads with a redirect to a presigned URL of the
+# package, built once into the bucket, instead of streaming it through the web process.
+BATCHSITE_PACKAGE_REDIRECT = env_bool("BATCHSITE_PACKAGE_REDIRECT")
 STORAGES = {
     "default": _default_storage,
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},

@@ -348,9 +348,12 @@ def batch_rerun(*, batch: Batch, which: RerunWhich, actor: str) -> Batch:
         raise Conflict(f"batch has no {which} items to rerun", code="nothing_to_rerun")
     # The items just queued: a refusal rolls their move back.
     job_types_ready_check(selectors.batch_item_types(batch=batch, statuses=[Item.Status.QUEUED]))
-    if which == "all":
-        outputs = files.outputs_prefix(batch.pk)
-        transaction.on_commit(lambda: files.prefix_delete(outputs))
+    stale = [files.outputs_prefix(batch.pk)] if which == "all" else []
+    if settings.BATCHSITE_PACKAGE_REDIRECT:
+        # A stored package is named after the finish time: the rerun's end makes a new one.
+        stale.append(files.packages_prefix(batch.pk))
+    if stale:
+        transaction.on_commit(lambda: files.prefixes_delete(stale))
     Chunk.objects.filter(batch=batch).delete()
     batch.refresh_from_db()
     batch.status = Batch.Status.COMMITTED

@@ -11,6 +11,7 @@ import zipfile
 from datetime import timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import call_command
@@ -275,4 +276,51 @@ def test_s3__a_qcluster_on_another_data_dir_signs_a_zip_the_web_stored(
     assert local_files(worker_dir / "files") == []
     assert local_files(settings.MEDIA_ROOT) == []
     _, manifest = package_of(client_a, batch)
+    assert len(manifest["files"]) == 2 * len(DOCUMENTS)
+
+
+def test_s3__package_redirect_sends_the_client_to_a_presigned_url_of_the_stored_package(
+    s3, signer, client_a, settings, django_capture_on_commit_callbacks
+):
+    settings.BATCHSITE_PACKAGE_REDIRECT = True
+    batch = signed_batch(client_a, django_capture_on_commit_callbacks)
+
+    first = client_a.get(batch_url(batch, "package/"))
+    again = client_a.get(batch_url(batch, "package/"))
+
+    assert first.status_code == again.status_code == 302
+    [stored] = s3.keys(f"{s3.prefix}/batches/{batch.pk}/package/")  # built once
+    url = first["Location"]
+    assert url.startswith(f"{s3.endpoint}/")
+    assert "Signature" in url
+    fetched = httpx.get(url, timeout=30)
+    assert fetched.status_code == 200
+    disposition = f'attachment; filename="batch-{batch.number}-package.zip"'
+    assert fetched.headers["content-disposition"] == disposition
+    assert fetched.content == s3.read(stored)
+    archive = zipfile.ZipFile(io.BytesIO(fetched.content))
+    manifest = json.loads(archive.read("manifest.json"))
+    assert len(manifest["files"]) == 2 * len(DOCUMENTS)
+    for entry in manifest["files"]:
+        assert hashlib.sha256(archive.read(entry["name"])).hexdigest() == entry["sha256"]
+    assert httpx.get(url.split("?")[0], timeout=30).status_code == 403  # not public
+
+    with django_capture_on_commit_callbacks(execute=True):
+        rerun = client_a.post(batch_url(batch, "rerun/"), {"items": "all"}, format="json")
+    assert rerun.status_code == 200, rerun.content
+    rebuilt = client_a.get(batch_url(batch, "package/"))
+    assert rebuilt.status_code == 302
+    assert rebuilt["Location"] != url
+    assert s3.keys(f"{s3.prefix}/batches/{batch.pk}/package/") != [stored]
+
+
+def test_package_redirect__on_the_file_system_the_package_streams(
+    signer, client_a, settings, tmp_path, django_capture_on_commit_callbacks
+):
+    settings.MEDIA_ROOT = tmp_path / "files"
+    settings.BATCHSITE_PACKAGE_REDIRECT = True
+    batch = signed_batch(client_a, django_capture_on_commit_callbacks)
+
+    _, manifest = package_of(client_a, batch)
+
     assert len(manifest["files"]) == 2 * len(DOCUMENTS)
