@@ -1,9 +1,11 @@
 """The fleet: batchsite as several hosts on one machine, for `pytest -m fleet`.
 
 A database host runs its own PostgreSQL (initdb and postgres as the `postgres` user, which
-PostgreSQL requires) and its own redis-server; a web host runs gunicorn with
-deploy/gunicorn.conf.py; two worker hosts run `manage.py qcluster`. Each batchsite host
-has its own data dir: nothing is shared but the network. The test client is the root
+PostgreSQL requires) and its own redis-server; a storage host runs an S3-compatible server
+(moto's); a web host runs gunicorn with deploy/gunicorn.conf.py; two worker hosts run
+`manage.py qcluster`. Each batchsite host has its own data dir: files go to the bucket,
+and nothing is shared but the network (and the signing key, which a deployment hands to
+each host like any other secret). The test client is the root
 namespace. The fleet tests run only when asked for (`-m fleet`, as .ci/run does); with
 BATCHSITE_FLEET_REQUIRED=1 a machine that cannot build the hosts fails them instead of
 skipping them.
@@ -30,6 +32,7 @@ from tests.fleet.hosts import Fleet, Host, fleet_unsupported_reason, run, wait_u
 
 # What the fleet tests measured, printed in pytest's summary.
 FIGURES: list[str] = []
+BUCKET = "batchsite-fleet"
 # Short, so a cut-off worker's chunk is taken over within the test's patience.
 LEASE_SECONDS = 10
 WORKERS_PER_CLUSTER = 2
@@ -77,6 +80,7 @@ class Site:
     root: Path
     env: dict[str, str]
     db: Host
+    storage: Host
     web: Host
     workers: dict[str, Host]
     base_url: str
@@ -177,6 +181,28 @@ def _database_start(fleet: Fleet, db: Host, root: Path) -> str:
     return f"postgres://postgres@{db.address}:5432/batchsite"
 
 
+def _storage_start(storage: Host, root: Path) -> str:
+    """Start moto's S3 server on the storage host, make the bucket; return the endpoint."""
+    import boto3
+
+    storage.start(
+        [sys.executable, "-m", "moto.server", "-H", storage.address, "-p", "9000"],
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"},
+        log=root / "storage.log",
+    )
+    endpoint = f"http://{storage.address}:9000"
+    wait_until(
+        "the S3 server on the storage host",
+        lambda: httpx.get(endpoint, timeout=2).status_code < 500,
+        timeout=60,
+    )
+    boto3.client(
+        "s3", endpoint_url=endpoint, region_name="us-east-1",
+        aws_access_key_id="fleet", aws_secret_access_key="fleet-secret",
+    ).create_bucket(Bucket=BUCKET)  # fmt: skip
+    return endpoint
+
+
 @pytest.fixture(scope="module")
 def site() -> Iterator[Site]:
     """Build the fleet: database, web and two worker hosts; tear it all down after."""
@@ -185,9 +211,11 @@ def site() -> Iterator[Site]:
     fleet = Fleet()
     try:
         db = fleet.host("db")
+        storage = fleet.host("storage")
         web = fleet.host("web")
         workers = {name: fleet.host(name) for name in ("w1", "w2")}
         database_url = _database_start(fleet, db, root)
+        endpoint = _storage_start(storage, root)
         exec_log = root / "exec.log"
         env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
@@ -203,14 +231,24 @@ def site() -> Iterator[Site]:
             "BATCHSITE_WORKERS": str(WORKERS_PER_CLUSTER),
             "BATCHSITE_TEST_EXEC_LOG": str(exec_log),
             "DJANGO_ALLOWED_HOSTS": web.address,
+            "BATCHSITE_S3_BUCKET": BUCKET,
+            "BATCHSITE_S3_ENDPOINT_URL": endpoint,
+            "BATCHSITE_S3_REGION": "us-east-1",
+            "BATCHSITE_S3_ACCESS_KEY_ID": "fleet",
+            "BATCHSITE_S3_SECRET_ACCESS_KEY": "fleet-secret",
+            "BATCHSITE_PACKAGE_REDIRECT": "1",
+            "BATCHSITE_SIGNING_KEY": str(root / "signing" / "key.pem"),
+            "BATCHSITE_SIGNING_CERT": str(root / "signing" / "cert.pem"),
         }
         base_url = f"http://{web.address}:8000/api/v1"
-        site = Site(fleet, root, env, db, web, workers, base_url, "", exec_log)
+        site = Site(fleet, root, env, db, storage, web, workers, base_url, "", exec_log)
         web_env = site.host_env(web, BATCHSITE_BIND=f"{web.address}:8000",
                                 BATCHSITE_WEB_WORKERS="2")  # fmt: skip
         log = root / "web.log"
         _manage(web, web_env, "migrate", "--no-input")
         _manage(web, web_env, "createaccount", "fleet")
+        (root / "signing").mkdir()
+        _manage(web, web_env, "createsigningkey")
         site.key = _manage(web, web_env, "createapikey", "fleet").strip()
         web.start(
             [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "deploy" / "gunicorn.conf.py")],

@@ -7,15 +7,21 @@ each with its own data dir. Figures go to pytest's summary.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import itertools
+import json
 import time
+import zipfile
 from collections import defaultdict
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.fleet.conftest import FIGURES, LEASE_SECONDS, Site
 from tests.fleet.hosts import wait_until
+from tests.helpers.files import zip_data
 
 pytestmark = [pytest.mark.fleet, pytest.mark.timeout(900)]
 
@@ -158,4 +164,54 @@ def test_fleet__a_worker_host_cut_off_mid_batch_loses_nothing_and_runs_nothing_t
         f"{both_rate:,.0f} items/s; w1 cut off at {before_cut['counts']['succeeded']:,} done; "
         f"w2 finished the batch {recovered:.1f} s after the cut (lease {LEASE_SECONDS} s); "
         f"{rerun} item(s) run again; w1's late writes refused by the {refusal}"
+    )
+
+
+def test_fleet__documents_uploaded_to_the_web_host_are_signed_on_the_worker_hosts(site: Site):
+    documents = {f"doc-{n:03}.txt": f"document {n}\n".encode() * 300 for n in range(300)}
+    started = time.monotonic()
+    with site.client() as client:
+        response = client.post("/batches/", json={"type": "document.sign"})
+        assert response.status_code == 201, response.text
+        batch_id = response.json()["id"]
+        response = client.post(
+            f"/batches/{batch_id}/upload/",
+            content=zip_data(documents),
+            headers={"Content-Type": "application/zip"},
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["added"] == len(documents)
+        assert client.post(f"/batches/{batch_id}/commit/").status_code == 200
+        finished = wait_until(
+            "the signing batch finished",
+            lambda: (b := batch_read(site, batch_id))["status"] in ("finished", "failed") and b,
+            timeout=300,
+            every=0.5,
+        )
+        took = time.monotonic() - started
+        assert finished["counts"]["succeeded"] == len(documents), finished
+        # The package is built into the bucket; the client fetches it from the storage host.
+        response = client.get(f"/batches/{batch_id}/package/")
+        assert response.status_code == 302, response.text
+        location = response.headers["location"]
+        assert location.startswith(f"http://{site.storage.address}:9000/")
+    package = httpx.get(location, timeout=60)
+    assert package.status_code == 200
+
+    archive = zipfile.ZipFile(io.BytesIO(package.content))
+    manifest = json.loads(archive.read("manifest.json"))
+    by_name = {entry["name"]: entry for entry in manifest["files"]}
+    assert set(by_name) == set(documents) | {f"{name}.p7s" for name in documents}
+    for name, entry in by_name.items():
+        assert hashlib.sha256(archive.read(name)).hexdigest() == entry["sha256"], name
+    for name, data in documents.items():
+        assert archive.read(name) == data
+    assert_counters_equal_the_recount(site, batch_id)
+    # Every file went to the bucket: no host kept one in its data dir.
+    for host in ("web", "w1", "w2"):
+        kept = [p for p in (site.root / host).rglob("*") if p.is_file() and "batches" in p.parts]
+        assert kept == [], f"{host} kept {kept[:3]}"
+    FIGURES.append(
+        f"fleet signing: {len(documents)} documents in one ZIP, uploaded, signed on the "
+        f"worker hosts and packaged from the bucket in {took:.1f} s"
     )
