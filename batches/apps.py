@@ -10,12 +10,15 @@ class BatchesConfig(AppConfig):
     verbose_name = "Batches"
 
     def ready(self):
-        """Load the OpenAPI extensions and keep the sweep scheduled after every migrate."""
+        """Load the OpenAPI extensions, keep the sweep scheduled after every migrate, and
+        make clusters stop their workers cleanly."""
         from django.db.models.signals import post_migrate
 
         from batches.api import schema  # noqa: F401
+        from batches.engine import shutdown
 
         post_migrate.connect(_sweep_schedule_ensure, sender=self)
+        shutdown.install()
 
 
 def _sweep_schedule_ensure(**kwargs):

@@ -17,6 +17,7 @@ PACKAGES = ("batches", "jobs", "batchsite")
 FUNCTION_LEVEL_IMPORTS = {
     # AppConfig.ready registers the schema extensions once the app registry is ready.
     ("batches.apps", "batches.api.schema"),
+    ("batches.apps", "batches.engine.shutdown"),
     ("jobs.apps", "jobs.checks"),
     # The benchmark child process configures Django before it touches models and services.
     ("batchsite.bench.scenarios", "batches.models"),

@@ -2,7 +2,8 @@
 
 `planning` cuts a batch into chunks and queues them; `claim` hands a chunk to one worker
 under a lease; `runner` runs it slice by slice, and `attempts` each of its items;
-`finalize` winds a batch down and ends it once; `sweep` recovers what workers lost.
+`finalize` winds a batch down and ends it once; `sweep` recovers what workers lost;
+`shutdown` lets a stopping cluster's workers give their chunks back at once.
 `locks`, `nudges` and `superseding` are what they share. Callers use the names below
 (`engine.chunk_process(...)`); a test that replaces a function patches the module that
 defines it.
@@ -13,7 +14,9 @@ from batches.engine.claim import (
     LeaseKeeper,
     chunk_abandon,
     chunk_claim,
+    chunk_hand_back,
     chunk_hold,
+    chunk_pass_on,
     chunks_release,
     lease_renew,
     lease_seconds,
@@ -59,7 +62,9 @@ __all__ = [
     "batch_wind_down",
     "chunk_abandon",
     "chunk_claim",
+    "chunk_hand_back",
     "chunk_hold",
+    "chunk_pass_on",
     "chunk_process",
     "chunks_enqueue",
     "chunks_enqueue_on_commit",

@@ -111,6 +111,61 @@ def chunk_abandon(*, chunk_id: int, reason: str) -> int:
     return failed
 
 
+def chunk_hand_back(*, chunk: Chunk, owner: str, cursor: int, send: bool) -> bool:
+    """Give our chunk back: queued, lease cleared, its unstarted items from `cursor` queued.
+
+    For a paused batch (`send` False: the chunk waits, held, for the resume's release) and
+    for a worker that stops (`send`: the batch's release sends it again once this commits,
+    so a live cluster takes the rest at once). Call it in a transaction that holds the
+    batch's row lock, with the chunk's counter moves folded. A clean hand-back is no worker
+    death: the attempt our claim counted is taken back. Returns False if the lease is not
+    ours (then nothing changes).
+    """
+    # The chunk row before the items, the order a slice and a cancel take them in.
+    handed = Chunk.objects.filter(
+        pk=chunk.pk, lease_owner=owner, status=Chunk.Status.RUNNING
+    ).update(
+        status=Chunk.Status.QUEUED,
+        lease_owner="",
+        lease_expires_at=None,
+        pending_seq=None,
+        enqueued_at=None,
+        attempts=F("attempts") - 1,
+    )
+    if not handed:
+        return False
+    items_move(
+        batch_id=chunk.batch_id,
+        from_statuses=[Item.Status.RUNNING],
+        to_status=Item.Status.QUEUED,
+        where=Q(index__gte=cursor, index__lt=chunk.end_index),
+        started_at=None,
+    )
+    if send:
+        batch_id = chunk.batch_id
+        transaction.on_commit(lambda: chunks_release(batch_id))
+    return True
+
+
+def chunk_pass_on(chunk_id: int) -> bool:
+    """Send a chunk's task again if the chunk still waits for a worker; for one that stops.
+
+    A chunk waits if it is queued with its task out, or its lease ran out. A held chunk (no
+    task out) stays held; one that is done or leased needs no task. Returns True if sent.
+    """
+    waiting = (
+        Chunk.objects.filter(pk=chunk_id)
+        .filter(
+            Q(status=Chunk.Status.QUEUED, enqueued_at__isnull=False)
+            | Q(status=Chunk.Status.RUNNING, lease_expires_at__lt=timezone.now())
+        )
+        .exists()
+    )
+    if waiting:
+        planning.chunks_enqueue([chunk_id])
+    return waiting
+
+
 def worker_name() -> str:
     """Name this worker process uniquely, for leases."""
     # Host names may be long; lease_owner and Lock.owner hold 100 characters.

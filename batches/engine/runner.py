@@ -26,12 +26,14 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from batches.engine import finalize, nudges
+from batches.engine import finalize, nudges, shutdown
 from batches.engine.attempts import ItemRow, ItemRunner, Outcome
 from batches.engine.claim import (
     LeaseKeeper,
     chunk_claim,
     chunk_claim_waiting,
+    chunk_hand_back,
+    chunk_pass_on,
     chunks_release,
     lease_renew,
     worker_name,
@@ -64,7 +66,8 @@ class SliceEnd:
     failed: bool = False  # one of them failed
     rows: list[ItemRow] = field(default_factory=list)  # the next slice
     closing: bool = False  # the chunk is done (or cancelled): no next slice
-    hand_back_from: int | None = None  # the batch is paused: give back the range from here
+    # The batch is paused or the worker stops: give back the range from here.
+    hand_back_from: int | None = None
     deltas: Counter[str] = field(default_factory=Counter)  # counter moves, by status
 
 
@@ -194,7 +197,7 @@ class ChunkRunner:
             if status == Batch.Status.CANCELLING:
                 self._cancel_rest(cursor, end.deltas)
                 end.closing = True
-            elif paused_at:
+            elif paused_at or shutdown.requested():
                 end.hand_back_from = cursor
             else:
                 end.rows = self._slice_take(ahead, end.deltas)
@@ -211,9 +214,9 @@ class ChunkRunner:
 
         Folds the chunk's counter moves into the batch (with any a dead former owner of the
         chunk left on it), reserves seq numbers for the next slice's outcomes, slides the
-        rate window, starts the batch, and applies the failure policy or hands a paused
-        batch's chunk back. Returns why the worker must stop, or "". A handful of short
-        statements, plus the failure policy when an item failed.
+        rate window, starts the batch, and applies the failure policy or hands the chunk back
+        (the batch paused, or the worker stops). Returns why the worker must stop, or "". A
+        handful of short statements, plus the failure policy when an item failed.
         """
         now = timezone.now()
         batch = (
@@ -258,8 +261,8 @@ class ChunkRunner:
         )
         if end.failed and moves.get(Item.Status.FAILED):
             failure_policy_apply(batch_id=self.batch_id, actor=self.owner)
-        if end.hand_back_from is not None and self._hand_back(end.hand_back_from):
-            return "paused"
+        if end.hand_back_from is not None:
+            return self._hand_back(end.hand_back_from)
         return ""
 
     def _fold_chunk(self) -> dict[str, int]:
@@ -290,7 +293,10 @@ class ChunkRunner:
         return outcomes
 
     def _must_stop(self) -> bool:
-        """Return True if the batch was stopped, cancelled, paused or deleted since we looked."""
+        """Return True if the batch was stopped, cancelled, paused or deleted since we looked,
+        or this worker was asked to stop."""
+        if shutdown.requested():
+            return True
         due = self.watch.due()
         if not due:
             return False
@@ -306,32 +312,28 @@ class ChunkRunner:
         status, paused_at = state
         return status not in (Batch.Status.COMMITTED, Batch.Status.RUNNING) or bool(paused_at)
 
-    def _hand_back(self, cursor: int) -> bool:
-        """Give a paused batch's chunk back, held, with its unstarted items queued again.
+    def _hand_back(self, cursor: int) -> str:
+        """Give the chunk back if the batch paused or this worker stops; say which, or "".
 
         Runs under the batch's row lock, so a resume either comes before (and we go on)
-        or after (and its release sends this chunk again). Returns False if not paused.
+        or after (and its release sends this chunk again). A stopping worker's chunk is
+        sent again at once, unless the batch is paused; one of a cancelling batch is not
+        given back: the next slice write cancels the rest of its range.
         """
         batch = Batch.objects.for_update().filter(pk=self.batch_id).first()
-        if batch is None or not batch.paused_at:
-            return False
-        items_move(
-            batch_id=self.batch_id,
-            from_statuses=[Item.Status.RUNNING],
-            to_status=Item.Status.QUEUED,
-            where=Q(index__gte=cursor, index__lt=self.chunk.end_index),
-            started_at=None,
-        )
-        # A clean hand-back is no worker death: take back the attempt our claim counted.
-        Chunk.objects.filter(pk=self.chunk.pk, lease_owner=self.owner).update(
-            status=Chunk.Status.QUEUED,
-            lease_owner="",
-            lease_expires_at=None,
-            pending_seq=None,
-            enqueued_at=None,
-            attempts=F("attempts") - 1,
-        )
-        return True
+        if batch is None:
+            return ""
+        if batch.paused_at:
+            why = "paused"
+        elif shutdown.requested() and batch.status != Batch.Status.CANCELLING:
+            why = "stopping"
+        else:
+            return ""
+        if not chunk_hand_back(
+            chunk=self.chunk, owner=self.owner, cursor=cursor, send=why == "stopping"
+        ):
+            return "lease lost"
+        return why
 
     def _renew(self) -> bool:
         return lease_renew(chunk=self.chunk, owner=self.owner)
@@ -428,11 +430,16 @@ def rate_window_changes(*, window: dict[str, Any], ended: int, now: datetime) ->
 
 
 def chunk_process(*, chunk_id: int) -> str:
-    """Claim and run one chunk; return what happened, for logs."""
+    """Claim and run one chunk; return what happened, for logs.
+
+    A worker asked to stop claims nothing: it sends the task again for another cluster.
+    """
     return _chunk_process(chunk_id=chunk_id)[0]
 
 
 def _chunk_process(*, chunk_id: int) -> tuple[str, Pace | None]:
+    if shutdown.requested():
+        return ("passed on" if chunk_pass_on(chunk_id) else "not claimable"), None
     owner = worker_name()
     chunk = chunk_claim(chunk_id=chunk_id, owner=owner)
     if chunk is None:
@@ -452,13 +459,13 @@ def chunks_process(*, chunk_id: int) -> str:
     last chunks can wait in a busy cluster's queue while another cluster's workers idle. A
     worker done with its chunk takes such a chunk itself (the chunk's own task then finds
     it taken, and does the same). It stops when none waits or once the task has run a
-    third of its timeout, well before django-q2 would stop it.
+    third of its timeout, well before django-q2 would stop it, or once asked to stop.
     """
     deadline = time.monotonic() + settings.BATCHSITE_TASK_TIMEOUT / 3
     outcome, pace = _chunk_process(chunk_id=chunk_id)
     owner = worker_name()
     more = 0
-    while more < MORE_CHUNKS_PER_TASK and time.monotonic() < deadline:
+    while more < MORE_CHUNKS_PER_TASK and time.monotonic() < deadline and not shutdown.requested():
         chunk = chunk_claim_waiting(owner=owner)
         if chunk is None:
             break
