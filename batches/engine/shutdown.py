@@ -17,8 +17,10 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import multiprocessing
 import os
 import signal
+import threading
 from types import FrameType
 from typing import Any
 
@@ -47,7 +49,15 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 
 def worker_prepare(**kwargs: Any) -> None:
-    """Take SIGINT as a request to stop, in a django-q2 worker process (its post_spawn)."""
+    """Take SIGINT as a request to stop, in a django-q2 worker process (its post_spawn).
+
+    django-q2 sends post_spawn also where it runs a task inline (sync mode: tests, or
+    any process, in any thread): there Ctrl-C must keep stopping the process.
+    """
+    if multiprocessing.parent_process() is None:
+        return  # not a process a cluster's sentinel started
+    if threading.current_thread() is not threading.main_thread():
+        return
     signal.signal(SIGNAL, _on_signal)
 
 

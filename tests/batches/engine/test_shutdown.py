@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import signal
 import subprocess
 import sys
+import threading
 
 import pytest
 from django_q.brokers import get_broker
@@ -256,14 +258,46 @@ def test_chunk_hand_back__of_a_chunk_no_longer_ours_changes_nothing(committed):
     )
 
 
-def test_worker_prepare__sigint_asks_to_stop_and_interrupts_nothing():
-    before = signal.getsignal(signal.SIGINT)
+def _worker(report) -> None:
+    """Run as django-q2 runs a worker: a forked child whose post_spawn prepares it."""
+    shutdown.worker_prepare(sender="django_q", proc_name="test")
+    signal.raise_signal(signal.SIGINT)  # no KeyboardInterrupt
+    report.put(shutdown.requested())
+
+
+def test_worker_prepare__in_a_worker_sigint_asks_to_stop_and_interrupts_nothing():
+    context = multiprocessing.get_context("fork")
+    report = context.Queue()
+    # Ignored, as a cluster's sentinel ignores it and its workers inherit that.
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        shutdown.worker_prepare(sender="django_q", proc_name="test")
-        signal.raise_signal(signal.SIGINT)  # no KeyboardInterrupt
-        assert shutdown.requested()
+        worker = context.Process(target=_worker, args=(report,))
+        worker.start()
+        assert report.get(timeout=30) is True
+        worker.join(30)
     finally:
         signal.signal(signal.SIGINT, before)
+
+    assert worker.exitcode == 0
+
+
+def test_worker_prepare__where_a_task_runs_inline_leaves_sigint_alone():
+    before = signal.getsignal(signal.SIGINT)
+    errors = []
+
+    def in_thread() -> None:
+        try:
+            shutdown.worker_prepare(sender="django_q", proc_name="inline")
+        except Exception as error:  # signal.signal outside the main thread raises
+            errors.append(error)
+
+    thread = threading.Thread(target=in_thread)
+    thread.start()
+    thread.join(30)
+    shutdown.worker_prepare(sender="django_q", proc_name="inline")
+
+    assert errors == []
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_install__the_sentinel_tells_its_workers_before_it_stops():
