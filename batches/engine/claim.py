@@ -1,4 +1,4 @@
-"""Claim chunks under a lease, keep the lease alive, hold and release rate-limited chunks.
+"""Claim chunks under a lease, keep the lease alive, hold, release and hand chunks back.
 
 Correctness lives in our tables, not in the broker. django-q2 may deliver a chunk task
 twice or never; a second delivery finds the chunk leased or done and returns, and the
@@ -20,7 +20,7 @@ from django.db import connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from batches.engine import planning
+from batches.engine import planning, shutdown
 from batches.engine.finalize import failure_policy_apply
 from batches.models import Batch, Chunk, Item
 from batches.timeline import chunk_deltas_fold, items_move
@@ -145,6 +145,28 @@ def chunk_hand_back(*, chunk: Chunk, owner: str, cursor: int, send: bool) -> boo
         batch_id = chunk.batch_id
         transaction.on_commit(lambda: chunks_release(batch_id))
     return True
+
+
+def chunk_give_back(*, chunk: Chunk, owner: str, cursor: int) -> str:
+    """Give our chunk back if its batch paused or this worker stops; say which, or "".
+
+    Takes the batch's row lock, so a resume either comes before (and we go on) or after
+    (and its release sends this chunk again). A stopping worker's chunk is sent again at
+    once, unless the batch is paused; one of a cancelling batch is not given back: the
+    worker's next slice write cancels the rest of its range. "lease lost" if not ours.
+    """
+    batch = Batch.objects.for_update().filter(pk=chunk.batch_id).first()
+    if batch is None:
+        return ""
+    if batch.paused_at:
+        why = "paused"
+    elif shutdown.requested() and batch.status != Batch.Status.CANCELLING:
+        why = "stopping"
+    else:
+        return ""
+    if not chunk_hand_back(chunk=chunk, owner=owner, cursor=cursor, send=why == "stopping"):
+        return "lease lost"
+    return why
 
 
 def chunk_pass_on(chunk_id: int) -> bool:

@@ -10,6 +10,8 @@ slices of one batch commit in parallel:
   chunk's deltas into the batch counters, reserves `seq` numbers for the next slice
   (Chunk.pending_seq tells results readers to stop below them until they are written),
   slides the rate window, and applies the failure policy, a pause or the batch's start.
+
+A worker asked to stop (`shutdown`) starts no further item; the settle gives its chunk back.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from batches.engine.claim import (
     LeaseKeeper,
     chunk_claim,
     chunk_claim_waiting,
-    chunk_hand_back,
+    chunk_give_back,
     chunk_pass_on,
     chunks_release,
     lease_renew,
@@ -262,7 +264,7 @@ class ChunkRunner:
         if end.failed and moves.get(Item.Status.FAILED):
             failure_policy_apply(batch_id=self.batch_id, actor=self.owner)
         if end.hand_back_from is not None:
-            return self._hand_back(end.hand_back_from)
+            return chunk_give_back(chunk=self.chunk, owner=self.owner, cursor=end.hand_back_from)
         return ""
 
     def _fold_chunk(self) -> dict[str, int]:
@@ -311,29 +313,6 @@ class ChunkRunner:
             return True
         status, paused_at = state
         return status not in (Batch.Status.COMMITTED, Batch.Status.RUNNING) or bool(paused_at)
-
-    def _hand_back(self, cursor: int) -> str:
-        """Give the chunk back if the batch paused or this worker stops; say which, or "".
-
-        Runs under the batch's row lock, so a resume either comes before (and we go on)
-        or after (and its release sends this chunk again). A stopping worker's chunk is
-        sent again at once, unless the batch is paused; one of a cancelling batch is not
-        given back: the next slice write cancels the rest of its range.
-        """
-        batch = Batch.objects.for_update().filter(pk=self.batch_id).first()
-        if batch is None:
-            return ""
-        if batch.paused_at:
-            why = "paused"
-        elif shutdown.requested() and batch.status != Batch.Status.CANCELLING:
-            why = "stopping"
-        else:
-            return ""
-        if not chunk_hand_back(
-            chunk=self.chunk, owner=self.owner, cursor=cursor, send=why == "stopping"
-        ):
-            return "lease lost"
-        return why
 
     def _renew(self) -> bool:
         return lease_renew(chunk=self.chunk, owner=self.owner)
