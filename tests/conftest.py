@@ -148,8 +148,11 @@ class Cluster:
         self.process: subprocess.Popen | None = None
         self.log = Path(os.environ["BATCHSITE_DATA_DIR"]) / f"qcluster-{time.time_ns()}.log"
 
-    def start(self) -> Cluster:
-        """Start the cluster; it picks up tasks as soon as it runs."""
+    def start(self, command: list[str] | None = None) -> Cluster:
+        """Start the cluster; it picks up tasks as soon as it runs.
+
+        `command` runs another manage.py command in its place (one that starts a cluster).
+        """
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "tests.settings",
@@ -160,7 +163,7 @@ class Cluster:
         }
         self._log_file = open(self.log, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), "qcluster"],
+            [sys.executable, str(ROOT / "manage.py"), *(command or ["qcluster"])],
             cwd=ROOT,
             env=env,
             stdout=self._log_file,

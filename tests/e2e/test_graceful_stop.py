@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -211,6 +212,39 @@ def test_sigint_to_the_process_group__workers_finish_their_item_and_give_the_chu
 
     assert took < EXIT_WITHIN
     assert "KeyboardInterrupt" not in first.output()
+    assert Batch.objects.get(pk=batch.pk).running_items == 0
+    assert_given_back(batch, pids)
+    second = cluster_factory(env=env)
+    wait_terminal(batch.pk, second, timeout=60)
+    assert_each_item_ran_once(batch, exec_log, 3000)
+
+
+def test_runlocal__ctrl_c_stops_its_cluster_cleanly(cluster_factory, env, exec_log, tmp_path):
+    # `make run`: web and one cluster in the foreground; Ctrl-C signals the whole group.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    runner = Cluster(
+        env={
+            **env,
+            "BATCHSITE_SIGNING_KEY": str(tmp_path / "key.pem"),
+            "BATCHSITE_SIGNING_CERT": str(tmp_path / "cert.pem"),
+        }
+    )
+    runner.start(command=["runlocal", "--addr", f"127.0.0.1:{port}"])
+    batch = record_batch(3000, sleep_ms=SLEEP_MS)
+    wait_for(lambda: Batch.objects.get(pk=batch.pk).succeeded_items >= 200, timeout=60)
+    pids = group_pids(runner)
+
+    began = time.monotonic()
+    os.killpg(runner.process.pid, signal.SIGINT)
+    runner.process.wait(timeout=3 * EXIT_WITHIN)
+    wait_for(lambda: not group_pids(runner), timeout=EXIT_WITHIN, interval=0.05)
+    took = time.monotonic() - began
+    runner.stop()
+
+    assert took < EXIT_WITHIN
+    assert "batchsite stopped." in runner.output()
     assert Batch.objects.get(pk=batch.pk).running_items == 0
     assert_given_back(batch, pids)
     second = cluster_factory(env=env)
