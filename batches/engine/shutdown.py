@@ -3,13 +3,15 @@
 SIGTERM or SIGINT to `manage.py qcluster` makes django-q2's sentinel stop taking tasks and
 wait for each worker to end the task in hand: for a chunk task, which goes on to further
 chunks, that could be many minutes. So the sentinel, as it begins to stop, sends each of
-its workers SIGINT, which workers otherwise ignore as the sentinel does (a terminal's
-Ctrl-C sends it to the whole process group: the same request). A worker takes it as
-"stop soon": it finishes the item in hand, writes its slice, gives its chunk back queued
-with the lease cleared and sends the chunk's task again, so a live cluster takes the rest
-at once; it claims no further chunk, and passes on the chunk tasks it is still handed.
+its workers SIGNAL. A worker takes it as "stop soon": it finishes the item in hand, writes
+its slice, gives its chunk back queued with the lease cleared and sends the chunk's task
+again, so a live cluster takes the rest at once; it claims no further chunk, and passes
+on the chunk tasks it is still handed.
 
-SIGTERM stays as django-q2 uses it in workers: it ends one that overran its task timeout.
+Not SIGTERM: django-q2 ends a worker that overran its task timeout with it. Not SIGINT:
+workers ignore it, as their sentinel does, so a terminal's Ctrl-C, which reaches the
+whole process group, interrupts no item (the cluster's main process stops the cluster),
+and programs a job type runs (openssl) inherit that and are not cut short either.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-SIGNAL = signal.SIGINT
+SIGNAL = signal.SIGUSR1
 
 _requested = False
 
@@ -49,20 +51,26 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 
 def worker_prepare(**kwargs: Any) -> None:
-    """Take SIGINT as a request to stop, in a django-q2 worker process (its post_spawn).
+    """Take SIGNAL as a request to stop and ignore SIGINT, in a django-q2 worker process.
 
-    django-q2 sends post_spawn also where it runs a task inline (sync mode: tests, or
-    any process, in any thread): there Ctrl-C must keep stopping the process.
+    Connected to django-q2's post_spawn, which it also sends where it runs a task inline
+    (sync mode: tests, or any process, in any thread): there nothing changes.
     """
     if multiprocessing.parent_process() is None:
         return  # not a process a cluster's sentinel started
     if threading.current_thread() is not threading.main_thread():
         return
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(SIGNAL, _on_signal)
 
 
 def workers_tell(processes: list[Any]) -> None:
-    """Send each worker process its request to stop; never raise."""
+    """Send each worker process its request to stop; never raise.
+
+    One not yet prepared would die of it (SIGUSR1's default), holding no task: the first
+    thing a worker does is send post_spawn, and the sentinel stops after its guard loop,
+    which spawned the last of them at least a guard cycle before.
+    """
     for process in list(processes):
         # Gone already, or never started (no pid).
         with contextlib.suppress(ProcessLookupError, TypeError):

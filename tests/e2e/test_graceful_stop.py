@@ -32,7 +32,7 @@ LEASE_SECONDS = 300
 # a cluster that let its workers end their chunks would take far longer.
 EXIT_WITHIN = 5
 # From the SIGTERM until another cluster runs each chunk the stopped one held.
-TAKEN_WITHIN = 20
+TAKEN_WITHIN = 30
 SLEEP_MS = 10
 
 

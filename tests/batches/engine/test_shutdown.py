@@ -261,28 +261,26 @@ def test_chunk_hand_back__of_a_chunk_no_longer_ours_changes_nothing(committed):
 def _worker(report) -> None:
     """Run as django-q2 runs a worker: a forked child whose post_spawn prepares it."""
     shutdown.worker_prepare(sender="django_q", proc_name="test")
-    signal.raise_signal(signal.SIGINT)  # no KeyboardInterrupt
+    signal.raise_signal(signal.SIGINT)  # a terminal's Ctrl-C: no KeyboardInterrupt
+    report.put(shutdown.requested())
+    signal.raise_signal(shutdown.SIGNAL)  # the sentinel's request
     report.put(shutdown.requested())
 
 
-def test_worker_prepare__in_a_worker_sigint_asks_to_stop_and_interrupts_nothing():
+def test_worker_prepare__in_a_worker_the_request_asks_to_stop_and_sigint_does_nothing():
     context = multiprocessing.get_context("fork")
     report = context.Queue()
-    # Ignored, as a cluster's sentinel ignores it and its workers inherit that.
-    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        worker = context.Process(target=_worker, args=(report,))
-        worker.start()
-        assert report.get(timeout=30) is True
-        worker.join(30)
-    finally:
-        signal.signal(signal.SIGINT, before)
+    worker = context.Process(target=_worker, args=(report,))
+    worker.start()
 
+    assert report.get(timeout=30) is False
+    assert report.get(timeout=30) is True
+    worker.join(30)
     assert worker.exitcode == 0
 
 
 def test_worker_prepare__where_a_task_runs_inline_leaves_sigint_alone():
-    before = signal.getsignal(signal.SIGINT)
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(shutdown.SIGNAL)
     errors = []
 
     def in_thread() -> None:
@@ -297,7 +295,7 @@ def test_worker_prepare__where_a_task_runs_inline_leaves_sigint_alone():
     shutdown.worker_prepare(sender="django_q", proc_name="inline")
 
     assert errors == []
-    assert signal.getsignal(signal.SIGINT) is before
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(shutdown.SIGNAL)) == before
 
 
 def test_install__the_sentinel_tells_its_workers_before_it_stops():
@@ -308,7 +306,7 @@ def test_install__the_sentinel_tells_its_workers_before_it_stops():
             sys.executable,
             "-c",
             "import signal, sys, time\n"
-            "signal.signal(signal.SIGINT, lambda *_: sys.exit(7))\n"
+            f"signal.signal({int(shutdown.SIGNAL)}, lambda *_: sys.exit(7))\n"
             "print('ready', flush=True)\n"
             "time.sleep(30)\n",
         ],
