@@ -3,7 +3,7 @@
 SIGTERM or SIGINT to `manage.py qcluster` makes django-q2's sentinel stop taking tasks and
 wait for each worker to end the task in hand: for a chunk task, which goes on to further
 chunks, that could be many minutes. So the sentinel, as it begins to stop, sends each of
-its workers SIGNAL. A worker takes it as "stop soon": it finishes the item in hand, writes
+its workers SIGUSR1 (SIGNAL). A worker takes it as "stop soon": it finishes the item in hand, writes
 its slice, gives its chunk back queued with the lease cleared and sends the chunk's task
 again, so a live cluster takes the rest at once; it claims no further chunk, and passes
 on the chunk tasks it is still handed.
@@ -18,15 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging
 import multiprocessing
 import os
 import signal
 import threading
 from types import FrameType
 from typing import Any
-
-logger = logging.getLogger(__name__)
 
 SIGNAL = signal.SIGUSR1
 
