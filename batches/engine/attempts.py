@@ -6,6 +6,7 @@ error code; a crashing job type fails its item, never the worker.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import shutil
@@ -88,6 +89,10 @@ class ItemRunner:
     def __init__(self, *, batch_id: uuid.UUID, atomic: bool):
         self.batch_id = batch_id
         self.scratch_root = files.scratch_dir()
+        # Attempts' folder names: this runner's own tag and a count, cheaper per item than
+        # a UUID each.
+        self.scratch_tag = uuid.uuid4().hex
+        self.scratch_count = itertools.count()
         # In an atomic batch a job type that defers its effect only prepares it here.
         self.atomic = atomic
 
@@ -103,7 +108,7 @@ class ItemRunner:
             # Each attempt writes its outputs to a local folder of its own (made by the first
             # output_path call); only a success saves them into storage, and the folder goes
             # whatever happens.
-            scratch = self.scratch_root / uuid.uuid4().hex
+            scratch = self.scratch_root / f"{self.scratch_tag}-{next(self.scratch_count)}"
             context = JobContext(
                 attempt=attempts,
                 label=f"{self.batch_id}#{row['index']}",
