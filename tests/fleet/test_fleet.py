@@ -215,3 +215,52 @@ def test_fleet__documents_uploaded_to_the_web_host_are_signed_on_the_worker_host
         f"fleet signing: {len(documents)} documents in one ZIP, uploaded, signed on the "
         f"worker hosts and packaged from the bucket in {took:.1f} s"
     )
+
+
+def test_fleet__a_rolling_restart_of_both_worker_hosts_loses_nothing_and_reruns_nothing(
+    site: Site,
+):
+    count = 50_000
+    site.exec_log.write_text("")
+    batch_id = batch_submit(site, type="test.record", count=count, payload={"sleep_ms": 1})
+    stops = []
+    for name in ("w1", "w2"):
+        done_before = batch_read(site, batch_id)["counts"]["succeeded"]
+        wait_until(
+            f"progress before {name} restarts",
+            lambda done_before=done_before: (
+                batch_read(site, batch_id)["counts"]["succeeded"] >= done_before + count // 5
+            ),
+            timeout=300,
+            every=0.2,
+        )
+        old = site.clusters[name]
+        asked = time.monotonic()
+        returncode = site.workers[name].stop(old)
+        stops.append(time.monotonic() - asked)
+        assert returncode == 0, f"{name}'s cluster exited with {returncode}"
+        # Its chunks went back at once: none is left leased to the stopped host.
+        held = site.sql(
+            "SELECT count(*) FROM batches_chunk WHERE batch_id = %s AND status = 'running' "
+            "AND lease_owner LIKE %s",
+            batch_id,
+            f"{name}:%",
+        )
+        assert held == [(0,)]
+        site.cluster_start(name)
+    finished = wait_until(
+        "the batch finished after the rolling restart",
+        lambda: (b := batch_read(site, batch_id))["status"] == "finished" and b,
+        timeout=300,
+        every=0.5,
+    )
+
+    assert finished["counts"]["succeeded"] == count
+    assert assert_counters_equal_the_recount(site, batch_id) == {"succeeded": count}
+    runs = executions(site.exec_log)
+    assert sorted(runs) == list(range(count))
+    assert [n for n, ran in runs.items() if len(ran) > 1] == []
+    FIGURES.append(
+        f"fleet rolling restart: {count:,} test.record items of 1 ms; SIGTERM to exit "
+        f"{', '.join(f'{s:.1f} s' for s in stops)}; every item run exactly once"
+    )
