@@ -259,7 +259,13 @@ def chunk_claim_waiting(*, owner: str) -> Chunk | None:
 
 
 def _chunk_claim_better(*, priority: int | None, owner: str) -> Chunk | None:
-    """Claim a waiting chunk of a batch of higher priority (any, if None) a worker may take."""
+    """Claim a waiting chunk of a batch of higher priority (any, if None) a worker may take.
+
+    Waiting: its task is out but not running yet, or its worker's lease ran out (a worker
+    that died or was cut off). Taking the latter at once spares its items the wait for
+    the sweep; one whose workers died too often is left to the sweep, which fails the
+    items they had in flight.
+    """
     now = timezone.now()
     startable: dict[str, Any] = {
         "status__in": (Batch.Status.COMMITTED, Batch.Status.RUNNING),
@@ -270,17 +276,22 @@ def _chunk_claim_better(*, priority: int | None, owner: str) -> Chunk | None:
             return None
         startable["priority__gt"] = priority
     candidates = (
-        Chunk.objects.filter(
-            status=Chunk.Status.QUEUED,
-            enqueued_at__isnull=False,
-            **{f"batch__{lookup}": value for lookup, value in startable.items()},
+        Chunk.objects.filter(**{f"batch__{lookup}": value for lookup, value in startable.items()})
+        .filter(
+            Q(status=Chunk.Status.QUEUED, enqueued_at__isnull=False)
+            | Q(
+                status=Chunk.Status.RUNNING,
+                lease_expires_at__lt=now,
+                attempts__lt=settings.BATCHSITE_CHUNK_MAX_ATTEMPTS,
+            )
         )
         .filter(Q(batch__not_before__isnull=True) | Q(batch__not_before__lte=now))
         .order_by("-batch__priority", "batch__committed_at", "start_index")
-        .values_list("pk", "batch__max_concurrency", "batch_id")[:5]
+        .values_list("pk", "status", "batch__max_concurrency", "batch_id")[:5]
     )
-    for candidate_id, limit, batch_id in candidates:
-        if limit:
+    for candidate_id, status, limit, batch_id in candidates:
+        # A chunk taken over keeps the slot its dead worker held in a limited batch.
+        if limit and status == Chunk.Status.QUEUED:
             chunk = _chunk_claim_limited(chunk_id=candidate_id, batch_id=batch_id, owner=owner)
         else:
             chunk = _chunk_claim(chunk_id=candidate_id, owner=owner)

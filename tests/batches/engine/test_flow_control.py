@@ -491,3 +491,29 @@ def test_chunk_run__stops_taking_chunks_once_a_third_of_the_timeout_passed(
 
     assert outcome == "done"
     assert sent(batch) == chunk_ids(batch)[1:]
+
+
+def test_chunk_run__takes_over_a_chunk_whose_worker_lease_ran_out_without_the_sweep(
+    committed, broker_queue, settings
+):
+    settings.BATCHSITE_CHUNK_MAX_ATTEMPTS = 3
+    batch = committed(15)
+    first, second, third = chunk_ids(batch)
+    # A worker took the second chunk, ran an item of it, and was cut off: its lease ran out.
+    engine.chunk_claim(chunk_id=second, owner="cut-off")
+    Item.objects.filter(batch=batch, index=5).update(status=S.RUNNING)
+    Chunk.objects.filter(pk=second).update(
+        running_delta=1, queued_delta=-1, lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+    # The third one's workers died too often: the sweep must fail what they had in flight.
+    engine.chunk_claim(chunk_id=third, owner="dead")
+    Chunk.objects.filter(pk=third).update(
+        attempts=3, lease_expires_at=timezone.now() - timedelta(seconds=1)
+    )
+
+    outcome = tasks.chunk_run(first)
+
+    assert outcome == "done; then 1 waiting chunk(s)"
+    assert Chunk.objects.get(pk=second).status == Chunk.Status.DONE
+    assert Chunk.objects.get(pk=third).lease_owner == "dead"
+    assert statuses(batch) == {"succeeded": 10, "queued": 5}
