@@ -111,9 +111,30 @@ def test_fleet__a_worker_host_cut_off_mid_batch_loses_nothing_and_runs_nothing_t
     before_cut = batch_read(site, batch_id)
     both_rate = before_cut["counts"]["succeeded"] / (time.monotonic() - committed)
     assert before_cut["status"] == "running"
+    held = [
+        row[0]
+        for row in site.sql(
+            "SELECT id FROM batches_chunk WHERE batch_id = %s AND status = 'running' "
+            "AND lease_owner LIKE 'w1:%%'",
+            batch_id,
+        )
+    ]
     site.fleet.cut(site.workers["w1"])
     cut = time.monotonic()
     try:
+        wait_until(
+            "w1's chunks taken over",
+            lambda: (
+                not site.sql(
+                    "SELECT id FROM batches_chunk WHERE id = ANY(%s) AND lease_owner LIKE 'w1:%%' "
+                    "AND status = 'running'",
+                    held,
+                )
+            ),
+            timeout=300,
+            every=0.2,
+        )
+        taken_over = time.monotonic() - cut
         finished = wait_until(
             "the batch finished by w2 alone",
             lambda: (b := batch_read(site, batch_id))["status"] == "finished" and b,
@@ -162,7 +183,8 @@ def test_fleet__a_worker_host_cut_off_mid_batch_loses_nothing_and_runs_nothing_t
     FIGURES.append(
         f"fleet partition: {count:,} test.record items; both worker hosts "
         f"{both_rate:,.0f} items/s; w1 cut off at {before_cut['counts']['succeeded']:,} done; "
-        f"w2 finished the batch {recovered:.1f} s after the cut (lease {LEASE_SECONDS} s); "
+        f"its {len(held)} chunk(s) taken over by w2 {taken_over:.1f} s after the cut (lease "
+        f"{LEASE_SECONDS} s); w2 finished the batch {recovered:.1f} s after the cut; "
         f"{rerun} item(s) run again; w1's late writes refused by the {refusal}"
     )
 
