@@ -57,7 +57,8 @@ class JobContext:
     label: str = ""
     # The name the input file came with (a ZIP member's name), when the item has a file.
     input_name: str = ""
-    output_dir: Path | None = None
+    # Where output files go (a path; a string saves the runner making a Path per item).
+    output_dir: Path | str | None = None
     # (name, path) of each output file, in the order they were asked for.
     outputs: list[tuple[str, Path]] = field(default_factory=list)
 
@@ -71,8 +72,9 @@ class JobContext:
             raise PermanentError("this job type cannot write output files here", code="no_output")
         if "/" in name or "\\" in name or name in ("", ".", "..") or len(name) > 200:
             raise PermanentError(f"bad output file name {name!r}", code="bad_output_name")
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        path = self.output_dir / uuid.uuid4().hex
+        directory = Path(self.output_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / uuid.uuid4().hex
         self.outputs.append((name, path))
         return path
 
