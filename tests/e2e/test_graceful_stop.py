@@ -194,6 +194,18 @@ def test_sigterm__a_rolling_restart_of_two_clusters_loses_and_repeats_nothing(
     assert len(pids) >= 6
 
 
+def interrupt_group(cluster) -> float:
+    """Ctrl-C a cluster's whole process group, as a terminal does; return the seconds
+    until every one of its processes is gone."""
+    began = time.monotonic()
+    os.killpg(cluster.process.pid, signal.SIGINT)
+    cluster.process.wait(timeout=3 * EXIT_WITHIN)
+    wait_for(lambda: not group_pids(cluster), timeout=EXIT_WITHIN, interval=0.05)
+    took = time.monotonic() - began
+    cluster.stop()
+    return took
+
+
 def test_sigint_to_the_process_group__workers_finish_their_item_and_give_the_chunk_back(
     cluster_factory, env, exec_log
 ):
@@ -203,12 +215,7 @@ def test_sigint_to_the_process_group__workers_finish_their_item_and_give_the_chu
     wait_for(lambda: Batch.objects.get(pk=batch.pk).succeeded_items >= 200, timeout=60)
     pids = group_pids(first)
 
-    began = time.monotonic()
-    os.killpg(first.process.pid, signal.SIGINT)
-    first.process.wait(timeout=3 * EXIT_WITHIN)
-    wait_for(lambda: not group_pids(first), timeout=EXIT_WITHIN, interval=0.05)
-    took = time.monotonic() - began
-    first.stop()
+    took = interrupt_group(first)
 
     assert took < EXIT_WITHIN
     assert "KeyboardInterrupt" not in first.output()
@@ -236,12 +243,7 @@ def test_runlocal__ctrl_c_stops_its_cluster_cleanly(cluster_factory, env, exec_l
     wait_for(lambda: Batch.objects.get(pk=batch.pk).succeeded_items >= 200, timeout=60)
     pids = group_pids(runner)
 
-    began = time.monotonic()
-    os.killpg(runner.process.pid, signal.SIGINT)
-    runner.process.wait(timeout=3 * EXIT_WITHIN)
-    wait_for(lambda: not group_pids(runner), timeout=EXIT_WITHIN, interval=0.05)
-    took = time.monotonic() - began
-    runner.stop()
+    took = interrupt_group(runner)
 
     assert took < EXIT_WITHIN
     assert "batchsite stopped." in runner.output()

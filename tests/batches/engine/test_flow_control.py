@@ -7,8 +7,6 @@ from datetime import timedelta
 import pytest
 from django.db import connection
 from django.utils import timezone
-from django_q.brokers import get_broker
-from django_q.conf import Conf
 
 from batches import engine, services, tasks
 from batches.engine import sweep
@@ -47,16 +45,6 @@ def committed(account, django_capture_on_commit_callbacks):
         return Batch.objects.get(pk=batch.pk)
 
     return make
-
-
-@pytest.fixture
-def broker_queue(monkeypatch):
-    """Send chunk tasks to the real broker instead of running them inline; yield the broker."""
-    monkeypatch.setattr(Conf, "SYNC", False)
-    broker = get_broker()
-    broker.purge_queue()
-    yield broker
-    broker.purge_queue()
 
 
 def statuses(batch: Batch) -> dict[str, int]:

@@ -9,9 +9,7 @@ import sys
 import threading
 
 import pytest
-from django_q.brokers import get_broker
 from django_q.cluster import Sentinel
-from django_q.conf import Conf
 
 from batches import engine, services
 from batches.engine import shutdown
@@ -32,17 +30,7 @@ def _not_stopping(tmp_path, monkeypatch, settings):
 
 
 @pytest.fixture
-def broker(monkeypatch):
-    """Send chunk tasks to the real broker instead of running them inline; yield the broker."""
-    monkeypatch.setattr(Conf, "SYNC", False)
-    broker = get_broker()
-    broker.purge_queue()
-    yield broker
-    broker.purge_queue()
-
-
-@pytest.fixture
-def committed(account, broker, django_capture_on_commit_callbacks):
+def committed(account, broker_queue, django_capture_on_commit_callbacks):
     """Create and commit a batch of `count` test.record items (chunks of 1,000)."""
 
     def make(count: int, type: str = "test.record") -> Batch:
@@ -82,12 +70,12 @@ def statuses(batch: Batch) -> dict[str, int]:
 
 
 def test_chunk_runner__a_stopping_worker_writes_its_item_and_sends_the_chunk_again(
-    committed, broker, stop_after, django_capture_on_commit_callbacks
+    committed, broker_queue, stop_after, django_capture_on_commit_callbacks
 ):
     batch = committed(20)
     (chunk_id,) = Chunk.objects.filter(batch=batch).values_list("pk", flat=True)
     chunk = engine.chunk_claim(chunk_id=chunk_id, owner="worker-1")
-    broker.purge_queue()
+    broker_queue.purge_queue()
     stop_after(2)
 
     with django_capture_on_commit_callbacks(execute=True):
@@ -103,13 +91,13 @@ def test_chunk_runner__a_stopping_worker_writes_its_item_and_sends_the_chunk_aga
     assert (chunk.lease_owner, chunk.lease_expires_at, chunk.pending_seq) == ("", None, None)
     assert chunk.attempts == 0  # a clean hand-back is no worker death
     assert chunk.enqueued_at is not None  # sent again, for another cluster
-    assert broker.queue_size() == 1
+    assert broker_queue.queue_size() == 1
     batch = assert_counters_exact(batch)
     assert batch.status == S.RUNNING
 
 
 def test_chunk_runner__the_chunk_a_stopping_worker_gave_back_runs_to_the_end(
-    committed, broker, stop_after, django_capture_on_commit_callbacks, monkeypatch
+    committed, broker_queue, stop_after, django_capture_on_commit_callbacks, monkeypatch
 ):
     # Item 4 does not run again, so the second worker is not asked to stop.
     batch = committed(20)
@@ -130,7 +118,7 @@ def test_chunk_runner__the_chunk_a_stopping_worker_gave_back_runs_to_the_end(
 
 
 def test_chunk_runner__asked_to_stop_before_its_first_item_it_runs_none(
-    committed, broker, django_capture_on_commit_callbacks
+    committed, broker_queue, django_capture_on_commit_callbacks
 ):
     batch = committed(20)
     (chunk_id,) = Chunk.objects.filter(batch=batch).values_list("pk", flat=True)
@@ -150,12 +138,12 @@ def test_chunk_runner__asked_to_stop_before_its_first_item_it_runs_none(
 
 
 def test_chunk_runner__a_stopping_worker_of_a_paused_batch_leaves_its_chunk_held(
-    committed, broker, django_capture_on_commit_callbacks
+    committed, broker_queue, django_capture_on_commit_callbacks
 ):
     batch = committed(20)
     (chunk_id,) = Chunk.objects.filter(batch=batch).values_list("pk", flat=True)
     chunk = engine.chunk_claim(chunk_id=chunk_id, owner="worker-1")
-    broker.purge_queue()
+    broker_queue.purge_queue()
     services.batch_pause(batch=batch, actor="test")
     shutdown.request()
 
@@ -165,12 +153,12 @@ def test_chunk_runner__a_stopping_worker_of_a_paused_batch_leaves_its_chunk_held
     assert outcome == "paused"
     chunk.refresh_from_db()
     assert (chunk.status, chunk.enqueued_at, chunk.lease_owner) == (Chunk.Status.QUEUED, None, "")
-    assert broker.queue_size() == 0  # the resume sends it
+    assert broker_queue.queue_size() == 0  # the resume sends it
     assert_counters_exact(batch)
 
 
 def test_chunk_runner__a_stopping_worker_of_a_cancelled_batch_cancels_the_rest(
-    committed, broker, monkeypatch, django_capture_on_commit_callbacks
+    committed, broker_queue, monkeypatch, django_capture_on_commit_callbacks
 ):
     batch = committed(20)
     (chunk_id,) = Chunk.objects.filter(batch=batch).values_list("pk", flat=True)
@@ -195,22 +183,22 @@ def test_chunk_runner__a_stopping_worker_of_a_cancelled_batch_cancels_the_rest(
     assert batch.status == S.CANCELLED
 
 
-def test_chunk_process__a_stopping_worker_passes_a_waiting_chunk_on(committed, broker):
+def test_chunk_process__a_stopping_worker_passes_a_waiting_chunk_on(committed, broker_queue):
     batch = committed(20)
     (chunk_id,) = Chunk.objects.filter(batch=batch).values_list("pk", flat=True)
-    broker.purge_queue()
+    broker_queue.purge_queue()
     shutdown.request()
 
     assert engine.chunk_process(chunk_id=chunk_id) == "passed on"
 
-    assert broker.queue_size() == 1
+    assert broker_queue.queue_size() == 1
     assert Chunk.objects.get(pk=chunk_id).status == Chunk.Status.QUEUED
     assert statuses(batch) == {"queued": 20}
 
 
 @pytest.mark.parametrize("state", ["held", "leased", "done"])
 def test_chunk_process__a_stopping_worker_sends_no_task_a_chunk_does_not_need(
-    committed, broker, state
+    committed, broker_queue, state
 ):
     batch = committed(20)
     (chunk_id,) = Chunk.objects.filter(batch=batch).values_list("pk", flat=True)
@@ -220,16 +208,16 @@ def test_chunk_process__a_stopping_worker_sends_no_task_a_chunk_does_not_need(
         engine.chunk_claim(chunk_id=chunk_id, owner="worker-2")
     else:
         Chunk.objects.filter(pk=chunk_id).update(status=Chunk.Status.DONE)
-    broker.purge_queue()
+    broker_queue.purge_queue()
     shutdown.request()
 
     assert engine.chunk_process(chunk_id=chunk_id) == "not claimable"
 
-    assert broker.queue_size() == 0
+    assert broker_queue.queue_size() == 0
 
 
 def test_chunks_process__a_worker_asked_to_stop_takes_no_waiting_chunk(
-    committed, broker, stop_after, django_capture_on_commit_callbacks
+    committed, broker_queue, stop_after, django_capture_on_commit_callbacks
 ):
     batch = committed(3000, type="test.echo750")
     first = Chunk.objects.filter(batch=batch).order_by("start_index").first()
