@@ -5,7 +5,8 @@ slices of one batch commit in parallel:
 
 - the slice transaction renews the lease (a worker whose chunk was taken over writes
   nothing), writes the last slice's outcomes under the `seq` numbers reserved for them,
-  adds the counter moves to the chunk's own deltas, and takes the next slice;
+  adds the counter moves to the chunk's own deltas, and takes the next slice (read, with
+  the outcomes' statement made, before the transaction began);
 - the settle transaction, a few statements long, holds the batch row: it folds the
   chunk's deltas into the batch counters, reserves `seq` numbers for the next slice
   (Chunk.pending_seq tells results readers to stop below them until they are written),
