@@ -12,7 +12,7 @@ import os
 import socket
 import threading
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -175,17 +175,18 @@ def chunk_pass_on(chunk_id: int) -> bool:
     A chunk waits if it is queued with its task out, or its lease ran out. A held chunk (no
     task out) stays held; one that is done or leased needs no task. Returns True if sent.
     """
-    waiting = (
-        Chunk.objects.filter(pk=chunk_id)
-        .filter(
-            Q(status=Chunk.Status.QUEUED, enqueued_at__isnull=False)
-            | Q(status=Chunk.Status.RUNNING, lease_expires_at__lt=timezone.now())
-        )
-        .exists()
-    )
+    waiting = Chunk.objects.filter(_waiting(timezone.now()), pk=chunk_id).exists()
     if waiting:
         planning.chunks_enqueue([chunk_id])
     return waiting
+
+
+def _waiting(now: datetime) -> Q:
+    """Match chunks waiting for a worker: queued with their task out, or whose lease ran
+    out (their worker died or was cut off)."""
+    return Q(status=Chunk.Status.QUEUED, enqueued_at__isnull=False) | Q(
+        status=Chunk.Status.RUNNING, lease_expires_at__lt=now
+    )
 
 
 def worker_name() -> str:
@@ -277,14 +278,9 @@ def _chunk_claim_better(*, priority: int | None, owner: str) -> Chunk | None:
         startable["priority__gt"] = priority
     candidates = (
         Chunk.objects.filter(**{f"batch__{lookup}": value for lookup, value in startable.items()})
-        .filter(
-            Q(status=Chunk.Status.QUEUED, enqueued_at__isnull=False)
-            | Q(
-                status=Chunk.Status.RUNNING,
-                lease_expires_at__lt=now,
-                attempts__lt=settings.BATCHSITE_CHUNK_MAX_ATTEMPTS,
-            )
-        )
+        .filter(_waiting(now))
+        # Not one whose workers died too often: the sweep fails what they had in flight.
+        .exclude(status=Chunk.Status.RUNNING, attempts__gte=settings.BATCHSITE_CHUNK_MAX_ATTEMPTS)
         .filter(Q(batch__not_before__isnull=True) | Q(batch__not_before__lte=now))
         .order_by("-batch__priority", "batch__committed_at", "start_index")
         .values_list("pk", "status", "batch__max_concurrency", "batch_id")[:5]
