@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from pathlib import Path
 
@@ -30,6 +31,14 @@ def read_log(path: Path) -> dict[int, list[tuple[float, float, int]]]:
         n, start, end, pid = line.split()
         runs[int(n)].append((float(start), float(end), int(pid)))
     return runs
+
+
+def assert_never_concurrent(runs: dict[int, list[tuple[float, float, int]]]) -> None:
+    """Fail if any item's logged executions overlap in time."""
+    for n, executions in runs.items():
+        executions.sort()
+        for (_, end, _pid), (start, _, _) in itertools.pairwise(executions):
+            assert start >= end, f"item {n} ran twice at once: {executions}"
 
 
 def most_at_once(runs: dict[int, list[tuple[float, float, int]]]) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from batches import services
 from batches.engine.sweep import sweep_run
 from batches.models import Batch, BatchEvent, Item
 from tests.conftest import wait_for
-from tests.e2e.helpers import read_log
+from tests.e2e.helpers import assert_never_concurrent, read_log
 from tests.factories import AccountFactory
 from tests.helpers import recount
 
@@ -30,13 +29,6 @@ def record_batch(count: int, *, sleep_ms: float = 0) -> Batch:
         ]
         services.items_add(batch=batch, items=items, actor="test")
     return services.batch_commit(batch=batch, actor="test")
-
-
-def assert_never_concurrent(runs: dict[int, list[tuple[float, float, int]]]) -> None:
-    for n, executions in runs.items():
-        executions.sort()
-        for (_, end, _pid), (start, _, _) in itertools.pairwise(executions):
-            assert start >= end, f"item {n} ran twice at once: {executions}"
 
 
 def wait_ended(batch: Batch, clusters, *, sweep: bool, timeout: float = 240) -> Batch:

@@ -19,8 +19,8 @@ import pytest
 
 from batches.models import Batch, BatchEvent, Chunk, Item
 from tests.conftest import Cluster, wait_for
-from tests.e2e.helpers import read_log, wait_terminal
-from tests.e2e.test_crash import assert_never_concurrent, record_batch
+from tests.e2e.helpers import assert_never_concurrent, read_log, wait_terminal
+from tests.e2e.test_crash import record_batch
 from tests.helpers import recount
 
 pytestmark = [pytest.mark.cluster, pytest.mark.django_db(transaction=True)]
@@ -129,13 +129,19 @@ def assert_each_item_ran_once(batch: Batch, exec_log: Path, count: int) -> None:
     assert BatchEvent.objects.filter(batch=batch, kind="finished").count() == 1
 
 
+def batch_under_way() -> Batch:
+    """Commit 3,000 slow `test.record` items and wait until 200 of them ran."""
+    batch = record_batch(3000, sleep_ms=SLEEP_MS)
+    wait_for(lambda: Batch.objects.get(pk=batch.pk).succeeded_items >= 200, timeout=60)
+    return batch
+
+
 def test_sigterm__the_cluster_exits_at_once_and_another_takes_its_chunks_over(
     cluster_factory, env, exec_log
 ):
     first = cluster_factory(env=env)
     # Three chunks: two running, one waiting in the cluster's queue.
-    batch = record_batch(3000, sleep_ms=SLEEP_MS)
-    wait_for(lambda: Batch.objects.get(pk=batch.pk).succeeded_items >= 200, timeout=60)
+    batch = batch_under_way()
     pids = group_pids(first)
     held = leased_by(batch, pids)
     assert held, "the cluster held no chunk when it was told to stop"
@@ -211,8 +217,7 @@ def test_sigint_to_the_process_group__workers_finish_their_item_and_give_the_chu
 ):
     # Ctrl-C in a terminal (and `make run`) signals every process of the cluster at once.
     first = cluster_factory(env=env)
-    batch = record_batch(3000, sleep_ms=SLEEP_MS)
-    wait_for(lambda: Batch.objects.get(pk=batch.pk).succeeded_items >= 200, timeout=60)
+    batch = batch_under_way()
     pids = group_pids(first)
 
     took = interrupt_group(first)
@@ -239,8 +244,7 @@ def test_runlocal__ctrl_c_stops_its_cluster_cleanly(cluster_factory, env, exec_l
         }
     )
     runner.start(command=["runlocal", "--addr", f"127.0.0.1:{port}"])
-    batch = record_batch(3000, sleep_ms=SLEEP_MS)
-    wait_for(lambda: Batch.objects.get(pk=batch.pk).succeeded_items >= 200, timeout=60)
+    batch = batch_under_way()
     pids = group_pids(runner)
 
     took = interrupt_group(runner)

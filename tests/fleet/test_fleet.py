@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import io
-import itertools
 import json
 import time
 import zipfile
-from collections import defaultdict
-from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.e2e.helpers import assert_never_concurrent, read_log
 from tests.fleet.conftest import FIGURES, LEASE_SECONDS, Site
 from tests.fleet.hosts import wait_until
 from tests.helpers.files import zip_data
@@ -54,15 +52,6 @@ def batch_read(site: Site, batch_id: str) -> dict:
         response = client.get(f"/batches/{batch_id}/")
         assert response.status_code == 200, response.text
         return response.json()
-
-
-def executions(log: Path) -> dict[int, list[tuple[float, float, int]]]:
-    """Read the test job type's execution log: item n -> [(start, end, pid), ...]."""
-    runs: dict[int, list[tuple[float, float, int]]] = defaultdict(list)
-    for line in log.read_text().splitlines():
-        n, started, ended, pid = line.split()
-        runs[int(n)].append((float(started), float(ended), int(pid)))
-    return runs
 
 
 def assert_counters_equal_the_recount(site: Site, batch_id: str) -> dict[str, int]:
@@ -172,14 +161,10 @@ def test_fleet__a_worker_host_cut_off_mid_batch_loses_nothing_and_runs_nothing_t
         batch_id,
     )
     assert attempts == [(1, count)]
-    runs = executions(site.exec_log)
+    runs = read_log(site.exec_log)
     assert sorted(runs) == list(range(count))
-    rerun = 0
-    for n, ran in runs.items():
-        ran.sort()
-        rerun += len(ran) - 1
-        for (_, first_end, _), (second_start, _, _) in itertools.pairwise(ran):
-            assert second_start >= first_end, f"item {n} ran twice at the same time: {ran}"
+    assert_never_concurrent(runs)
+    rerun = sum(len(ran) - 1 for ran in runs.values())
     FIGURES.append(
         f"fleet partition: {count:,} test.record items; both worker hosts "
         f"{both_rate:,.0f} items/s; w1 cut off at {before_cut['counts']['succeeded']:,} done; "
@@ -279,7 +264,7 @@ def test_fleet__a_rolling_restart_of_both_worker_hosts_loses_nothing_and_reruns_
 
     assert finished["counts"]["succeeded"] == count
     assert assert_counters_equal_the_recount(site, batch_id) == {"succeeded": count}
-    runs = executions(site.exec_log)
+    runs = read_log(site.exec_log)
     assert sorted(runs) == list(range(count))
     assert [n for n, ran in runs.items() if len(ran) > 1] == []
     FIGURES.append(
