@@ -17,7 +17,6 @@ from typing import IO
 from django.conf import settings
 from django.core.files import File
 from django.core.files.storage import FileSystemStorage, Storage, storages
-from storages.backends.s3 import S3Storage
 
 
 def storage() -> Storage:
@@ -47,11 +46,17 @@ def packages_prefix(batch_id: uuid.UUID | str) -> str:
 
 def presigns() -> bool:
     """Say whether the storage hands out signed URLs a client can download from itself."""
+    # Imported here: boto3 added some 7 MB to every worker and web process, and only S3
+    # set-ups need it.
+    from storages.backends.s3 import S3Storage
+
     return isinstance(storage(), S3Storage)
 
 
 def download_url(name: str, *, filename: str) -> str:
     """Return a presigned URL that downloads the stored file `name` saved as `filename`."""
+    from storages.backends.s3 import S3Storage
+
     store = storage()
     assert isinstance(store, S3Storage), "only an S3 storage presigns URLs"
     disposition = f'attachment; filename="{filename}"'
