@@ -108,8 +108,8 @@ def domain_error_line(exc: DomainError) -> str:
     for error in getattr(exc, "errors", [])[:5]:
         if error["message"] in message:
             continue  # a whole-file problem repeated as its only detail
-        where = error.get("external_id") or error.get("field") or ""
-        details.append(f"{where}: {error['message']}" if where else error["message"])
+        where = [error[name] for name in ("external_id", "field") if error.get(name)]
+        details.append(": ".join([*where, error["message"]]))
     return f"{message}: {'; '.join(details)}" if details else message
 
 

@@ -35,10 +35,7 @@ def error_fields(body: dict) -> set[str]:
     """Return the fields a 400 names: `field`, or `[index].field` for a refused item."""
     fields = set()
     for error in body["errors"]:
-        if "index" in error:
-            fields.update(f"[{error['index']}].{name}" for name in error["fields"])
-        else:
-            fields.add(error["field"])
+        fields.add(f"[{error['index']}].{error['field']}" if "index" in error else error["field"])
     return fields
 
 
