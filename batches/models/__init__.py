@@ -1,7 +1,8 @@
 """The batch domain's tables: accounts and keys, batches, items, chunks, errors, events.
 
 Batches, items, chunks and errors are here; `accounts` holds the tenants, their keys and
-the engine's counters and locks, `events` the timeline and webhook deliveries.
+the engine's counters and locks, `events` the timeline and webhook deliveries, `tallies`
+the running totals of ended items that the metrics read.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from django.utils import timezone
 
 from batches.models.accounts import Account, ApiKey, Lock, Sequence
 from batches.models.events import BatchEvent, WebhookAttempt, WebhookDelivery
+from batches.models.tallies import ItemTally
 
 
 class BatchQuerySet(models.QuerySet["Batch"]):
@@ -399,6 +401,7 @@ __all__ = [
     "BatchQuerySet",
     "Chunk",
     "Item",
+    "ItemTally",
     "Lock",
     "Sequence",
     "WebhookAttempt",

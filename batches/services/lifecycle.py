@@ -15,7 +15,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from batches import engine, files, selectors, webhooks
+from batches import engine, files, selectors, tallies, webhooks
 from batches.engine import nudges
 from batches.exceptions import (
     BatchAlreadyCommitted,
@@ -207,6 +207,7 @@ def _uncommitted_end(
     batch.status = status
     batch.finished_at = now
     batch.save(update_fields=["status", "finished_at"])
+    tallies.tally_batch_end(batch_id=batch.pk)
     event_record(batch=batch, kind=status, actor=actor, detail=detail)
     webhooks.batch_ended(batch)
     return batch
@@ -346,6 +347,9 @@ def batch_rerun(*, batch: Batch, which: RerunWhich, actor: str) -> Batch:
     )
     if not moved:
         raise Conflict(f"batch has no {which} items to rerun", code="nothing_to_rerun")
+    # The reset items' outcomes stay counted in the batch's tallies; the kept ones are
+    # counted from the items again while the batch is active.
+    tallies.tally_batch_reopen(batch_id=batch.pk)
     # The items just queued: a refusal rolls their move back.
     job_types_ready_check(selectors.batch_item_types(batch=batch, statuses=[Item.Status.QUEUED]))
     stale = [files.outputs_prefix(batch.pk)] if which == "all" else []
