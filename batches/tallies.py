@@ -21,7 +21,7 @@ key order so that two deletions never deadlock). A leaf over the models, like ti
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -58,14 +58,14 @@ def item_duration() -> ExpressionWrapper:
     return ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
 
 
-def totals_from_rows(rows: Iterable[dict[str, Any]]) -> Totals:
+def totals_from_rows(rows: Iterable[Mapping[str, Any]]) -> Totals:
     """Turn aggregate rows keyed by `type` and `status` into totals keyed (type, outcome)."""
     totals: Totals = {}
     for row in rows:
-        total = row.pop("total")
-        row["seconds"] = total.total_seconds() if total is not None else 0.0
-        key = (row.pop("type"), row.pop("status"))
-        totals[key] = {field: row[field] for field in TOTAL_FIELDS}
+        values = {field: row[field] for field in TOTAL_FIELDS if field != "seconds"}
+        total = row["total"]
+        values["seconds"] = total.total_seconds() if total is not None else 0.0
+        totals[(row["type"], row["status"])] = values
     return totals
 
 
@@ -78,7 +78,7 @@ def batch_ended_totals(batch_id: uuid.UUID) -> Totals:
         .values("type", "status")
         .annotate(**item_totals_annotations())
     )
-    return totals_from_rows(list(rows))
+    return totals_from_rows(rows)
 
 
 def _rows_add(batch_id: uuid.UUID, totals: Totals, sign: int = 1) -> None:
