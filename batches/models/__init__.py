@@ -131,6 +131,9 @@ class Batch(models.Model):
     # counts by type and chunk planning need no look at the items of a one-type batch.
     item_types_mixed = models.BooleanField(default=False)
     superseded = models.BooleanField(default=False)
+    # The X-Request-ID of the request that created, committed or last re-ran the batch:
+    # workers put it on their log lines about the batch (batchsite.requestid).
+    request_id = models.CharField(max_length=64, blank=True)
 
     total_items = models.BigIntegerField(default=0)
     pending_items = models.BigIntegerField(default=0)

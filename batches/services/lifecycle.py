@@ -34,6 +34,7 @@ from batches.models import Account, Batch, BatchError, Chunk, Item
 from batches.services.common import batch_lock, job_types_ready_check, sequence_next
 from batches.services.items import _items_insert, items_add_staged
 from batches.timeline import event_record, items_move
+from batchsite.requestid import request_id_get
 from jobs import get_job_type, outbound
 
 BATCH_OPTIONS = (
@@ -118,6 +119,7 @@ def batch_create(
                 source_url=source_url,
                 commit_on_ingest=bool(source_url and commit),
                 status=Batch.Status.INGESTING if source_url else Batch.Status.CREATED,
+                request_id=request_id_get(),
                 **options,
             )
             event_record(batch=batch, kind="created", actor=actor)
@@ -231,7 +233,9 @@ def batch_commit(*, batch: Batch, actor: str) -> Batch:
     batch.refresh_from_db()
     batch.status = Batch.Status.COMMITTED
     batch.committed_at = timezone.now()
-    batch.save(update_fields=["status", "committed_at"])
+    # A commit made for no request (a worker's, after ingest) keeps the creator's id.
+    batch.request_id = request_id_get() or batch.request_id
+    batch.save(update_fields=["status", "committed_at", "request_id"])
     chunk_ids = engine.chunks_plan(batch)
     event_record(batch=batch, kind="committed", actor=actor, detail={"chunks": len(chunk_ids)})
     engine.chunks_enqueue_on_commit(batch, chunk_ids)
@@ -366,10 +370,11 @@ def batch_rerun(*, batch: Batch, which: RerunWhich, actor: str) -> Batch:
     batch.started_at = None
     batch.finished_at = None
     batch.rate_from_at = batch.rate_mid_at = None
+    batch.request_id = request_id_get() or batch.request_id
     batch.save(
         update_fields=[
             "status", "ending", "committed_at", "started_at", "finished_at",
-            "rate_from_at", "rate_mid_at",
+            "rate_from_at", "rate_mid_at", "request_id",
         ]
     )  # fmt: skip
     chunk_ids = engine.chunks_plan(batch)
