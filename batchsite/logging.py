@@ -141,7 +141,8 @@ def logging_config(*, log_format: str, batches_level: str, q_level: str) -> dict
 
     SecretsFilter blanks secrets out of what the loggers that print client input make (the
     development server's request lines, SQL), and out of everything the console prints;
-    RequestIdFilter gives every line the console prints its request id.
+    RequestIdFilter gives every line the console prints its request id (first: it reads
+    gunicorn's access atoms, which SecretsFilter folds into the message it redacts).
     """
     return {
         "version": 1,
@@ -164,7 +165,7 @@ def logging_config(*, log_format: str, batches_level: str, q_level: str) -> dict
             "console": {
                 "class": "logging.StreamHandler",
                 "formatter": log_format,
-                "filters": ["secrets", "request_id"],
+                "filters": ["request_id", "secrets"],
             },
             "django.server": {
                 "class": "logging.StreamHandler",
@@ -200,7 +201,7 @@ def gunicorn_logging_config(*, log_format: str) -> dict[str, Any]:
     config["handlers"]["access"] = {
         "class": "logging.StreamHandler",
         "formatter": log_format,
-        "filters": ["secrets", "request_id"],
+        "filters": ["request_id", "secrets"],
         "stream": "ext://sys.stdout",
     }
     config["loggers"]["gunicorn.error"] = {

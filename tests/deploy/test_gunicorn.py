@@ -159,3 +159,6 @@ def test_gunicorn_conf__serves_probes_by_address_and_logs_through_the_apps_loggi
     # The app's secrets filter cleans gunicorn's request lines too.
     assert any("api-key=[redacted]" in message for message in messages), messages
     assert API_KEY not in stdout.read_text()
+    # Each access line names the request id its response carried, a redacted one too.
+    ids = {line.get("request_id") for line in lines}
+    assert {health.headers["X-Request-ID"], api.headers["X-Request-ID"]} <= ids
