@@ -115,6 +115,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so every response (probes, redirects, errors) carries X-Request-ID and every
+    # log line of the request its id.
+    "batchsite.requestid.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "batches.api.csp.ContentSecurityPolicyMiddleware",
     # Probes by IP: before CommonMiddleware, which refuses a Host not in ALLOWED_HOSTS.

@@ -427,7 +427,7 @@ class BatchEventSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = BatchEvent
-        fields = ["kind", "actor", "detail", "created_at"]
+        fields = ["kind", "actor", "detail", "request_id", "created_at"]
         read_only_fields = fields
 
 
