@@ -526,8 +526,10 @@ class Client:
                 response = self._http.send(request, stream=stream)
             except httpx.TransportError as exc:
                 if not idempotent or attempt >= self.max_retries:
+                    # Without the query: a presigned URL's signature stays out of logs.
+                    where = url.copy_with(query=None)
                     raise ConnectionFailed(
-                        f"{method} {url}: {type(exc).__name__}: {exc}", code="connection_failed"
+                        f"{method} {where}: {type(exc).__name__}: {exc}", code="connection_failed"
                     ) from exc
                 delay = _http.backoff(attempt, self.backoff_factor)
             else:
