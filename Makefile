@@ -5,6 +5,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
+# `make run HOST=0.0.0.0 PORT=8001` serves on another address.
+HOST ?= 127.0.0.1
+PORT ?= 8000
 # Settings refuse to load without a key; the checks never serve a request with it.
 CHECK_SECRET_KEY ?= $${DJANGO_SECRET_KEY:-checks-only-not-secret}
 # The Python client lives in its own package; installed beside the server when it is there.
@@ -53,7 +56,7 @@ lock: | $(PY)
 
 ## Migrate, print a demo API key, and run the web server and one worker until Ctrl-C.
 run: install-runtime
-	BATCHSITE_LOCAL_RUN=1 $(PY) manage.py runlocal
+	BATCHSITE_LOCAL_RUN=1 $(PY) manage.py runlocal --host $(HOST) --port $(PORT)
 
 ## Run the whole test suite (SQLite and the ORM broker unless DATABASE_URL/BATCHSITE_BROKER_URL say otherwise).
 test: install

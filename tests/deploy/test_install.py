@@ -131,3 +131,14 @@ def test_make_install__installs_the_dev_lock_by_hash_then_the_project_when_it_ch
     assert "install --quiet --require-hashes -r requirements-dev.txt" in commands
     assert "install --quiet --no-deps -e ." in commands
     assert commands.index("requirements-dev.txt") < commands.index("--no-deps -e .")
+
+
+@needs_make
+def test_make_run__installs_the_runtime_lock_and_passes_host_and_port():
+    default = make_dry_run("-W", "requirements.txt", "run")
+    chosen = make_dry_run("run", "HOST=0.0.0.0", "PORT=8001")
+
+    assert "install --quiet --require-hashes -r requirements.txt" in default
+    assert "requirements-dev.txt" not in default
+    assert "manage.py runlocal --host 127.0.0.1 --port 8000" in default
+    assert "manage.py runlocal --host 0.0.0.0 --port 8001" in chosen
