@@ -305,5 +305,5 @@ def test_cluster__engine_log_line_carries_the_committing_requests_id_and_workers
         samples = families["batchsite_workers"].samples if "batchsite_workers" in families else []
         return {s.labels["cluster"]: s.value for s in samples}
 
-    alive = wait_for(workers, timeout=60)
-    assert list(alive.values()) == [cluster.workers]
+    # Clusters of earlier tests may linger in the shared cache for a while, stopped.
+    wait_for(lambda: cluster.workers in workers().values(), timeout=60)
