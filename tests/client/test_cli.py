@@ -72,6 +72,19 @@ def test_cli__a_failed_batch_exits_3(live_server, api_key, tmp_path):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_cli__a_batch_that_finished_with_a_failed_item_exits_3(live_server, api_key, tmp_path):
+    items = tmp_path / "items.jsonl"
+    lines = [{"payload": {"n": 1}}, {"payload": {"fail": True}}]
+    items.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+    submitted = run(live_server, api_key, "submit", str(items), "--type", "echo", "--wait")
+
+    assert submitted.returncode == 3, submitted.stderr
+    batch = Batch.objects.get()
+    assert (batch.status, batch.succeeded_items, batch.failed_items) == ("finished", 1, 1)
+
+
+@pytest.mark.django_db(transaction=True)
 def test_cli__bad_key_is_a_one_line_error(live_server, tmp_path):
     items = tmp_path / "items.jsonl"
     items.write_text(json.dumps({"payload": {}}) + "\n")

@@ -3,7 +3,8 @@
 It reads the server's URL from BATCHSITE_URL (default http://127.0.0.1:8000) and the API
 key from BATCHSITE_KEY (`make run` prints `export BATCHSITE_KEY=...`). Exit status: 0 when
 all went well, 1 on an error (said on one line), 2 on a usage error, and 3 when a batch
-waited for ended otherwise than `finished` (stopped, cancelled, failed, expired).
+waited for ended otherwise than `finished` (stopped, cancelled, failed, expired) or
+finished with failed items (as `manage.py createbatch --wait` does).
 """
 
 from __future__ import annotations
@@ -97,8 +98,10 @@ def progress_for(out: TextIO) -> Progress:
 
 
 def ended_code(batch: Batch) -> int:
-    """Return the exit status for a batch waited for."""
-    return 0 if batch["status"] == "finished" else EXIT_NOT_FINISHED
+    """Return the exit status for a batch waited for: 0 only if every item succeeded."""
+    if batch["status"] == "finished" and not batch["counts"]["failed"]:
+        return 0
+    return EXIT_NOT_FINISHED
 
 
 def submit(client: Client, args: argparse.Namespace) -> int:
