@@ -3,6 +3,8 @@ batches.api.fields) and output shapes."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from django.urls import reverse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
@@ -28,6 +30,43 @@ from batches.models import Batch, BatchError, BatchEvent, Item
 MAX_INT32 = 2**31 - 1
 
 
+def priority_field() -> StrictIntegerField:
+    """Return the field of a batch's priority (an option at creation, changeable later)."""
+    return StrictIntegerField(
+        required=False,
+        min_value=-100,
+        max_value=100,
+        help_text="Workers take chunks of higher-priority batches first (default 0).",
+    )
+
+
+def max_concurrency_field() -> StrictIntegerField:
+    """Return the field of a batch's max_concurrency (null: no limit)."""
+    return StrictIntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=10_000,
+        help_text="Most chunks of this batch processed at once (default: no limit).",
+    )
+
+
+def deadline_field() -> serializers.DateTimeField:
+    """Return the field of a batch's deadline (null: none)."""
+    return serializers.DateTimeField(
+        required=False,
+        allow_null=True,
+        help_text="Cancel whatever has not run by then; the batch ends `expired`.",
+    )
+
+
+def deadline_check(value):
+    """Refuse a deadline that has already passed."""
+    if value is not None and value <= timezone.now():
+        raise serializers.ValidationError("Must be in the future.")
+    return value
+
+
 class BatchOptionsSerializer(StrictSerializer):
     """How the batch behaves on failure."""
 
@@ -48,11 +87,7 @@ class BatchOptionsSerializer(StrictSerializer):
     not_before = serializers.DateTimeField(
         required=False, allow_null=True, help_text="Once committed, start no earlier than this."
     )
-    deadline = serializers.DateTimeField(
-        required=False,
-        allow_null=True,
-        help_text="Cancel whatever has not run by then; the batch ends `expired`.",
-    )
+    deadline = deadline_field()
     retention_days = StrictIntegerField(
         required=False,
         allow_null=True,
@@ -69,25 +104,12 @@ class BatchOptionsSerializer(StrictSerializer):
             "host must be in BATCHSITE_OUTBOUND_ALLOWED_HOSTS."
         ),
     )
-    priority = StrictIntegerField(
-        required=False,
-        min_value=-100,
-        max_value=100,
-        help_text="Workers take chunks of higher-priority batches first (default 0).",
-    )
-    max_concurrency = StrictIntegerField(
-        required=False,
-        allow_null=True,
-        min_value=1,
-        max_value=10_000,
-        help_text="Most chunks of this batch processed at once (default: no limit).",
-    )
+    priority = priority_field()
+    max_concurrency = max_concurrency_field()
 
     def validate_deadline(self, value):
         """Refuse a deadline that has already passed."""
-        if value is not None and value <= timezone.now():
-            raise serializers.ValidationError("Must be in the future.")
-        return value
+        return deadline_check(value)
 
     def validate(self, attrs):
         """Refuse a not_before after the deadline."""
@@ -147,6 +169,37 @@ class BatchCreateSerializer(StrictSerializer):
         if not isinstance(value, list):
             raise serializers.ValidationError("Must be a list of item objects.")
         return value
+
+
+class BatchChangeSerializer(StrictSerializer):
+    """The body of PATCH batches/{id}/: what may change while a batch is open or running."""
+
+    # See BatchCreateSerializer.label.
+    label = StrictCharField(required=False, allow_blank=True, max_length=200)  # type: ignore[assignment]
+    metadata = JSONObjectField(required=False, help_text="Replaces the batch's metadata.")
+    priority = priority_field()
+    max_concurrency = max_concurrency_field()
+    deadline = deadline_field()
+
+    # The batch's other writable fields, refused with a reason rather than as unknown.
+    FIXED = ("id", "type", "options", "items", "source_url", "commit", "account")
+
+    def validate_deadline(self, value):
+        """Refuse a deadline that has already passed."""
+        return deadline_check(value)
+
+    def to_internal_value(self, data):
+        """Refuse, by name, the fields that are fixed once the batch exists."""
+        fixed = sorted(set(data) & set(self.FIXED)) if isinstance(data, Mapping) else []
+        if fixed:
+            errors = {name: ["Cannot be changed once the batch exists."] for name in fixed}
+            if "options" in errors:
+                errors["options"] = [
+                    "Give priority, max_concurrency or deadline at the top level; "
+                    "the other options cannot be changed once the batch exists."
+                ]
+            raise serializers.ValidationError(errors)
+        return super().to_internal_value(data)
 
 
 class RerunSerializer(StrictSerializer):

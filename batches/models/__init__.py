@@ -80,6 +80,10 @@ class Batch(models.Model):
     )
     ACCEPTS_ITEMS = frozenset({Status.CREATED, Status.OPEN})
     ACTIVE = frozenset({Status.COMMITTED, Status.RUNNING, Status.CANCELLING, Status.FINALIZING})
+    # Not yet winding down, so PATCH batches/{id}/ may still change how it runs.
+    CHANGEABLE = frozenset(
+        {Status.CREATED, Status.INGESTING, Status.OPEN, Status.COMMITTED, Status.RUNNING}
+    )
     # Longest retention the API takes: a century, a date Python can still compute back to.
     MAX_RETENTION_DAYS = 36_500
 

@@ -312,6 +312,53 @@ def batch_resume(*, batch: Batch, actor: str) -> Batch:
     return batch
 
 
+# What PATCH batches/{id}/ may change: nothing that changes what the items mean.
+BATCH_CHANGES = ("label", "metadata", "priority", "max_concurrency", "deadline")
+
+
+def _event_value(value: Any) -> Any:
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+@transaction.atomic
+def batch_change(*, batch: Batch, actor: str, changes: dict[str, Any]) -> Batch:
+    """Change a live batch's label, metadata, priority, max_concurrency or deadline.
+
+    Workers read these when they claim a chunk, so a change holds from the next chunk
+    claimed; chunks in flight finish as they started. Raising or lifting max_concurrency
+    releases the chunks it held. The event records each field's old and new value; a body
+    that changes nothing records nothing.
+    """
+    unknown = sorted(set(changes) - set(BATCH_CHANGES))
+    if unknown:
+        raise InvalidInput(f"cannot change: {', '.join(unknown)}")
+    batch = batch_lock(batch)
+    if batch.status not in Batch.CHANGEABLE:
+        raise BatchFinished(f"batch is {batch.status}; it can no longer be changed")
+    changed = {name: value for name, value in changes.items() if getattr(batch, name) != value}
+    deadline = changed.get("deadline")
+    if deadline is not None and batch.not_before is not None and deadline <= batch.not_before:
+        raise InvalidInput.for_field(
+            "deadline",
+            "Must be after the batch's not_before.",
+            detail=f"deadline must be after not_before ({batch.not_before.isoformat()})",
+        )
+    if not changed:
+        return batch
+    detail = {
+        name: {"from": _event_value(getattr(batch, name)), "to": _event_value(value)}
+        for name, value in changed.items()
+    }
+    for name, value in changed.items():
+        setattr(batch, name, value)
+    batch.save(update_fields=list(changed))
+    event_record(batch=batch, kind="changed", actor=actor, detail=detail)
+    if "max_concurrency" in changed and batch.status in Batch.ACTIVE:
+        batch_id = batch.pk
+        transaction.on_commit(lambda: engine.chunks_release(batch_id))
+    return batch
+
+
 RerunWhich = Literal["failed", "all"]
 
 

@@ -23,6 +23,7 @@ OPERATION_IDS = {
     ("get", "/api/v1/batches/"): "batches_list",
     ("post", "/api/v1/batches/"): "batches_create",
     ("get", "/api/v1/batches/{id}/"): "batches_retrieve",
+    ("patch", "/api/v1/batches/{id}/"): "batches_update",
     ("delete", "/api/v1/batches/{id}/"): "batches_delete",
     ("post", "/api/v1/batches/{id}/commit/"): "batches_commit",
     ("post", "/api/v1/batches/{id}/cancel/"): "batches_cancel",
