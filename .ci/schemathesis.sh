@@ -1,80 +1,38 @@
 #!/usr/bin/env bash
-# Contract test: run schemathesis against a live server, built from the OpenAPI schema it serves.
+# Contract test: run schemathesis against a live server, built from the OpenAPI documents it
+# serves: the native API's (/api/v1/schema/) and each compat dialect's (/compat/NAME/schema/).
 #
-# Makes a fresh data dir (and SQLite database, unless DATABASE_URL names one), migrates,
-# creates an account and an API key, starts the server with production-like settings on a
-# free loopback port, waits for /healthz/, and runs schemathesis with a fixed seed and a
-# bounded number of examples. Exits non-zero on any failure; always stops the server.
+# Starts the server as .ci/live_server.sh says (fresh SQLite database, production-like
+# settings, an account and an API key) and runs schemathesis on each document with a fixed
+# seed and a bounded number of examples. Exits non-zero on any failure; always stops the
+# server.
 #
 # How many cases it generates is set in .ci/schemathesis.toml; SCHEMATHESIS_SEED (default
-# 20240611) picks another reproducible run; extra arguments go to `schemathesis run`.
+# 20240611) picks another reproducible run; extra arguments go to every `schemathesis run`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=.venv/bin/python
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/batchsite-schemathesis.XXXXXX")"
-SERVER_PID=""
+# shellcheck source=.ci/live_server.sh
+. .ci/live_server.sh
+trap live_server_stop EXIT
 
-stop_server() {
-    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    rm -rf "$WORK"
-}
-trap stop_server EXIT
+live_server_start
 
-# Production-like: DEBUG off, a real secret key, one allowed host; nothing forces HTTPS,
-# since the server speaks plain http on loopback. Throttling (of requests, and of bad keys
-# per address: schemathesis may present broken credentials) is off so that a fast run is
-# never cut short by 429s (their problem document is checked by the unit tests).
-export BATCHSITE_DATA_DIR="$WORK/data"
-export DJANGO_SECRET_KEY="schemathesis-only-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-export DJANGO_DEBUG=0
-export DJANGO_ALLOWED_HOSTS=127.0.0.1
-export BATCHSITE_SSL_REDIRECT=0 BATCHSITE_SECURE_COOKIES=0 BATCHSITE_HSTS_SECONDS=0
-export BATCHSITE_BEHIND_PROXY=0
-export BATCHSITE_THROTTLE_RATE=0 BATCHSITE_AUTH_FAILURES_PER_MINUTE=0
-# Generated source URLs, image origins and callbacks must never leave this machine.
-export BATCHSITE_OUTBOUND_ALLOWED_HOSTS=
-unset BATCHSITE_LOCAL_RUN
-
-"$PY" manage.py migrate --no-input -v 0
-"$PY" manage.py createaccount schemathesis >/dev/null
-BATCHSITE_CONTRACT_KEY="$("$PY" manage.py createapikey schemathesis 2>/dev/null | tail -n 1)"
-export BATCHSITE_CONTRACT_KEY
-
-PORT="$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-BASE="http://127.0.0.1:$PORT"
-# The server production runs (gunicorn), or Django's own where gunicorn is not installed.
-if [ -x .venv/bin/gunicorn ]; then
-    .venv/bin/gunicorn batchsite.wsgi --bind "127.0.0.1:$PORT" --workers 2 \
-        >"$WORK/server.log" 2>&1 &
-else
-    "$PY" manage.py runserver --noreload "127.0.0.1:$PORT" >"$WORK/server.log" 2>&1 &
-fi
-SERVER_PID=$!
-
-for attempt in $(seq 1 60); do
-    curl -fsS -o /dev/null "$BASE/healthz/" 2>/dev/null && break
-    if [ "$attempt" -eq 60 ] || ! kill -0 "$SERVER_PID" 2>/dev/null; then
-        echo "the server did not answer /healthz/ within 30 s:" >&2
-        cat "$WORK/server.log" >&2
-        exit 1
-    fi
-    sleep 0.5
+DOCUMENTS=(api/v1 compat/brightlocal compat/centrapay compat/signing compat/dlcs)
+rc=0
+for document in "${DOCUMENTS[@]}"; do
+    printf '\n--- schemathesis: /%s/schema/\n' "$document"
+    .venv/bin/schemathesis --config-file .ci/schemathesis.toml run \
+        "$BASE/$document/schema/?format=json" \
+        --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
+        --seed "${SCHEMATHESIS_SEED:-20240611}" \
+        --no-color \
+        "$@" || rc=$?
 done
 
-rc=0
-.venv/bin/schemathesis --config-file .ci/schemathesis.toml run "$BASE/api/v1/schema/?format=json" \
-    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
-    --seed "${SCHEMATHESIS_SEED:-20240611}" \
-    --no-color \
-    "$@" || rc=$?
-
 if [ "$rc" -ne 0 ]; then
-    # The server's own messages (tracebacks above all), without its line per request.
-    echo "--- server log, requests left out (last 200 lines)" >&2
-    grep -v -E '^\[[0-9]{2}/[A-Z][a-z]{2}/|WARNING django\.request ' "$WORK/server.log" | tail -n 200 >&2
+    live_server_log
 fi
 exit "$rc"

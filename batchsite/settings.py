@@ -304,6 +304,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # The native API's document; each compat dialect has its own (batches.compat.schema).
+    "DEFAULT_GENERATOR_CLASS": "batches.api.schema.DocumentGenerator",
     "ENUM_NAME_OVERRIDES": {
         "BatchStatusEnum": "batches.models.Batch.Status",
         "ItemStatusEnum": "batches.models.Item.Status",

@@ -469,13 +469,35 @@ class UploadOptionsSerializer(StrictSerializer):
 
 
 class FileItemSerializer(StrictSerializer):
-    """A multipart POST items/: one file item."""
+    """The multipart form of POST items/file/: one file item."""
 
     file = serializers.FileField()
     external_id = StrictCharField(required=False, max_length=255)
     key = StrictCharField(required=False, max_length=255)
     type = JobTypeNameField(required=False, max_length=100)
-    payload = JSONObjectField(required=False, binary=True)
+    payload = JSONObjectField(
+        required=False, binary=True, help_text="The item's payload: a JSON object, as text."
+    )
+
+
+class ApiRootLinksSerializer(serializers.Serializer):
+    """Where the API's parts are."""
+
+    batches = serializers.URLField()
+    job_types = serializers.URLField()
+    account = serializers.URLField()
+    schema = serializers.URLField(help_text="This API's OpenAPI document.")
+    docs = serializers.URLField(help_text="Its browsable documentation.")
+
+
+class ApiRootSerializer(serializers.Serializer):
+    """The answer to GET /api/v1/: links to the API's parts."""
+
+    links = ApiRootLinksSerializer()
+    dialect_schemas = serializers.DictField(
+        child=serializers.URLField(),
+        help_text="The OpenAPI document of each compat dialect, by name.",
+    )
 
 
 class UploadErrorSerializer(serializers.Serializer):

@@ -8,7 +8,7 @@ from rest_framework.routers import SimpleRouter
 
 from batches.api.notfound import ApiNotFound
 from batches.api.renderers import SchemaNegotiation
-from batches.api.views import UUID_PATTERN, BatchViewSet, JobTypeList
+from batches.api.views import UUID_PATTERN, ApiRoot, BatchViewSet, JobTypeList
 from batches.api.webhooks import AccountView, DeliveryViewSet, WebhookSecretView
 
 app_name = "api"
@@ -17,6 +17,7 @@ router = SimpleRouter()
 router.register("batches", BatchViewSet, basename="batch")
 
 urlpatterns = [
+    path("", ApiRoot.as_view(), name="root"),
     path("job-types/", JobTypeList.as_view(), name="job-types"),
     path(
         "schema/",

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
+from rest_framework.parsers import MultiPartParser
+from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -17,6 +20,7 @@ from batches.api.params import choice_param, form_errors, int_param
 from batches.api.parsers import RawBodyParser
 from batches.api.schema import problem_response
 from batches.api.serializers import (
+    ApiRootSerializer,
     BatchChangeSerializer,
     BatchCreateSerializer,
     BatchDetailSerializer,
@@ -43,6 +47,51 @@ DETAIL_ACTIONS = frozenset(
     {"retrieve", "create", "partial_update", "commit", "cancel", "rerun", "pause", "resume"}
 )
 UUID_PATTERN = r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
+
+# What GET /api/v1/ links to: the API's parts, and each compat dialect's own schema.
+ROOT_LINKS = {
+    "batches": "api:batch-list",
+    "job_types": "api:job-types",
+    "account": "api:account",
+    "schema": "api:schema",
+    "docs": "api:docs",
+}
+DIALECT_SCHEMAS = {
+    "brightlocal": "brightlocal:schema",
+    "centrapay": "centrapay:schema",
+    "signing": "compat-signing:schema",
+    "dlcs": "compat-dlcs:schema",
+}
+
+# POST items/ takes one item object or a list of them (a multipart form with a file, which
+# it takes too for older clients, is POST items/file/ in the schema).
+ITEMS_ADD_BODY = PolymorphicProxySerializer(
+    component_name="ItemsAdd",
+    serializers=[ItemInputSerializer, ItemInputSerializer(many=True)],
+    resource_type_field_name=None,
+    many=False,
+)
+
+
+class ApiRoot(APIView):
+    """Link to the parts of the API.
+
+    Readable without a key, like the schema: it shows no data, only where things are, so
+    a new client can find its way from the one URL it was given.
+    """
+
+    permission_classes = [AllowAny]
+
+    @extend_schema(responses=ApiRootSerializer, tags=["api"])
+    def get(self, request):
+        """Return absolute URLs of the API's parts and of each dialect's schema."""
+
+        def absolute(names: dict[str, str]) -> dict[str, str]:
+            return {key: request.build_absolute_uri(reverse(name)) for key, name in names.items()}
+
+        return Response(
+            {"links": absolute(ROOT_LINKS), "dialect_schemas": absolute(DIALECT_SCHEMAS)}
+        )
 
 
 class JobTypeList(APIView):
@@ -206,12 +255,10 @@ class BatchViewSet(viewsets.GenericViewSet):
     )
     @extend_schema(
         methods=["POST"],
-        request={
-            "application/json": ItemInputSerializer(many=True),
-            "multipart/form-data": FileItemSerializer,
-        },
+        request={"application/json": ITEMS_ADD_BODY},
         responses={201: ItemsAddedSerializer},
-        description="Add one item (an object) or up to 10,000 (a list); all or none.",
+        description="Add one item (an object) or up to 10,000 (a list); all or none. "
+        "A file item is POST items/file/.",
     )
     @action(
         detail=True,
@@ -233,6 +280,8 @@ class BatchViewSet(viewsets.GenericViewSet):
         return self.get_paginated_response(data)
 
     def _items_add(self, batch: Batch) -> Response:
+        # The multipart form of a file item came here before items/file/ existed; older
+        # clients still send it, so it is taken here too (undocumented).
         if self.request.content_type.startswith("multipart/form-data"):
             return self._file_item_add(batch)
         data = self.request.data
@@ -242,6 +291,21 @@ class BatchViewSet(viewsets.GenericViewSet):
         items = data if isinstance(data, list) else [data]
         created = services.items_add(batch=batch, items=items, actor=request_actor(self.request))
         return self._items_added(batch, created)
+
+    @extend_schema(
+        request={"multipart/form-data": FileItemSerializer},
+        responses={201: ItemsAddedSerializer},
+    )
+    @action(
+        detail=True,
+        methods=["post"],
+        url_path="items/file",
+        parser_classes=[MultiPartParser],
+        filterset_class=None,
+    )
+    def file_item_add(self, request, pk=None):
+        """Add one item with a file: a multipart form of `file` and the item's fields."""
+        return self._file_item_add(self.get_object())
 
     def _file_item_add(self, batch: Batch) -> Response:
         fields = FileItemSerializer(data=self.request.data)
@@ -268,14 +332,15 @@ class BatchViewSet(viewsets.GenericViewSet):
         }
         return Response(body, status=status.HTTP_201_CREATED)
 
+    # One media type in the schema: generated clients send bytes as
+    # application/octet-stream, which the server reads in the format the bytes show; the
+    # description names the Content-Types that say the format outright.
     @extend_schema(
-        request={
-            "application/x-ndjson": OpenApiTypes.BINARY,
-            "application/json": OpenApiTypes.BINARY,
-            "text/csv": OpenApiTypes.BINARY,
-            "application/zip": OpenApiTypes.BINARY,
-            "application/octet-stream": OpenApiTypes.BINARY,
-        },
+        request={"application/octet-stream": OpenApiTypes.BINARY},
+        description="Add the items of a JSONL, JSON array, CSV or ZIP file sent as the body, "
+        "streamed. The body's Content-Type may name its format (`application/x-ndjson`, "
+        "`application/json`, `text/csv`, `application/zip`); as `application/octet-stream` "
+        "it is read in the format its first bytes show.",
         parameters=[
             OpenApiParameter("on_error", str, enum=["skip", "reject"]),
             OpenApiParameter("dry_run", bool),

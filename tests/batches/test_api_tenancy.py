@@ -24,6 +24,7 @@ REQUESTS = [
     pytest.param("post", "rerun/", {"items": "all"}, id="rerun"),
     pytest.param("get", "items/", None, id="items-list"),
     pytest.param("post", "items/", {"payload": {"n": 9}}, id="items-add"),
+    pytest.param("post", "items/file/", {"payload": {"n": 9}}, id="file-item-add"),
     pytest.param("get", "items/0/", None, id="item"),
     pytest.param("get", "results/", None, id="results"),
     pytest.param("get", "errors/", None, id="errors"),

@@ -616,7 +616,7 @@ def test_dlcs_images__a_batch_made_through_the_api_has_images_without_an_origin(
     created = client_a.post("/api/v1/batches/", body, format="json").json()
 
     images = get(client_a, f"{batches_url(account)}/{created['number']}/images")
-    schema = APIClient().get("/api/v1/schema/?format=json").json()
+    schema = APIClient().get("/compat/dlcs/schema/?format=json").json()
 
     origin = schema["components"]["schemas"]["DlcsImage"]["properties"]["origin"]
 
@@ -671,7 +671,7 @@ def test_dlcs__unknown_customer_batch_and_path_are_not_found(client_a, account):
 
 
 def test_dlcs__schema_lists_every_endpoint_under_its_tag(db):
-    response = APIClient().get("/api/v1/schema/?format=json")
+    response = APIClient().get("/compat/dlcs/schema/?format=json")
 
     assert response.status_code == 200
     paths = response.json()["paths"]

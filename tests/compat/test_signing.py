@@ -747,7 +747,7 @@ def test_signing__unknown_path_and_wrong_method_answer_in_the_dialect(client_a):
 
 
 def test_signing__schema_describes_dates_as_the_dialect_writes_them(db):
-    schemas = APIClient().get("/api/v1/schema/?format=json").json()["components"]["schemas"]
+    schemas = APIClient().get("/compat/signing/schema/?format=json").json()["components"]["schemas"]
 
     for name in ("SigningBatchRecord", "SigningBatchStatus", "SigningPackageRecord"):
         creation_date = schemas[name]["properties"]["creationDate"]
@@ -756,7 +756,7 @@ def test_signing__schema_describes_dates_as_the_dialect_writes_them(db):
 
 
 def test_signing__schema_lists_every_endpoint_under_its_tag(db):
-    response = APIClient().get("/api/v1/schema/?format=json")
+    response = APIClient().get("/compat/signing/schema/?format=json")
 
     assert response.status_code == 200
     paths = response.json()["paths"]

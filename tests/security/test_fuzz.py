@@ -371,6 +371,12 @@ def api_items(caller: Caller) -> Target:
     return Target("POST", path, api_headers(caller), {"type": quoted("echo", "test.stamp")})
 
 
+def api_file_item(caller: Caller) -> Target:
+    batch = caller.batch(type="test.stamp")
+    path = f"/api/v1/batches/{batch.id}/items/file/"
+    return Target("POST", path, api_headers(caller), {"type": quoted("echo", "test.stamp")})
+
+
 def api_rerun(caller: Caller) -> Target:
     path = f"/api/v1/batches/{caller.ended_batch().id}/rerun/"
     return Target("POST", path, api_headers(caller), {"items": quoted("all", "failed")})
@@ -441,6 +447,7 @@ JSON_ENTRY_POINTS = {
         api_create,
     ),
     "api items add": EntryPoint(ITEM_FIELDS, api_items),
+    "api file item add": EntryPoint([*ITEM_FIELDS, "file"], api_file_item),
     "api rerun": EntryPoint(["items"], api_rerun),
     "api commit": EntryPoint(["items"], api_commit),
     "brightlocal batch create": EntryPoint(

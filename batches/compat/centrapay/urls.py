@@ -8,6 +8,7 @@ from batches.compat.centrapay.views import (
     BatchTypeListView,
     NotFoundView,
 )
+from batches.compat.schema import schema_route
 
 app_name = "centrapay"
 
@@ -15,6 +16,7 @@ urlpatterns = [
     path("api/batches", BatchCreateView.as_view(), name="batches"),
     path("api/batches/<str:id>", BatchDetailView.as_view(), name="batch"),
     path("api/batch-types", BatchTypeListView.as_view(), name="batch-types"),
+    schema_route("centrapay"),
     # Anything else under the dialect answers in its shape too, not Django's HTML 404.
     re_path(r"^[\s\S]*$", NotFoundView.as_view(), name="not-found"),
 ]

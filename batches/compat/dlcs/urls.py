@@ -3,6 +3,7 @@
 from django.urls import path, re_path
 
 from batches.compat.dlcs import views
+from batches.compat.schema import schema_route
 
 app_name = "compat-dlcs"
 
@@ -14,5 +15,6 @@ urlpatterns = [
     path(BATCH, views.BatchDetail.as_view(), name="batch"),
     path(f"{BATCH}/images", views.BatchImages.as_view(), name="batch-images"),
     path(f"{BATCH}/test", views.BatchTest.as_view(), name="batch-test"),
+    schema_route("dlcs"),
     re_path(r"^[\s\S]*$", views.DlcsNotFound.as_view(), name="not-found"),
 ]

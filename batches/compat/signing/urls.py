@@ -2,6 +2,7 @@
 
 from django.urls import path, re_path
 
+from batches.compat.schema import schema_route
 from batches.compat.signing import views
 
 app_name = "compat-signing"
@@ -20,5 +21,6 @@ urlpatterns = [
         views.BatchDeleteCache.as_view(),
         name="batch-delete-cache",
     ),
+    schema_route("signing"),
     re_path(r"^[\s\S]*$", views.SigningNotFound.as_view(), name="not-found"),
 ]

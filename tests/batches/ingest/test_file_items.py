@@ -1,4 +1,5 @@
-"""File items: one file per multipart POST items/, and a payload for every ZIP member."""
+"""File items: one file per multipart POST items/file/ (or items/, for older clients), and a
+payload for every ZIP member."""
 
 import io
 import json
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
+from rest_framework.test import APIClient
 
 from batches.models import Batch, Item
 from tests.helpers.api import assert_problem
@@ -19,11 +21,17 @@ def stamp_batch(client) -> dict:
     return client.post("/api/v1/batches/", {"type": "test.stamp"}, format="json").json()
 
 
-def test_file_item_add__multipart_file_becomes_an_item_named_after_it(client_a):
+@pytest.fixture(params=["items/file/", "items/"])
+def file_route(request) -> str:
+    """Where a file item is posted: its own operation, and items/, which old clients use."""
+    return request.param
+
+
+def test_file_item_add__multipart_file_becomes_an_item_named_after_it(client_a, file_route):
     batch = stamp_batch(client_a)
 
     response = client_a.post(
-        f"/api/v1/batches/{batch['id']}/items/",
+        f"/api/v1/batches/{batch['id']}/{file_route}",
         {"file": SimpleUploadedFile("report.pdf", b"%PDF-1.7 hello"), "payload": '{"n": 1}'},
         format="multipart",
     )
@@ -43,11 +51,11 @@ def test_file_item_add__multipart_file_becomes_an_item_named_after_it(client_a):
     assert Batch.objects.get(pk=batch["id"]).status == Batch.Status.OPEN
 
 
-def test_file_item_add__external_id_and_key_can_be_given(client_a):
+def test_file_item_add__external_id_and_key_can_be_given(client_a, file_route):
     batch = stamp_batch(client_a)
 
     client_a.post(
-        f"/api/v1/batches/{batch['id']}/items/",
+        f"/api/v1/batches/{batch['id']}/{file_route}",
         {"file": SimpleUploadedFile("a.txt", b"x"), "external_id": "doc-7", "key": "k7"},
         format="multipart",
     )
@@ -56,11 +64,11 @@ def test_file_item_add__external_id_and_key_can_be_given(client_a):
     assert (item.external_id, item.key) == ("doc-7", "k7")
 
 
-def test_file_item_add__type_without_files_is_refused_and_leaves_nothing(client_a):
+def test_file_item_add__type_without_files_is_refused_and_leaves_nothing(client_a, file_route):
     batch = client_a.post("/api/v1/batches/", {}, format="json").json()  # echo takes no files
 
     response = client_a.post(
-        f"/api/v1/batches/{batch['id']}/items/",
+        f"/api/v1/batches/{batch['id']}/{file_route}",
         {"file": SimpleUploadedFile("a.txt", b"x")},
         format="multipart",
     )
@@ -80,11 +88,13 @@ def test_file_item_add__type_without_files_is_refused_and_leaves_nothing(client_
         ({}, "file"),
     ],
 )
-def test_file_item_add__bad_fields_are_400(client_a, fields, field):
+def test_file_item_add__bad_fields_are_400(client_a, file_route, fields, field):
     batch = stamp_batch(client_a)
     body = {"file": SimpleUploadedFile("a.txt", b"x"), **fields} if field != "file" else {"x": "1"}
 
-    response = client_a.post(f"/api/v1/batches/{batch['id']}/items/", body, format="multipart")
+    response = client_a.post(
+        f"/api/v1/batches/{batch['id']}/{file_route}", body, format="multipart"
+    )
 
     problem = assert_problem(response, 400, "invalid")
     assert any(
@@ -93,12 +103,12 @@ def test_file_item_add__bad_fields_are_400(client_a, fields, field):
     assert not Item.objects.filter(batch_id=batch["id"]).exists()
 
 
-def test_file_item_add__over_the_upload_limit_is_413(client_a, settings):
+def test_file_item_add__over_the_upload_limit_is_413(client_a, file_route, settings):
     settings.BATCHSITE_MAX_UPLOAD_BYTES = 10
     batch = stamp_batch(client_a)
 
     response = client_a.post(
-        f"/api/v1/batches/{batch['id']}/items/",
+        f"/api/v1/batches/{batch['id']}/{file_route}",
         {"file": SimpleUploadedFile("big.bin", b"x" * 11)},
         format="multipart",
     )
@@ -106,10 +116,12 @@ def test_file_item_add__over_the_upload_limit_is_413(client_a, settings):
     assert_problem(response, 413, "too_large")
 
 
-def test_file_item_add__runs_through_the_job_type(client_a, django_capture_on_commit_callbacks):
+def test_file_item_add__runs_through_the_job_type(
+    client_a, file_route, django_capture_on_commit_callbacks
+):
     batch = stamp_batch(client_a)
     client_a.post(
-        f"/api/v1/batches/{batch['id']}/items/",
+        f"/api/v1/batches/{batch['id']}/{file_route}",
         {"file": SimpleUploadedFile("a.txt", b"hello")},
         format="multipart",
     )
@@ -122,6 +134,56 @@ def test_file_item_add__runs_through_the_job_type(client_a, django_capture_on_co
     assert (
         item.result["sha256"] == "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
     )
+
+
+def test_file_item_add__its_own_route_takes_only_a_multipart_form(client_a):
+    batch = stamp_batch(client_a)
+    url = f"/api/v1/batches/{batch['id']}/items/file/"
+
+    as_json = client_a.post(url, {"payload": {}}, format="json")
+    as_bytes = client_a.generic("POST", url, b"hello", content_type="application/octet-stream")
+
+    assert_problem(as_json, 415, "unsupported_media_type")
+    assert_problem(as_bytes, 415, "unsupported_media_type")
+    assert not Item.objects.filter(batch_id=batch["id"]).exists()
+
+
+def test_file_item_add__another_accounts_batch_is_not_found(client_a, client_b):
+    batch = stamp_batch(client_a)
+
+    response = client_b.post(
+        f"/api/v1/batches/{batch['id']}/items/file/",
+        {"file": SimpleUploadedFile("a.txt", b"x")},
+        format="multipart",
+    )
+
+    assert_problem(response, 404, "not_found")
+    assert not Item.objects.filter(batch_id=batch["id"]).exists()
+
+
+def test_file_item_add__needs_a_key(client_a):
+    batch = stamp_batch(client_a)
+
+    response = APIClient().post(
+        f"/api/v1/batches/{batch['id']}/items/file/",
+        {"file": SimpleUploadedFile("a.txt", b"x")},
+        format="multipart",
+    )
+
+    assert_problem(response, 401, "not_authenticated")
+    assert not Item.objects.filter(batch_id=batch["id"]).exists()
+
+
+def test_file_item_add__a_committed_batch_refuses_it(client_a):
+    batch = stamp_batch(client_a)
+    url = f"/api/v1/batches/{batch['id']}/items/file/"
+    client_a.post(url, {"file": SimpleUploadedFile("a.txt", b"x")}, format="multipart")
+    client_a.post(f"/api/v1/batches/{batch['id']}/commit/")
+
+    response = client_a.post(url, {"file": SimpleUploadedFile("b.txt", b"y")}, format="multipart")
+
+    assert_problem(response, 409, "batch_not_open")
+    assert Item.objects.filter(batch_id=batch["id"]).count() == 1
 
 
 def zip_of(**members: bytes) -> bytes:
