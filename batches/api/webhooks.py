@@ -59,6 +59,12 @@ class WebhookDeliverySerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
         extra_kwargs = {
+            "event": {
+                "help_text": (
+                    "What happened: batch.<final state> (batch.finished, …), batch.progress "
+                    "or item.failed; the body's `type`."
+                )
+            },
             "next_attempt_at": {"help_text": "When the next try is due; null once it ended."},
             "give_up_at": {"help_text": "Retries stop after this; a redelivery moves it."},
         }
