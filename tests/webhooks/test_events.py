@@ -10,11 +10,13 @@ import json
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from batches import webhooks
-from batches.models import Batch, Item, WebhookDelivery, WebhookProgress
+from batches import engine, services, webhooks
+from batches.models import Batch, Chunk, Item, WebhookDelivery, WebhookProgress
 from tests.helpers.api import assert_problem, create_batch, error_fields, row_counts
 from tests.webhooks.helpers import body_of, finished_batch, posts, run_on_commit
 
@@ -218,3 +220,42 @@ def test_deliveries__api_dashboard_and_admin_show_the_new_events(
         assert f"<code>{event}</code>" in page
     assert "item.failed" in admin
     assert str(batch.number) in admin
+
+
+# --- what the runner pays -----------------------------------------------------------------------
+
+
+def _run_chunks_capturing(account, url: str, **options) -> tuple[Batch, list[str]]:
+    """Commit a batch with failing items, run its chunks here; return it and the SQL run."""
+    batch, _ = services.batch_create(
+        account=account,
+        actor="test",
+        items=failing_items(40, every=4),
+        options={"callback_url": url, **options},
+        commit=True,
+    )
+    with CaptureQueriesContext(connection) as queries:
+        for chunk_id in Chunk.objects.filter(batch=batch).values_list("pk", flat=True):
+            engine.chunk_process(chunk_id=chunk_id)
+    batch.refresh_from_db()
+    assert batch.status == Batch.Status.FINISHED
+    return batch, [query["sql"].lower() for query in queries.captured_queries]
+
+
+def test_chunk_process__a_batch_that_asked_for_no_more_events_pays_nothing(account, hook_ok):
+    _, sql = _run_chunks_capturing(account, hook_ok)
+
+    assert not [q for q in sql if "webhookprogress" in q]
+    # Its end, stored by finalize, and nothing else.
+    assert len([q for q in sql if "webhookdelivery" in q]) == 1
+
+
+def test_chunk_process__a_subscribed_batch_stores_its_events_as_it_runs(account, hook_ok):
+    batch, sql = _run_chunks_capturing(
+        account, hook_ok, webhook_events=["batch.progress", "item.failed"]
+    )
+
+    stored = events_of(batch)
+    assert "batch.progress" in stored
+    assert "item.failed" in stored
+    assert [q for q in sql if "webhookprogress" in q]
