@@ -11,12 +11,15 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.db.models import Q
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
 from batches import engine, services, webhooks
+from batches.engine import claim
 from batches.models import Batch, Chunk, Item, WebhookDelivery, WebhookProgress
+from batches.timeline import items_move
 from tests.helpers.api import assert_problem, create_batch, error_fields, row_counts
 from tests.webhooks.helpers import body_of, finished_batch, posts, run_on_commit
 
@@ -259,3 +262,36 @@ def test_chunk_process__a_subscribed_batch_stores_its_events_as_it_runs(account,
     assert "batch.progress" in stored
     assert "item.failed" in stored
     assert [q for q in sql if "webhookprogress" in q]
+
+
+def test_chunk_abandon__items_a_dying_worker_left_are_sent_as_failed(account, hook_ok):
+    batch, _ = services.batch_create(
+        account=account,
+        actor="test",
+        items=failing_items(6, every=100),
+        options={"callback_url": hook_ok, "webhook_events": ["item.failed"]},
+        commit=True,
+    )
+    chunk = Chunk.objects.get(batch=batch)
+    assert engine.chunk_claim(chunk_id=chunk.pk, owner="dead-worker") is not None
+    # Its first slice was taken (marked running) before the worker died.
+    items_move(
+        batch_id=batch.pk,
+        from_statuses=[Item.Status.QUEUED],
+        to_status=Item.Status.RUNNING,
+        where=Q(index__lt=3),
+    )
+    Chunk.objects.filter(pk=chunk.pk).update(lease_expires_at=timezone.now() - timedelta(1))
+
+    assert claim.chunk_abandon(chunk_id=chunk.pk, reason="the worker died 5 times") == 3
+
+    (delivery,) = WebhookDelivery.objects.filter(batch=batch, event="item.failed")
+    assert json.loads(delivery.body)["items"] == [
+        {
+            "index": n,
+            "external_id": f"x-{n}",
+            "error_code": "worker_lost",
+            "error_message": "the worker died 5 times",
+        }
+        for n in range(3)
+    ]
