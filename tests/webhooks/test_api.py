@@ -198,8 +198,10 @@ def test_account__shows_whether_a_secret_is_set_but_never_the_secret(client_a, a
         "name": "acme",
         "webhook_secret_set": False,
         "webhook_secret_rotated_at": None,
+        "webhook_secret_standard": False,
     }
     assert after.json()["webhook_secret_set"] is True
+    assert after.json()["webhook_secret_standard"] is True
     assert after.json()["webhook_secret_rotated_at"]
     assert secret not in after.content.decode()
 

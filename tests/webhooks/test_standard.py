@@ -75,7 +75,7 @@ def test_deliver__after_a_rotation_new_and_old_secrets_both_verify(account, rece
 
 
 def test_deliver__a_secret_from_before_standard_webhooks_signs_with_its_own_bytes(
-    account, receiver, hook_ok
+    account, receiver, hook_ok, client_a
 ):
     legacy = "whsec_" + secrets.token_urlsafe(32)
     Account.objects.filter(pk=account.pk).update(
@@ -88,3 +88,4 @@ def test_deliver__a_secret_from_before_standard_webhooks_signs_with_its_own_byte
     assert not webhooks.secret_is_standard(legacy)
     assert signed_by(legacy.encode(), request)
     assert not signed_by(legacy, request)
+    assert client_a.get("/api/v1/account/").json()["webhook_secret_standard"] is False
