@@ -56,10 +56,13 @@ def signatures(request: Request) -> list[str]:
 
 
 def signed_by(secret: str | bytes, request: Request) -> bool:
-    """Return True if the Standard Webhooks library verifies the request with `secret`."""
+    """Return True if the Standard Webhooks library verifies the request with `secret`.
+
+    A secret the library cannot even read (not base64 after `whsec_`) verifies nothing.
+    """
     try:
         Webhook(secret).verify(request.get_data(), dict(request.headers))
-    except WebhookVerificationError:
+    except (WebhookVerificationError, ValueError):  # binascii.Error is a ValueError
         return False
     return True
 
