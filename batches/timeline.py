@@ -21,11 +21,14 @@ from batches.models import (
     counter_field,
     delta_field,
 )
+from batchsite.requestid import request_id_get
 
 
 def event_record(*, batch: Batch, kind: str, actor: str = "", detail: dict | None = None):
-    """Add an entry to the batch's timeline."""
-    return BatchEvent.objects.create(batch=batch, kind=kind, actor=actor, detail=detail or {})
+    """Add an entry to the batch's timeline, with the id of the request it happens for."""
+    return BatchEvent.objects.create(
+        batch=batch, kind=kind, actor=actor, detail=detail or {}, request_id=request_id_get()
+    )
 
 
 def counters_apply(batch_id, deltas: dict[str, int]) -> None:

@@ -3,7 +3,9 @@
 JSON is chosen with `BATCHSITE_LOG_FORMAT=json`. Engine log lines that concern a batch, an
 item or a chunk pass them as `extra={"batch": ..., "item": ..., "chunk": ...}`; those land
 in the object as fields of their own, so logs can be searched by batch without parsing
-messages.
+messages. RequestIdFilter adds `request_id` the same way: the id of the request being
+served, or of the request that committed (or re-ran) the batch a worker is running
+(batchsite.requestid); plain lines show it in brackets after the logger's name.
 
 This module is imported by the settings, and by logging configuration before Django's apps
 are ready: it must not import models or read settings.
@@ -18,10 +20,14 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote_plus
 
+from batchsite.requestid import HEADER, request_id_get
+
 # BATCHSITE_LOG_FORMAT's values, the default first.
 LOG_FORMATS = ("plain", "json")
 # Attributes a record may carry through `extra=` that are copied into the JSON object.
-EXTRA_FIELDS = ("batch", "item", "chunk")
+EXTRA_FIELDS = ("batch", "item", "chunk", "request_id")
+# gunicorn's access records carry the response's headers in their args under this key.
+ACCESS_REQUEST_ID = "{" + HEADER.lower() + "}o"
 
 REDACTED = "[redacted]"
 # A batchsite API key, PREFIX.SECRET (djangorestframework-api-key's 8 and 32 characters):
@@ -78,6 +84,31 @@ class SecretsFilter(logging.Filter):
         return True
 
 
+class RequestIdFilter(logging.Filter):
+    """Put the request id on the record: `request_id` ("" without one) and `request_tag`.
+
+    The id comes from `extra=` when given, else from the context (the request being
+    served, or the request a worker acts for). Lines written once the request has left
+    the middleware take it from what they carry: Django's `django.request` lines (a 4xx or
+    5xx) from their request, gunicorn's access lines from the response's X-Request-ID
+    header. `request_tag` is what plain lines print: "[<id>] ", or nothing.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Set the record's request id and tag; never drop it."""
+        request_id = (
+            getattr(record, "request_id", None)
+            or request_id_get()
+            or getattr(getattr(record, "request", None), "request_id", None)
+        )
+        if not request_id and isinstance(record.args, dict):
+            found = record.args.get(ACCESS_REQUEST_ID)
+            request_id = found if isinstance(found, str) and found != "-" else ""
+        record.request_id = request_id or ""
+        record.request_tag = f"[{request_id}] " if request_id else ""
+        return True
+
+
 class JsonFormatter(logging.Formatter):
     """Render a record as a JSON object: time, level, logger, message, and known extras."""
 
@@ -93,7 +124,7 @@ class JsonFormatter(logging.Formatter):
         }
         for name in EXTRA_FIELDS:
             value = getattr(record, name, None)
-            if value is not None:
+            if value is not None and value != "":
                 entry[name] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
@@ -109,14 +140,19 @@ def logging_config(*, log_format: str, batches_level: str, q_level: str) -> dict
     """Return Django's LOGGING: console lines in `log_format` ("plain" or "json"), no secrets.
 
     SecretsFilter blanks secrets out of what the loggers that print client input make (the
-    development server's request lines, SQL), and out of everything the console prints.
+    development server's request lines, SQL), and out of everything the console prints;
+    RequestIdFilter gives every line the console prints its request id (first: it reads
+    gunicorn's access atoms, which SecretsFilter folds into the message it redacts).
     """
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"secrets": {"()": "batchsite.logging.SecretsFilter"}},
+        "filters": {
+            "secrets": {"()": "batchsite.logging.SecretsFilter"},
+            "request_id": {"()": "batchsite.logging.RequestIdFilter"},
+        },
         "formatters": {
-            "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+            "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(request_tag)s%(message)s"},
             "json": {"()": "batchsite.logging.JsonFormatter"},
             # Django's own, for `runserver`'s request lines.
             "django.server": {
@@ -129,7 +165,7 @@ def logging_config(*, log_format: str, batches_level: str, q_level: str) -> dict
             "console": {
                 "class": "logging.StreamHandler",
                 "formatter": log_format,
-                "filters": ["secrets"],
+                "filters": ["request_id", "secrets"],
             },
             "django.server": {
                 "class": "logging.StreamHandler",
@@ -165,7 +201,7 @@ def gunicorn_logging_config(*, log_format: str) -> dict[str, Any]:
     config["handlers"]["access"] = {
         "class": "logging.StreamHandler",
         "formatter": log_format,
-        "filters": ["secrets"],
+        "filters": ["request_id", "secrets"],
         "stream": "ext://sys.stdout",
     }
     config["loggers"]["gunicorn.error"] = {

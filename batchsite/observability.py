@@ -1,32 +1,49 @@
 """Serve Prometheus metrics at `/metrics` (the probes `/healthz`, `/readyz` are in probes.py).
 
-Workers are separate processes, so nothing here counts in memory: every metric is computed
-from the database and the broker when Prometheus scrapes, by a custom collector on a
-registry of our own. A scrape runs four queries whatever the data (plus the session's, for
-a staff user):
+Workers are separate processes on several hosts, so nothing here counts in memory: every
+metric is computed from the database, the broker and the shared cache when Prometheus
+scrapes, by a custom collector on a registry of our own. A scrape runs four queries
+whatever the data (plus the broker's queue size: one more with the ORM broker, none with
+Redis; and the session's, for a staff user), and reads the cluster stats from the cache:
 
-- `batchsite_batches{status}` and `batchsite_oldest_running_batch_age_seconds`: one
-  GROUP BY over batches by status (the oldest running batch is that group's MIN(started_at)).
-- `batchsite_items_processed_total{type,outcome}`: one GROUP BY over ended items. It is
-  derived from rows, so it drops when batches are deleted (retention) or items re-run;
-  Prometheus' `rate()`/`increase()` read such a drop as a counter reset.
-- `batchsite_item_duration_seconds{type}`: a histogram of `finished_at - started_at` over
-  the items that ended in the last hour (DURATION_WINDOW), every bucket a conditional COUNT
-  in one aggregate query. It is a sliding window, not a running total: read it with
-  `histogram_quantile()` on the raw buckets, not on `rate()`. An item's `started_at` is
-  set when its slice starts, so the duration includes waiting behind the slice's earlier
-  items.
+- `batchsite_batches{status}`, `batchsite_oldest_running_batch_age_seconds` and
+  `batchsite_items_pending`: one GROUP BY over batches by status (index `batch_status`).
+  Items pending are the committed and running (paused or not) batches' items not yet
+  ended, from their counters (a worker's last slice may be folded in a moment later).
+- `batchsite_items_processed_total{type,outcome}` (a counter) and
+  `batchsite_item_duration_seconds{type}` (a histogram: cumulative buckets, `_sum`,
+  `_count`, for `rate()` and `histogram_quantile()`): the ended items of active batches,
+  in one GROUP BY over their items (index `item_batch_status`), plus the running totals
+  of every other batch, in one GROUP BY over ItemTally. A batch's items move from the
+  first to the second as it ends, and stay counted when it is deleted (purge, retention),
+  re-run, or its atomic results are discarded (batches.tallies), so neither ever goes
+  down. On a table of millions of items the scan costs what the active batches' ended
+  items do; ItemTally holds a few rows per batch kept (one per type and outcome), plus
+  one per type and outcome for all the deleted ones. Durations run from an item's start
+  to its end; `started_at` is set when its slice starts, so they include waiting behind
+  the slice's earlier items. Items cancelled before they started have no duration: they
+  are counted by the counter, not the histogram.
+- `batchsite_webhook_backlog{state}` (deliveries waiting for a first try, or retrying
+  after a failed one) and `batchsite_webhook_deliveries_failed` (deliveries that gave up,
+  among those kept; a redelivery or a deleted batch takes one away, so it is a gauge):
+  one aggregate over deliveries by status (index `delivery_status_due`).
 - `batchsite_queue_depth`: the broker's `queue_size()` (tasks waiting to be taken).
+- `batchsite_workers{cluster,host}`: each django-q2 cluster's workers, from the stats the
+  clusters keep in the shared cache (as the dashboard reads them); left out when the
+  cache cannot be read. A cluster that stops drops out once its stats expire.
+- `batchsite_build_info{version,python,django}`: 1.
 """
 
 from __future__ import annotations
 
 import logging
+import platform
 import secrets
-from datetime import timedelta
+from importlib import metadata
 
+import django
 from django.conf import settings
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q, Sum
+from django.db.models import Count, F, Min, Q, Sum
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
@@ -38,20 +55,27 @@ from prometheus_client.core import (
     HistogramMetricFamily,
 )
 
-from batches.models import Batch, Item
+from batches.dashboard.queries import clusters_alive
+from batches.models import Batch, Item, ItemTally, WebhookDelivery
+from batches.models.tallies import BUCKET_FIELDS, DURATION_BUCKETS
+from batches.tallies import (
+    TOTAL_FIELDS,
+    Totals,
+    item_duration,
+    item_totals_annotations,
+    totals_from_rows,
+)
 
 logger = logging.getLogger(__name__)
 
 # generate_latest() writes the classic text format, version 0.0.4.
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-# The item duration histogram covers items that ended this recently.
-DURATION_WINDOW = timedelta(hours=1)
-# Upper bounds (seconds) of the duration histogram's buckets; +Inf is added.
-DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+# Batches whose items are still to end: what `batchsite_items_pending` counts.
+PENDING_STATUSES = frozenset({Batch.Status.COMMITTED, Batch.Status.RUNNING})
 
 
 class BatchsiteCollector:
-    """Collect batchsite's metrics from the database and the broker at scrape time."""
+    """Collect batchsite's metrics from the database, the broker and the cache at scrape time."""
 
     def describe(self):
         """Describe nothing up front, so registering never queries the database."""
@@ -61,25 +85,35 @@ class BatchsiteCollector:
         """Yield every metric family, computed now."""
         now = timezone.now()
         yield from self._batches(now)
-        yield self._items_processed()
-        yield self._item_durations(now)
+        totals = self._item_totals()
+        yield self._items_processed(totals)
+        yield self._item_durations(totals)
+        yield from self._webhooks()
         queue = self._queue_depth()
         if queue is not None:
             yield queue
+        workers = self._workers()
+        if workers is not None:
+            yield workers
+        yield self._build_info()
 
     def _batches(self, now):
+        unended = F("total_items") - F("succeeded_items") - F("failed_items") - F("cancelled_items")
         rows = (
             Batch.objects.order_by()
             .values("status")
-            .annotate(n=Count("pk"), oldest=Min("started_at"))
-            .values_list("status", "n", "oldest")
+            .annotate(n=Count("pk"), oldest=Min("started_at"), unended=Sum(unended))
+            .values_list("status", "n", "oldest", "unended")
         )
         counts = dict.fromkeys(Batch.Status.values, 0)
         oldest_running = None
-        for status, n, oldest in rows:
+        pending = 0
+        for status, n, oldest, unended_items in rows:
             counts[status] = n
             if status == Batch.Status.RUNNING:
                 oldest_running = oldest
+            if status in PENDING_STATUSES:
+                pending += unended_items or 0
         batches = GaugeMetricFamily(
             "batchsite_batches", "Batches in each status.", labels=["status"]
         )
@@ -92,69 +126,96 @@ class BatchsiteCollector:
             "Seconds since the oldest running batch started; 0 when none runs.",
             value=max(age, 0.0),
         )
-
-    def _items_processed(self):
-        family = CounterMetricFamily(
-            "batchsite_items_processed",
-            "Items that ended, by job type and outcome (derived from the items kept).",
-            labels=["type", "outcome"],
+        yield GaugeMetricFamily(
+            "batchsite_items_pending",
+            "Items not yet ended in committed or running batches (paused ones included).",
+            value=max(pending, 0),
         )
-        rows = (
-            Item.objects.filter(status__in=Item.ENDED)
+
+    def _item_totals(self) -> Totals:
+        """Return every ended item counted, by (type, outcome): tallies plus active batches'."""
+        sums = {field: Sum(field) for field in TOTAL_FIELDS}
+        tallied = (
+            ItemTally.objects.order_by()
+            .values("type", "outcome")
+            .annotate(**sums)
+            .values_list("type", "outcome", *TOTAL_FIELDS)
+        )
+        totals: Totals = {
+            (job_type, outcome): dict(zip(TOTAL_FIELDS, values, strict=True))
+            for job_type, outcome, *values in tallied
+        }
+        active = Batch.objects.filter(status__in=Batch.ACTIVE).values("pk")
+        live = totals_from_rows(
+            Item.objects.filter(batch_id__in=active, status__in=Item.ENDED)
+            .alias(duration=item_duration())
             .order_by()
             .values("type", "status")
-            .annotate(n=Count("pk"))
-            .values_list("type", "status", "n")
+            .annotate(**item_totals_annotations())
         )
-        for job_type, status, n in sorted(rows):
-            family.add_metric([job_type, status], n)
+        for key, values in live.items():
+            into = totals.setdefault(key, dict.fromkeys(TOTAL_FIELDS, 0))
+            for field in TOTAL_FIELDS:
+                into[field] = (into[field] or 0) + values[field]
+        return totals
+
+    def _items_processed(self, totals: Totals):
+        family = CounterMetricFamily(
+            "batchsite_items_processed",
+            "Items that ended, by job type and outcome, since the service began counting "
+            "(deleted and re-run items included).",
+            labels=["type", "outcome"],
+        )
+        for (job_type, outcome), values in sorted(totals.items()):
+            family.add_metric([job_type, outcome], values["items"] or 0)
         return family
 
-    def _item_durations(self, now):
-        cutoff = now - DURATION_WINDOW
-        # Items that ended in the window belong to batches still active or finished in it;
-        # narrowing to those lets the database use the (batch, status, index) index
-        # instead of scanning every item ever kept.
-        recent_batches = Batch.objects.filter(
-            Q(status__in=Batch.ACTIVE) | Q(finished_at__gte=cutoff)
-        ).values("pk")
-        bounds = [timedelta(seconds=bound) for bound in DURATION_BUCKETS]
-        buckets = {
-            f"le_{n}": Count("pk", filter=Q(duration__lte=bound)) for n, bound in enumerate(bounds)
-        }
-        rows = (
-            Item.objects.filter(
-                batch_id__in=recent_batches,
-                status__in=Item.ENDED,
-                started_at__isnull=False,
-                finished_at__gte=cutoff,
-            )
-            .alias(
-                duration=ExpressionWrapper(
-                    F("finished_at") - F("started_at"), output_field=DurationField()
-                )
-            )
-            .order_by()
-            .values("type")
-            .annotate(count=Count("pk"), total=Sum("duration"), **buckets)
-        )
+    def _item_durations(self, totals: Totals):
+        by_type: dict[str, dict[str, float]] = {}
+        for (job_type, _outcome), values in totals.items():
+            into = by_type.setdefault(job_type, dict.fromkeys(TOTAL_FIELDS, 0))
+            for field in TOTAL_FIELDS:
+                into[field] += values[field] or 0
         family = HistogramMetricFamily(
             "batchsite_item_duration_seconds",
-            "Seconds from an item's start to its end, over the items that ended in the "
-            f"last {int(DURATION_WINDOW.total_seconds())} s.",
+            "Seconds from an item's start to its end, over every item that ran.",
             labels=["type"],
         )
-        for row in sorted(rows, key=lambda row: row["type"]):
-            cumulative = [
-                # django-stubs types the row from the literal annotate() keywords only and
-                # drops the **buckets ones, so it knows no "le_<n>" key.
-                (_bound_label(bound), row[f"le_{n}"])  # type: ignore[literal-required]
-                for n, bound in enumerate(DURATION_BUCKETS)
+        for job_type, values in sorted(by_type.items()):
+            if not values["timed"]:
+                continue
+            buckets = [
+                (_bound_label(bound), values[field])
+                for field, bound in zip(BUCKET_FIELDS, DURATION_BUCKETS, strict=True)
             ]
-            cumulative.append(("+Inf", row["count"]))
-            total = row["total"].total_seconds() if row["total"] is not None else 0.0
-            family.add_metric([row["type"]], cumulative, sum_value=total)
+            buckets.append(("+Inf", values["timed"]))
+            family.add_metric([job_type], buckets, sum_value=float(values["seconds"]))
         return family
+
+    def _webhooks(self):
+        status = WebhookDelivery.Status
+        pending = Q(status=status.PENDING)
+        counts = WebhookDelivery.objects.filter(
+            status__in=[status.PENDING, status.FAILED]
+        ).aggregate(
+            waiting=Count("pk", filter=pending & Q(attempts=0)),
+            retrying=Count("pk", filter=pending & Q(attempts__gt=0)),
+            failed=Count("pk", filter=Q(status=status.FAILED)),
+        )
+        backlog = GaugeMetricFamily(
+            "batchsite_webhook_backlog",
+            "Webhook deliveries not yet made: waiting for a first try, or retrying after "
+            "a failed one.",
+            labels=["state"],
+        )
+        backlog.add_metric(["waiting"], counts["waiting"])
+        backlog.add_metric(["retrying"], counts["retrying"])
+        yield backlog
+        yield GaugeMetricFamily(
+            "batchsite_webhook_deliveries_failed",
+            "Webhook deliveries that gave up (among the deliveries kept).",
+            value=counts["failed"],
+        )
 
     def _queue_depth(self):
         from django_q.brokers import get_broker
@@ -169,6 +230,36 @@ class BatchsiteCollector:
             "Tasks waiting in the broker's queue to be taken by a worker.",
             value=size or 0,
         )
+
+    def _workers(self):
+        clusters = clusters_alive()
+        if clusters is None:  # the cache cannot be read: unknown, not zero
+            return None
+        family = GaugeMetricFamily(
+            "batchsite_workers",
+            "Workers of each django-q2 cluster that reported itself alive.",
+            labels=["cluster", "host"],
+        )
+        for cluster in clusters:
+            family.add_metric([cluster.cluster_id, cluster.host], cluster.workers)
+        return family
+
+    def _build_info(self):
+        family = GaugeMetricFamily(
+            "batchsite_build_info",
+            "Always 1; the labels say which batchsite, Python and Django serve.",
+            labels=["version", "python", "django"],
+        )
+        family.add_metric([batchsite_version(), platform.python_version(), django.get_version()], 1)
+        return family
+
+
+def batchsite_version() -> str:
+    """Return the installed batchsite's version, or "unknown" when it is not installed."""
+    try:
+        return metadata.version("batchsite")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _bound_label(bound: float) -> str:

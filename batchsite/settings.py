@@ -32,20 +32,28 @@ BATCHSITE_DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 
 def _secret_key() -> str:
-    """Return DJANGO_SECRET_KEY, or a key kept in the data dir for DEBUG and local runs."""
+    """Return DJANGO_SECRET_KEY, else the key file in the data dir.
+
+    DEBUG and local runs (`make run`) make that file when there is none, so every later
+    `manage.py` command in the same checkout finds it; nothing else ever writes it.
+    """
     key = os.environ.get("DJANGO_SECRET_KEY", "").strip()
     if key:
         return key
-    if not (DEBUG or env_bool("BATCHSITE_LOCAL_RUN")):
-        raise ImproperlyConfigured(
-            "DJANGO_SECRET_KEY is not set. Set it to a long random string, "
-            "or set DJANGO_DEBUG=1 for development (`make run` does this for you)."
-        )
     path = BATCHSITE_DATA_DIR / "secret_key"
     if not path.exists():
+        if not (DEBUG or env_bool("BATCHSITE_LOCAL_RUN")):
+            raise ImproperlyConfigured(
+                f"DJANGO_SECRET_KEY is not set and there is no key file {path}. "
+                "Set DJANGO_SECRET_KEY to a long random string, or run `make run` once "
+                "to make that file for this checkout."
+            )
         path.write_text(secrets.token_urlsafe(50))
         path.chmod(0o600)
-    return path.read_text().strip()
+    key = path.read_text().strip()
+    if not key:
+        raise ImproperlyConfigured(f"the key file {path} is empty; delete it or fill it.")
+    return key
 
 
 SECRET_KEY = _secret_key()
@@ -115,6 +123,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so every response (probes, redirects, errors) carries X-Request-ID and every
+    # log line of the request its id.
+    "batchsite.requestid.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "batches.api.csp.ContentSecurityPolicyMiddleware",
     # Probes by IP: before CommonMiddleware, which refuses a Host not in ALLOWED_HOSTS.

@@ -50,5 +50,6 @@ keepalive = 5
 control_socket_disable = True
 
 logconfig_dict = gunicorn_logging_config(log_format=env_choice("BATCHSITE_LOG_FORMAT", LOG_FORMATS))
-# Client address, request line, status, bytes, milliseconds, referrer, user agent.
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(f)s" "%(a)s"'
+# Client address, request line, status, bytes, milliseconds, referrer, user agent, and the
+# request id the app answered with (batchsite.requestid).
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(f)s" "%(a)s" %({x-request-id}o)s'

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
-# The payload field through which an item asks for its own time limit, in seconds.
-TIME_LIMIT_FIELD = "time_limit"
+from jobs import payloads
+from jobs.payloads import TIME_LIMIT_FIELD
 
 
 class JobError(Exception):
@@ -41,12 +40,6 @@ class PayloadError(ValueError):
     def __init__(self, errors: dict[str, str]):
         super().__init__("; ".join(f"{path}: {message}" for path, message in errors.items()))
         self.errors = errors
-
-
-def unknown_fields_error(payload: dict[str, Any], fields: Collection[str]) -> dict[str, str]:
-    """Return the error for keys of `payload` not among `fields` (`{"payload": ...}`), or {}."""
-    unknown = sorted(set(payload) - set(fields))
-    return {"payload": f"unknown field(s): {', '.join(unknown)}"} if unknown else {}
 
 
 @dataclass
@@ -83,8 +76,8 @@ class JobType:
     """Turn one payload (and optionally one file) into a result.
 
     Subclasses set `name` and `description`, describe their payload in `payload_schema`
-    (JSON Schema, shown in `GET job-types/`), check it in `validate_payload` so bad
-    payloads are refused at submission, and do the work in `process`.
+    (JSON Schema draft 7: shown in `GET job-types/` and enforced at submission), add in
+    `validate_payload` only what a schema cannot say, and do the work in `process`.
     """
 
     name: ClassVar[str] = ""
@@ -106,22 +99,15 @@ class JobType:
     timeouts_transient: ClassVar[bool] = False
 
     def payload_check(self, payload: Any) -> None:
-        """Raise PayloadError unless `payload` and the `time_limit` it may ask for are fine.
+        """Raise PayloadError unless `payload` fits the type's schema and its own checks.
 
-        Submission calls this, never `validate_payload` directly: `time_limit` belongs to
-        every type, so a type's own check sees the payload without it.
+        Submission calls this: first the schema (`payload_schema`, with the `time_limit`
+        every type takes; see jobs.payloads), then `validate_payload` for what a schema
+        cannot say, which so sees only payloads of the right shape.
         """
-        if isinstance(payload, dict) and TIME_LIMIT_FIELD in payload:
-            value = payload[TIME_LIMIT_FIELD]
-            if (
-                not isinstance(value, int | float)
-                or isinstance(value, bool)
-                or not 0 < value <= self.max_time_limit
-            ):
-                limit = f"{self.max_time_limit:g}"
-                message = f"must be a number of seconds above 0 and at most {limit}"
-                raise PayloadError({f"payload.{TIME_LIMIT_FIELD}": message})
-            payload = {key: value for key, value in payload.items() if key != TIME_LIMIT_FIELD}
+        problems = payloads.payload_problems(type(self), payload)
+        if problems:
+            raise PayloadError(problems)
         self.validate_payload(payload)
 
     def time_limit_for(self, payload: Any) -> float:
@@ -132,10 +118,12 @@ class JobType:
                 return min(float(asked), self.max_time_limit)
         return self.time_limit
 
-    def validate_payload(self, payload: Any) -> None:
-        """Raise PayloadError unless `payload` is acceptable; the default wants an object."""
-        if not isinstance(payload, dict):
-            raise PayloadError({"payload": "must be a JSON object"})
+    def validate_payload(self, payload: dict[str, Any]) -> None:
+        """Raise PayloadError for what `payload_schema` cannot say (the default: nothing).
+
+        Called only with payloads that fit the schema, so a check may rely on its types.
+        Name each problem by its JSON path (`jobs.payloads.json_path`).
+        """
 
     def process(self, payload: dict[str, Any], file: IO[bytes] | None, context: JobContext) -> Any:
         """Do the work for one item and return its JSON-serializable result."""
@@ -169,7 +157,7 @@ class JobType:
         return {
             "name": self.name,
             "description": self.description,
-            "payload_schema": self.payload_schema,
+            "payload_schema": payloads.payload_schema_of(type(self)),
             "accepts_file": self.accepts_file,
             "time_limit": self.time_limit,
             "max_time_limit": self.max_time_limit,

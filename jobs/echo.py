@@ -3,7 +3,7 @@
 import time
 from typing import IO, Any
 
-from jobs.base import JobContext, JobType, PayloadError, PermanentError, TransientError
+from jobs.base import JobContext, JobType, PermanentError, TransientError
 
 MAX_SLEEP_MS = 600_000
 
@@ -33,23 +33,6 @@ class Echo(JobType):
     # Room for the longest sleep a payload may ask for.
     time_limit = MAX_SLEEP_MS / 1000 + 60
     max_time_limit = MAX_SLEEP_MS / 1000 + 60
-
-    def validate_payload(self, payload: Any) -> None:
-        """Check the three control fields; anything else in the payload is echoed as is."""
-        super().validate_payload(payload)
-        errors = {}
-        if "fail" in payload and not isinstance(payload["fail"], bool):
-            errors["payload.fail"] = "must be true or false"
-        for name, maximum in (("sleep_ms", MAX_SLEEP_MS), ("transient_failures", None)):
-            if name not in payload:
-                continue
-            value = payload[name]
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                errors[f"payload.{name}"] = "must be a non-negative integer"
-            elif maximum is not None and value > maximum:
-                errors[f"payload.{name}"] = f"must be at most {maximum}"
-        if errors:
-            raise PayloadError(errors)
 
     def process(self, payload: dict[str, Any], file: IO[bytes] | None, context: JobContext) -> Any:
         """Sleep, fail or echo, as the payload says."""

@@ -19,6 +19,7 @@ from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
 from batches.exceptions import DomainError, InvalidInput, TooLarge
+from batchsite.requestid import request_id_get, request_id_uri
 
 logger = logging.getLogger(__name__)
 
@@ -108,8 +109,8 @@ def domain_error_line(exc: DomainError) -> str:
     for error in getattr(exc, "errors", [])[:5]:
         if error["message"] in message:
             continue  # a whole-file problem repeated as its only detail
-        where = error.get("external_id") or error.get("field") or ""
-        details.append(f"{where}: {error['message']}" if where else error["message"])
+        where = [error[name] for name in ("external_id", "field") if error.get(name)]
+        details.append(": ".join([*where, error["message"]]))
     return f"{message}: {'; '.join(details)}" if details else message
 
 
@@ -152,6 +153,19 @@ def answerable(
     return ServerError()
 
 
+def occurrence(request: Any) -> dict[str, str]:
+    """Return the members that name this occurrence of a problem: `instance`, `request_id`.
+
+    The request id is the one RequestIdMiddleware gave the request (and sends back in
+    X-Request-ID), so a client's report of a problem finds its server log lines.
+    """
+    request_id = request_id_get()
+    if not request_id:
+        return {}
+    path = getattr(request, "path", "") or "/"
+    return {"instance": request_id_uri(request_id, path), "request_id": request_id}
+
+
 def problem_exception_handler(exc: Exception, context: dict) -> Response | None:
     """Answer every error with a problem document (see `answerable` for crashes)."""
     if isinstance(exc, Http404):
@@ -187,9 +201,10 @@ def problem_exception_handler(exc: Exception, context: dict) -> Response | None:
         )
         headers.update(refusal_headers(exc))
 
+    request = context.get("request")
+    body.update(occurrence(request))
     set_rollback()
     response = Response(body, status=body["status"], headers=headers)
-    request = context.get("request")
     renderer = getattr(request, "accepted_renderer", None)
     if renderer is None or getattr(renderer, "format", "json") == "json":
         response.content_type = PROBLEM_CONTENT_TYPE

@@ -127,6 +127,14 @@ class ProblemSerializer(serializers.Serializer):
     status = serializers.IntegerField()
     detail = serializers.CharField()
     code = serializers.CharField(help_text="Machine-readable: `invalid`, `not_found`, ...")
+    instance = serializers.CharField(
+        help_text="This occurrence: `urn:uuid:<request_id>`, or, for a request id that is "
+        "not a UUID, the request's path with `?request_id=<request_id>`."
+    )
+    request_id = serializers.CharField(
+        help_text="The request's id, as sent back in `X-Request-ID`: the client's, if it "
+        "sent a sane one, else one the server made."
+    )
     # A wire field named like a Serializer property: DRF's metaclass moves declared fields
     # off the class, so the property stays; mypy sees an override.
     errors = ProblemErrorSerializer(many=True, required=False)  # type: ignore[assignment]

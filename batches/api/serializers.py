@@ -3,6 +3,7 @@ batches.api.fields) and output shapes."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.urls import reverse
@@ -51,6 +52,43 @@ class WebhookEventsField(serializers.ListField):
             raise serializers.ValidationError(by_position) from exc
 
 
+def priority_field() -> StrictIntegerField:
+    """Return the field of a batch's priority (an option at creation, changeable later)."""
+    return StrictIntegerField(
+        required=False,
+        min_value=-100,
+        max_value=100,
+        help_text="Workers take chunks of higher-priority batches first (default 0).",
+    )
+
+
+def max_concurrency_field() -> StrictIntegerField:
+    """Return the field of a batch's max_concurrency (null: no limit)."""
+    return StrictIntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=10_000,
+        help_text="Most chunks of this batch processed at once (default: no limit).",
+    )
+
+
+def deadline_field() -> serializers.DateTimeField:
+    """Return the field of a batch's deadline (null: none)."""
+    return serializers.DateTimeField(
+        required=False,
+        allow_null=True,
+        help_text="Cancel whatever has not run by then; the batch ends `expired`.",
+    )
+
+
+def deadline_check(value):
+    """Refuse a deadline that has already passed."""
+    if value is not None and value <= timezone.now():
+        raise serializers.ValidationError("Must be in the future.")
+    return value
+
+
 class BatchOptionsSerializer(StrictSerializer):
     """How the batch behaves on failure."""
 
@@ -71,11 +109,7 @@ class BatchOptionsSerializer(StrictSerializer):
     not_before = serializers.DateTimeField(
         required=False, allow_null=True, help_text="Once committed, start no earlier than this."
     )
-    deadline = serializers.DateTimeField(
-        required=False,
-        allow_null=True,
-        help_text="Cancel whatever has not run by then; the batch ends `expired`.",
-    )
+    deadline = deadline_field()
     retention_days = StrictIntegerField(
         required=False,
         allow_null=True,
@@ -102,25 +136,12 @@ class BatchOptionsSerializer(StrictSerializer):
             "callback_url."
         ),
     )
-    priority = StrictIntegerField(
-        required=False,
-        min_value=-100,
-        max_value=100,
-        help_text="Workers take chunks of higher-priority batches first (default 0).",
-    )
-    max_concurrency = StrictIntegerField(
-        required=False,
-        allow_null=True,
-        min_value=1,
-        max_value=10_000,
-        help_text="Most chunks of this batch processed at once (default: no limit).",
-    )
+    priority = priority_field()
+    max_concurrency = max_concurrency_field()
 
     def validate_deadline(self, value):
         """Refuse a deadline that has already passed."""
-        if value is not None and value <= timezone.now():
-            raise serializers.ValidationError("Must be in the future.")
-        return value
+        return deadline_check(value)
 
     def validate(self, attrs):
         """Refuse a not_before after the deadline."""
@@ -180,6 +201,37 @@ class BatchCreateSerializer(StrictSerializer):
         if not isinstance(value, list):
             raise serializers.ValidationError("Must be a list of item objects.")
         return value
+
+
+class BatchChangeSerializer(StrictSerializer):
+    """The body of PATCH batches/{id}/: what may change while a batch is open or running."""
+
+    # See BatchCreateSerializer.label.
+    label = StrictCharField(required=False, allow_blank=True, max_length=200)  # type: ignore[assignment]
+    metadata = JSONObjectField(required=False, help_text="Replaces the batch's metadata.")
+    priority = priority_field()
+    max_concurrency = max_concurrency_field()
+    deadline = deadline_field()
+
+    # The batch's other writable fields, refused with a reason rather than as unknown.
+    FIXED = ("id", "type", "options", "items", "source_url", "commit", "account")
+
+    def validate_deadline(self, value):
+        """Refuse a deadline that has already passed."""
+        return deadline_check(value)
+
+    def to_internal_value(self, data):
+        """Refuse, by name, the fields that are fixed once the batch exists."""
+        fixed = sorted(set(data) & set(self.FIXED)) if isinstance(data, Mapping) else []
+        if fixed:
+            errors = {name: ["Cannot be changed once the batch exists."] for name in fixed}
+            if "options" in errors:
+                errors["options"] = [
+                    "Give priority, max_concurrency or deadline at the top level; "
+                    "the other options cannot be changed once the batch exists."
+                ]
+            raise serializers.ValidationError(errors)
+        return super().to_internal_value(data)
 
 
 class RerunSerializer(StrictSerializer):
@@ -408,7 +460,7 @@ class BatchEventSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = BatchEvent
-        fields = ["kind", "actor", "detail", "created_at"]
+        fields = ["kind", "actor", "detail", "request_id", "created_at"]
         read_only_fields = fields
 
 

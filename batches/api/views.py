@@ -17,6 +17,7 @@ from batches.api.params import choice_param, form_errors, int_param
 from batches.api.parsers import RawBodyParser
 from batches.api.schema import problem_response
 from batches.api.serializers import (
+    BatchChangeSerializer,
     BatchCreateSerializer,
     BatchDetailSerializer,
     BatchErrorSerializer,
@@ -37,6 +38,10 @@ from batches.models import Account, Batch, Item
 from batches.selectors import RESULT_STATUSES
 from jobs import job_types
 
+# The actions that answer with the batch's detail shape.
+DETAIL_ACTIONS = frozenset(
+    {"retrieve", "create", "partial_update", "commit", "cancel", "rerun", "pause", "resume"}
+)
 UUID_PATTERN = r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}"
 
 
@@ -73,7 +78,7 @@ class BatchViewSet(viewsets.GenericViewSet):
 
     def get_serializer_class(self):
         """Use the detail shape for single batches."""
-        if self.action in ("retrieve", "create", "commit", "cancel", "rerun", "pause", "resume"):
+        if self.action in DETAIL_ACTIONS:
             return BatchDetailSerializer
         return BatchSerializer
 
@@ -127,6 +132,21 @@ class BatchViewSet(viewsets.GenericViewSet):
                 "account", "no such account", detail=f"no account number {number}"
             )
         return account
+
+    @extend_schema(
+        request={"application/json": BatchChangeSerializer}, responses=BatchDetailSerializer
+    )
+    def partial_update(self, request, pk=None):
+        """Change a live batch's label, metadata, priority, max_concurrency or deadline.
+
+        Workers read the change when they next claim a chunk of the batch.
+        """
+        body = BatchChangeSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        batch = services.batch_change(
+            batch=self.get_object(), actor=request_actor(request), changes=body.validated_data
+        )
+        return self._respond(batch)
 
     @extend_schema(responses={204: None})
     def destroy(self, request, pk=None):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import cast
 
 from django import forms
+from django.utils import timezone
 
 from batches.dashboard.queries import DEFAULT_SORT, SORTS
 from batches.models import Account, Batch, Item
@@ -88,6 +89,43 @@ class ConfirmForm(forms.Form):
     """The second step of an action: a POST that says yes (and carries the CSRF token)."""
 
     confirm = forms.BooleanField(required=True, initial=True, widget=forms.HiddenInput)
+
+
+class BatchChangeForm(forms.Form):
+    """What PATCH batches/{id}/ may change, for a staff user; the service checks the state."""
+
+    label = forms.CharField(required=False, max_length=200)
+    metadata = forms.JSONField(required=False, widget=forms.Textarea(attrs={"rows": 6}))
+    priority = forms.IntegerField(min_value=-100, max_value=100)
+    max_concurrency = forms.IntegerField(
+        required=False, min_value=1, max_value=10_000, help_text="Empty: no limit."
+    )
+    deadline = forms.DateTimeField(
+        required=False,
+        help_text="Empty: none. In the server's time zone.",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+    )
+
+    def __init__(self, data=None, *, batch: Batch):
+        initial = {name: getattr(batch, name) for name in self.base_fields}
+        super().__init__(data, initial=initial)
+        self.batch = batch
+
+    def clean_metadata(self):
+        """Require a JSON object (empty means none)."""
+        value = self.cleaned_data["metadata"]
+        if value in (None, ""):
+            return {}
+        if not isinstance(value, dict):
+            raise forms.ValidationError("Must be a JSON object.")
+        return value
+
+    def clean_deadline(self):
+        """Refuse a new deadline that has already passed; an unchanged one stays."""
+        value = self.cleaned_data["deadline"]
+        if value is not None and value != self.batch.deadline and value <= timezone.now():
+            raise forms.ValidationError("Must be in the future.")
+        return value
 
 
 class AccountCreateForm(forms.Form):

@@ -17,6 +17,7 @@ urlpatterns = [
     path("batches/<uuid:pk>/", views.batch_detail, name="batch-detail"),
     path("batches/<uuid:pk>/_header/", views.batch_header, name="batch-header"),
     path("batches/<uuid:pk>/items/<int:index>/", views.item_detail, name="item-detail"),
+    path("batches/<uuid:pk>/change/", views.batch_change, name="batch-change"),
     re_path(
         rf"^batches/(?P<pk>{UUID})/(?P<action>{ACTIONS})/$",
         views.batch_action,

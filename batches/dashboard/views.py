@@ -23,6 +23,7 @@ from batches.dashboard import queries
 from batches.dashboard.forms import (
     AccountCreateForm,
     ApiKeyCreateForm,
+    BatchChangeForm,
     BatchFilterForm,
     ConfirmForm,
     ItemFilterForm,
@@ -259,6 +260,28 @@ def batch_action(request: HttpRequest, pk, action: str) -> HttpResponse:
         return redirect("dashboard:batch-detail", pk=batch.pk)
     context = {"section": "batches", "batch": batch, "spec": spec, "action": action, "form": form}
     return render(request, "dashboard/confirm.html", context, status=400 if form.errors else 200)
+
+
+@staff_required
+@require_http_methods(["GET", "POST"])
+def batch_change(request: HttpRequest, pk) -> HttpResponse:
+    """Change a live batch's label, metadata, priority, concurrency or deadline."""
+    batch = _batch(pk)
+    form = BatchChangeForm(request.POST or None, batch=batch)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.batch_change(
+                batch=batch, actor=request_actor(request), changes=form.cleaned_data
+            )
+        except DomainError as exc:
+            _refused(request, exc)
+        else:
+            messages.success(request, f"Batch {batch.number} changed.")
+        return redirect("dashboard:batch-detail", pk=batch.pk)
+    context = {"section": "batches", "batch": batch, "form": form}
+    return render(
+        request, "dashboard/batch_change.html", context, status=400 if form.errors else 200
+    )
 
 
 # --- downloads -----------------------------------------------------------------------------------

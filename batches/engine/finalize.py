@@ -9,7 +9,7 @@ from django.db import transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
 
-from batches import files, webhooks
+from batches import files, tallies, webhooks
 from batches.engine import nudges, superseding
 from batches.models import Batch, BatchError, Chunk, Item, counter_field
 from batches.timeline import chunk_deltas_fold, event_record, items_move
@@ -144,6 +144,7 @@ def batch_finalize(*, batch: Batch) -> Batch:
         ending = Batch.Status.FAILED
     if batch.atomic and ending != Batch.Status.FINISHED:
         # All or none: results of an atomic batch that did not finish are never published.
+        tallies.tally_results_discarded(batch_id=batch.pk)
         discarded = items_move(
             batch_id=batch.pk,
             from_statuses=[Item.Status.SUCCEEDED],
@@ -162,6 +163,7 @@ def batch_finalize(*, batch: Batch) -> Batch:
     batch.finished_at = now
     batch.paused_at = None
     batch.save(update_fields=["status", "ending", "finished_at", "paused_at"])
+    tallies.tally_batch_end(batch_id=batch.pk)
     event_record(batch=batch, kind=ending, actor="engine", detail=batch.counts())
     nudges.nudges_clear(batch.pk)
     if ending == Batch.Status.FINISHED:

@@ -51,6 +51,7 @@ from batches.engine.finalize import failure_policy_apply
 from batches.ingest import bulk
 from batches.models import BATCH_PROGRESS, ITEM_FAILED, Batch, Chunk, Item, counter_field
 from batches.timeline import chunk_deltas_add, chunk_deltas_fold, event_record, items_move
+from batchsite.requestid import request_id_bound
 
 logger = logging.getLogger(__name__)
 
@@ -139,11 +140,16 @@ class ChunkRunner:
         return Pace(self.batch_id, self.chunk.slice_size, self.slice_size, self.mark_running)
 
     def run(self) -> str:
-        """Process the chunk until its range is done, the batch stops, or the lease is lost."""
+        """Process the chunk until its range is done, the batch stops, or the lease is lost.
+
+        Under the id of the request that committed (or re-ran) the batch, so the log lines
+        about it carry that id, whichever worker runs the chunk and however often.
+        """
         keeper = LeaseKeeper(chunk_id=self.chunk.pk, owner=self.owner)
         keeper.start()
         try:
-            return self._run()
+            with request_id_bound(self.chunk.batch.request_id):
+                return self._run()
         finally:
             keeper.stop()
             self.watch.close()

@@ -42,12 +42,22 @@ class ItemProblem:
         return "; ".join(f"{field}: {text}" for field, text in self.errors.items())
 
     def as_dict(self) -> dict[str, Any]:
-        """Return the item's problem as reported in error bodies."""
+        """Return the item's problem as one line of an upload's report: every field at once."""
         report: dict[str, Any] = {"index": self.index, "code": self.code, "message": self.message}
         if self.external_id:
             report["external_id"] = self.external_id
         report["fields"] = self.errors
         return report
+
+    def as_errors(self) -> list[dict[str, Any]]:
+        """Return the item's problems as a problem document's `errors`: one per field."""
+        reports = []
+        for field, message in self.errors.items():
+            report: dict[str, Any] = {"index": self.index, "field": field}
+            if self.external_id:
+                report["external_id"] = self.external_id
+            reports.append({**report, "code": self.code, "message": message})
+        return reports
 
 
 def _text(value: Any, field: str, errors: dict[str, str]) -> str:

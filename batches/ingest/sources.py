@@ -23,6 +23,7 @@ from batches.engine.locks import lock_acquire, lock_release
 from batches.exceptions import DomainError, TooLarge
 from batches.ingest import formats, staging
 from batches.models import Batch
+from batchsite.requestid import request_id_bound
 from jobs import outbound
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,9 @@ def source_ingest(*, batch_id: uuid.UUID | str) -> str:
     if not lock_acquire(name=lock, owner=owner, seconds=settings.BATCHSITE_SOURCE_TIMEOUT * 4):
         return "another worker is reading it"
     try:
-        return _ingest(batch)
+        # Under the id of the request that created the batch, for its log lines and events.
+        with request_id_bound(batch.request_id):
+            return _ingest(batch)
     finally:
         lock_release(name=lock, owner=owner)
 

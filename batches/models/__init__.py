@@ -1,7 +1,8 @@
 """The batch domain's tables: accounts and keys, batches, items, chunks, errors, events.
 
 Batches, items, chunks and errors are here; `accounts` holds the tenants, their keys and
-the engine's counters and locks, `events` the timeline and webhook deliveries.
+the engine's counters and locks, `events` the timeline and webhook deliveries, `tallies`
+the running totals of ended items that the metrics read.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from django.utils import timezone
 
 from batches.models.accounts import Account, ApiKey, Lock, Sequence
 from batches.models.events import BatchEvent, WebhookAttempt, WebhookDelivery, WebhookProgress
+from batches.models.tallies import ItemTally
 
 
 class BatchQuerySet(models.QuerySet["Batch"]):
@@ -99,6 +101,10 @@ class Batch(models.Model):
         BATCH_PROGRESS,
         ITEM_FAILED,
     )
+    # Not yet winding down, so PATCH batches/{id}/ may still change how it runs.
+    CHANGEABLE = frozenset(
+        {Status.CREATED, Status.INGESTING, Status.OPEN, Status.COMMITTED, Status.RUNNING}
+    )
     # Longest retention the API takes: a century, a date Python can still compute back to.
     MAX_RETENTION_DAYS = 36_500
 
@@ -153,6 +159,9 @@ class Batch(models.Model):
     # counts by type and chunk planning need no look at the items of a one-type batch.
     item_types_mixed = models.BooleanField(default=False)
     superseded = models.BooleanField(default=False)
+    # The X-Request-ID of the request that created, committed or last re-ran the batch:
+    # workers put it on their log lines about the batch (batchsite.requestid).
+    request_id = models.CharField(max_length=64, blank=True)
 
     total_items = models.BigIntegerField(default=0)
     pending_items = models.BigIntegerField(default=0)
@@ -436,6 +445,7 @@ __all__ = [
     "BatchQuerySet",
     "Chunk",
     "Item",
+    "ItemTally",
     "Lock",
     "Sequence",
     "WebhookAttempt",

@@ -15,6 +15,8 @@ class BatchEvent(models.Model):
     kind = models.CharField(max_length=40)
     actor = models.CharField(max_length=200, blank=True)
     detail = models.JSONField(default=dict, blank=True)
+    # The X-Request-ID of the request that did it, or of the one a worker acted for.
+    request_id = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:

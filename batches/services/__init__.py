@@ -17,10 +17,12 @@ from batches.services.common import (
 )
 from batches.services.items import batch_upload, item_add_file, items_add, items_add_staged
 from batches.services.lifecycle import (
+    BATCH_CHANGES,
     BATCH_OPTIONS,
     UNCOMMITTED,
     RerunWhich,
     batch_cancel,
+    batch_change,
     batch_commit,
     batch_create,
     batch_expire,
@@ -33,6 +35,7 @@ from batches.services.lifecycle import (
 from batches.services.retention import batch_delete, batch_purge, batches_purge_older
 
 __all__ = [
+    "BATCH_CHANGES",
     "BATCH_OPTIONS",
     "UNCOMMITTED",
     "BatchFinished",
@@ -42,6 +45,7 @@ __all__ = [
     "api_key_create",
     "api_key_revoke",
     "batch_cancel",
+    "batch_change",
     "batch_commit",
     "batch_create",
     "batch_delete",

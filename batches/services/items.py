@@ -85,7 +85,7 @@ def _items_insert(*, batch: Batch, items: list[Any], actor: str) -> range:
     if problems:
         raise InvalidInput(
             f"{len(problems)} of {len(items)} items are invalid; nothing was added",
-            errors=[problem.as_dict() for problem in problems[:100]],
+            errors=[error for problem in problems[:100] for error in problem.as_errors()],
         )
     _batch_room_check(batch=batch, adding=len(items), field="items")
     job_types_ready_check(types)
@@ -130,7 +130,7 @@ def item_add_file(
         record["type"] = type
     parsed = item_parse(record, index=0, default_type=batch.type)
     if isinstance(parsed, ItemProblem):
-        raise InvalidInput("the item is invalid", errors=[parsed.as_dict()])
+        raise InvalidInput("the item is invalid", errors=parsed.as_errors())
     job_type = get_job_type(parsed.type)
     assert job_type is not None, "item_parse accepts only registered job types"
     if not job_type.accepts_file:

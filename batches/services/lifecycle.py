@@ -15,7 +15,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from batches import engine, files, selectors, webhooks
+from batches import engine, files, selectors, tallies, webhooks
 from batches.engine import nudges
 from batches.exceptions import (
     BatchAlreadyCommitted,
@@ -34,6 +34,7 @@ from batches.models import Account, Batch, BatchError, Chunk, Item
 from batches.services.common import batch_lock, job_types_ready_check, sequence_next
 from batches.services.items import _items_insert, items_add_staged
 from batches.timeline import event_record, items_move
+from batchsite.requestid import request_id_get
 from jobs import get_job_type, outbound
 
 BATCH_OPTIONS = (
@@ -144,6 +145,7 @@ def batch_create(
                 source_url=source_url,
                 commit_on_ingest=bool(source_url and commit),
                 status=Batch.Status.INGESTING if source_url else Batch.Status.CREATED,
+                request_id=request_id_get(),
                 **options,
             )
             event_record(batch=batch, kind="created", actor=actor)
@@ -234,6 +236,7 @@ def _uncommitted_end(
     batch.status = status
     batch.finished_at = now
     batch.save(update_fields=["status", "finished_at"])
+    tallies.tally_batch_end(batch_id=batch.pk)
     event_record(batch=batch, kind=status, actor=actor, detail=detail)
     webhooks.batch_ended(batch)
     return batch
@@ -257,7 +260,9 @@ def batch_commit(*, batch: Batch, actor: str) -> Batch:
     batch.refresh_from_db()
     batch.status = Batch.Status.COMMITTED
     batch.committed_at = timezone.now()
-    batch.save(update_fields=["status", "committed_at"])
+    # A commit made for no request (a worker's, after ingest) keeps the creator's id.
+    batch.request_id = request_id_get() or batch.request_id
+    batch.save(update_fields=["status", "committed_at", "request_id"])
     chunk_ids = engine.chunks_plan(batch)
     event_record(batch=batch, kind="committed", actor=actor, detail={"chunks": len(chunk_ids)})
     engine.chunks_enqueue_on_commit(batch, chunk_ids)
@@ -339,6 +344,53 @@ def batch_resume(*, batch: Batch, actor: str) -> Batch:
     return batch
 
 
+# What PATCH batches/{id}/ may change: nothing that changes what the items mean.
+BATCH_CHANGES = ("label", "metadata", "priority", "max_concurrency", "deadline")
+
+
+def _event_value(value: Any) -> Any:
+    return value.isoformat() if hasattr(value, "isoformat") else value
+
+
+@transaction.atomic
+def batch_change(*, batch: Batch, actor: str, changes: dict[str, Any]) -> Batch:
+    """Change a live batch's label, metadata, priority, max_concurrency or deadline.
+
+    Workers read these when they claim a chunk, so a change holds from the next chunk
+    claimed; chunks in flight finish as they started. Raising or lifting max_concurrency
+    releases the chunks it held. The event records each field's old and new value; a body
+    that changes nothing records nothing.
+    """
+    unknown = sorted(set(changes) - set(BATCH_CHANGES))
+    if unknown:
+        raise InvalidInput(f"cannot change: {', '.join(unknown)}")
+    batch = batch_lock(batch)
+    if batch.status not in Batch.CHANGEABLE:
+        raise BatchFinished(f"batch is {batch.status}; it can no longer be changed")
+    changed = {name: value for name, value in changes.items() if getattr(batch, name) != value}
+    deadline = changed.get("deadline")
+    if deadline is not None and batch.not_before is not None and deadline <= batch.not_before:
+        raise InvalidInput.for_field(
+            "deadline",
+            "Must be after the batch's not_before.",
+            detail=f"deadline must be after not_before ({batch.not_before.isoformat()})",
+        )
+    if not changed:
+        return batch
+    detail = {
+        name: {"from": _event_value(getattr(batch, name)), "to": _event_value(value)}
+        for name, value in changed.items()
+    }
+    for name, value in changed.items():
+        setattr(batch, name, value)
+    batch.save(update_fields=list(changed))
+    event_record(batch=batch, kind="changed", actor=actor, detail=detail)
+    if "max_concurrency" in changed and batch.status in Batch.ACTIVE:
+        batch_id = batch.pk
+        transaction.on_commit(lambda: engine.chunks_release(batch_id))
+    return batch
+
+
 RerunWhich = Literal["failed", "all"]
 
 
@@ -373,6 +425,9 @@ def batch_rerun(*, batch: Batch, which: RerunWhich, actor: str) -> Batch:
     )
     if not moved:
         raise Conflict(f"batch has no {which} items to rerun", code="nothing_to_rerun")
+    # The reset items' outcomes stay counted in the batch's tallies; the kept ones are
+    # counted from the items again while the batch is active.
+    tallies.tally_batch_reopen(batch_id=batch.pk)
     # The items just queued: a refusal rolls their move back.
     job_types_ready_check(selectors.batch_item_types(batch=batch, statuses=[Item.Status.QUEUED]))
     stale = [files.outputs_prefix(batch.pk)] if which == "all" else []
@@ -389,10 +444,11 @@ def batch_rerun(*, batch: Batch, which: RerunWhich, actor: str) -> Batch:
     batch.started_at = None
     batch.finished_at = None
     batch.rate_from_at = batch.rate_mid_at = None
+    batch.request_id = request_id_get() or batch.request_id
     batch.save(
         update_fields=[
             "status", "ending", "committed_at", "started_at", "finished_at",
-            "rate_from_at", "rate_mid_at",
+            "rate_from_at", "rate_mid_at", "request_id",
         ]
     )  # fmt: skip
     chunk_ids = engine.chunks_plan(batch)

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from batches import files
+from batches import files, tallies
 from batches.engine import nudges
 from batches.models import Batch, BatchError, Item
 from batches.services.common import batch_lock
@@ -22,6 +22,8 @@ def batch_delete(*, batch: Batch, actor: str) -> None:
     """Remove the batch with its items, errors, events and files; later reads are 404."""
     batch = batch_lock(batch)
     batch_id = batch.pk
+    # The items' outcomes stay counted in the metrics (batchsite.observability).
+    tallies.tally_batch_retire(batch_id=batch_id, ended=batch.is_terminal)
     # Errors, then items, each in one statement, so Django never collects item rows.
     BatchError.objects.filter(batch_id=batch_id).delete()
     Item.objects.filter(batch_id=batch_id).delete()

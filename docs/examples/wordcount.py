@@ -1,7 +1,6 @@
 """A third-party job type: count the words of a text (the README's example)."""
 
 from jobs import JobType, PermanentError
-from jobs.base import PayloadError
 
 
 class WordCount(JobType):
@@ -10,13 +9,12 @@ class WordCount(JobType):
     payload_schema = {
         "type": "object",
         "required": ["text"],
-        "properties": {"text": {"type": "string"}, "min_words": {"type": "integer"}},
+        "properties": {
+            "text": {"type": "string"},
+            "min_words": {"type": "integer", "minimum": 0},
+        },
+        "additionalProperties": False,
     }
-
-    def validate_payload(self, payload):
-        super().validate_payload(payload)
-        if not isinstance(payload.get("text"), str):
-            raise PayloadError({"payload.text": "must be a string"})
 
     def process(self, payload, file, context):
         words = len(payload["text"].split())

@@ -292,7 +292,12 @@ def test_job_types__lists_registered_types_by_name(client_a):
     }
     assert echo["accepts_file"] is False
     assert (echo["time_limit"], echo["max_time_limit"]) == (660, 660)
-    assert set(echo["payload_schema"]["properties"]) == {"fail", "sleep_ms", "transient_failures"}
+    assert set(echo["payload_schema"]["properties"]) == {
+        "fail",
+        "sleep_ms",
+        "transient_failures",
+        "time_limit",
+    }
 
 
 def test_job_types__is_read_only(client_a):

@@ -7,7 +7,14 @@ import uuid
 import pytest
 
 from batches.models import Batch, BatchEvent, Item
-from tests.helpers.api import BATCHES, assert_problem, batch_url, create_batch, row_counts
+from tests.helpers.api import (
+    BATCHES,
+    assert_problem,
+    batch_url,
+    create_batch,
+    problem_content,
+    row_counts,
+)
 
 REQUESTS = [
     pytest.param("get", "", None, id="retrieve"),
@@ -45,7 +52,9 @@ def test_tenancy__another_accounts_batch_is_404_like_a_missing_one(
     response = send(client_b, method, batch_url(batch_of_a, suffix), body)
     missing = send(client_b, method, batch_url(uuid.uuid4(), suffix), body)
 
-    assert assert_problem(response, 404, "not_found") == assert_problem(missing, 404, "not_found")
+    assert_problem(response, 404, "not_found")
+    assert_problem(missing, 404, "not_found")
+    assert problem_content(response) == problem_content(missing)
     assert row_counts() == before
 
 

@@ -9,6 +9,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from batches.management.commands import runlocal
 from batches.models import Account, ApiKey
 
 
@@ -133,3 +134,67 @@ def test_runlocal__keeps_an_existing_demo_account(account):
 
     assert ApiKey.objects.get_from_key(key).account == demo
     assert Account.objects.filter(name="demo").count() == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "url", "says"),
+    [
+        ([], "http://127.0.0.1:8000", None),
+        (["--port", "8001"], "http://127.0.0.1:8001", None),
+        (
+            ["--host", "0.0.0.0", "--port", "8001"],
+            "http://127.0.0.1:8001",
+            "Listening on every interface (0.0.0.0:8001)",
+        ),
+        (["--host", "::1", "--port", "8002"], "http://[::1]:8002", None),
+        (["--host", "::", "--port", "8003"], "http://[::1]:8003", "every interface ([::]:8003)"),
+    ],
+)
+def test_runlocal__prints_the_url_and_exports_for_its_host_and_port(db, args, url, says):
+    out, _ = run("runlocal", "--no-serve", *args)
+
+    assert f"batchsite is starting on {url}/  (API docs: {url}/api/v1/docs/)" in out
+    assert f"Dashboard login (a new password each run): {url}/" in out
+    assert f"    export BATCHSITE_URL={url}\n" in out
+    assert re.search(r"^    export BATCHSITE_KEY=\S+$", out, re.MULTILINE)
+    assert "curl -s -X POST $BATCHSITE_URL/api/v1/batches/" in out
+    assert (says in out) if says else ("every interface" not in out)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--port", "0"], "--port must be from 1 to 65535, not 0"),
+        (["--port", "70000"], "--port must be from 1 to 65535, not 70000"),
+        (["--host", " "], "--host must name an address"),
+    ],
+)
+def test_runlocal__a_bad_host_or_port_is_refused_before_anything_is_made(db, args, message):
+    with pytest.raises(CommandError, match=re.escape(message)):
+        run("runlocal", "--no-serve", *args)
+
+    assert not Account.objects.exists()
+    assert not ApiKey.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("host", "env", "allowed"),
+    [
+        ("192.0.2.7", {}, "localhost,127.0.0.1,[::1],192.0.2.7"),
+        ("2001:db8::7", {}, "localhost,127.0.0.1,[::1],[2001:db8::7]"),
+        ("192.0.2.7", {"DJANGO_ALLOWED_HOSTS": "ops.example"}, "ops.example"),
+        ("127.0.0.1", {}, None),
+        ("0.0.0.0", {}, None),
+    ],
+)
+def test_runlocal__the_web_server_allows_the_one_host_it_serves_on(
+    monkeypatch, settings, host, env, allowed
+):
+    settings.ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]"]
+    monkeypatch.delenv("DJANGO_ALLOWED_HOSTS", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    web_env = runlocal.Command()._web_env(host)
+
+    assert web_env.get("DJANGO_ALLOWED_HOSTS") == allowed

@@ -18,13 +18,15 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connections
 from django.utils import timezone
+from rich.cells import cell_len
+from rich.console import Console
 
 from batches import engine, services
 from batches.engine import planning
 from batches.management import operator
 from batches.management.commands.purgebatches import duration_parse
 from batches.models import Account, Batch, BatchError, BatchEvent, Chunk, Item
-from tests.factories import AccountFactory, open_batch
+from tests.factories import AccountFactory, BatchFactory, open_batch
 
 S = Batch.Status
 
@@ -40,6 +42,13 @@ def one_line(exc: pytest.ExceptionInfo) -> str:
     message = str(exc.value)
     assert "\n" not in message
     return message
+
+
+def render(renderable, *, width: int) -> str:
+    """Return what a terminal `width` columns wide shows of a rich renderable."""
+    console = Console(file=StringIO(), width=width, color_system=None, highlight=False)
+    console.print(renderable)
+    return console.file.getvalue()
 
 
 def write_jsonl(path: Path, lines: list) -> Path:
@@ -185,6 +194,55 @@ def test_createbatch__wait_fails_when_the_batch_does_not_end_finished(
     assert one_line(exc) == (
         f"batch {batch.number} ended cancelled: 0 succeeded, 0 failed, 2 cancelled"
     )
+
+
+@pytest.mark.timeout(120)
+def test_createbatch__wait_counts_failed_items_as_failed_and_fails(transactional_db, tmp_path):
+    AccountFactory(name="only")
+    path = write_jsonl(
+        tmp_path / "items.jsonl",
+        [
+            {"payload": {"n": 0}},
+            {"external_id": "second", "payload": {"fail": True}},
+            {"payload": {"fail": True}},
+        ],
+    )
+
+    with pytest.raises(CommandError) as exc:
+        run(
+            "createbatch", "--type", "echo", "--file", str(path), "--commit", "--wait",
+            "--interval", "0.05",
+        )  # fmt: skip
+
+    batch = Batch.objects.get()
+    assert (batch.status, batch.succeeded_items, batch.failed_items) == (S.FINISHED, 1, 2)
+    assert one_line(exc) == (
+        f"batch {batch.number} finished with failed items: 1 succeeded, 2 failed, 0 cancelled"
+    )
+
+
+def test_batch_summary__counts_failed_items_as_failed_and_says_why(
+    account, django_capture_on_commit_callbacks
+):
+    batch = open_batch(
+        account=account,
+        items=[
+            {"payload": {}},
+            {"external_id": "second", "payload": {"fail": True}},
+            *[{"payload": {"fail": True}}] * 6,
+        ],
+    )
+    batch = run_to_end(batch, django_capture_on_commit_callbacks)
+
+    out = render(operator.batch_summary(batch), width=80)
+
+    assert re.search(r"items\s+8 total · 0 pending · 0 queued · 0 running · 1 succeeded", out)
+    assert re.search(r"^failed\s+7 items\s*$", out, re.MULTILINE)
+    assert "  item 1 (second) failed: echo_failed: the payload asked echo to fail" in out
+    assert "  item 5 failed: echo_failed: the payload asked echo to fail" in out
+    assert "  … and 2 more failed items" in out
+    assert "item 6 failed" not in out
+    assert all(cell_len(line) <= 80 for line in out.splitlines())
 
 
 def test_createbatch__the_only_account_is_the_default(db, jsonl_file):
@@ -409,6 +467,46 @@ def test_batchstatus_watch__returns_when_the_batch_ends(transactional_db, monkey
     assert Batch.objects.get(pk=batch.pk).status == S.FINISHED
     assert re.search(r"status\s+finished", out)
     assert "5 succeeded" in out
+
+
+def test_figures__break_only_between_two_figures():
+    figures = operator.Figures(["12,345 ok", "6 failed", "0 cancelled"])
+
+    assert figures.lines(200) == ["12,345 ok · 6 failed · 0 cancelled"]
+    assert figures.lines(22) == ["12,345 ok · 6 failed", "0 cancelled"]
+    assert figures.lines(5) == ["12,345 ok", "6 failed", "0 cancelled"]
+
+
+def test_batch_watch__the_progress_display_fits_80_columns_with_big_figures(account):
+    now = timezone.now()
+    batch = BatchFactory(
+        account=account,
+        number=1_234_567,
+        status=S.RUNNING,
+        total_items=12_345_678,
+        succeeded_items=9_876_543,
+        failed_items=1_234_567,
+        cancelled_items=0,
+        queued_items=1_234_568,
+        last_outcome_at=now,
+        rate_from_at=now - timedelta(seconds=100),
+        rate_from_ended=11_111_110 - 1_234_567,
+    )
+    console = Console(file=StringIO(), width=80, color_system=None, highlight=False)
+    progress = operator._progress(console)
+    task_id = progress.add_task("", total=None, number=batch.number, status="", figures=[])
+
+    operator._progress_show(progress, task_id, batch)
+    console.print(progress.get_renderable())
+
+    lines = console.file.getvalue().splitlines()
+    assert all(cell_len(line) <= 80 for line in lines), lines
+    assert "…" not in "".join(lines)
+    assert re.match(r"batch 1234567 running +━+.* 11111110/12345678 +90%$", lines[0])
+    figures = " · ".join(line.strip() for line in lines[1:])
+    assert figures == (
+        "9,876,543 ok · 1,234,567 failed · 0 cancelled · 12,345.7 items/s · ETA 0:01:40"
+    )
 
 
 def test_batchstatus_watch__deleted_batch_is_an_error(account, monkeypatch):

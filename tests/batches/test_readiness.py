@@ -20,6 +20,7 @@ from tests.helpers.api import (
     BATCHES,
     batch_url,
     create_batch,
+    problem_content,
     row_counts,
     run_commit,
     serve,
@@ -58,7 +59,7 @@ def make_signer() -> None:
 def assert_not_ready(response, expected: dict) -> None:
     assert response.status_code == 409, response.content
     assert response["Content-Type"] == PROBLEM
-    assert response.json() == expected
+    assert problem_content(response) == expected
 
 
 def stored_files() -> list[Path]:

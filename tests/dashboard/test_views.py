@@ -1012,3 +1012,121 @@ def test_batch_download__package_waits_for_the_batch_to_end(staff, committed_bat
 
 def test_batch_download__unknown_file_is_404(staff, finished_batch):
     assert staff.get(f"/batches/{finished_batch.pk}/download/secrets.txt").status_code == 404
+
+
+# --- changing a live batch -----------------------------------------------------------------------
+
+
+def change_url(batch) -> str:
+    return reverse("dashboard:batch-change", args=[batch.pk])
+
+
+def change(client: Client, batch, data: dict):
+    """Open the change form, then POST `data` with the CSRF token it handed out."""
+    page = client.get(change_url(batch))
+    assert page.status_code == 200
+    token = client.cookies["csrftoken"].value
+    return client.post(change_url(batch), {"csrfmiddlewaretoken": token, **data})
+
+
+def test_batch_change__form_shows_the_current_values_and_saves_a_change(
+    csrf_staff, committed_batch
+):
+    Batch.objects.filter(pk=committed_batch.pk).update(label="before", priority=2)
+    page = html(csrf_staff.get(detail_url(committed_batch)))
+    assert 'data-testid="change"' in page
+
+    form = html(csrf_staff.get(change_url(committed_batch)))
+    assert 'value="before"' in form
+    assert 'value="2"' in form
+
+    deadline = timezone.localtime(timezone.now() + timedelta(days=1)).replace(
+        second=0, microsecond=0
+    )
+    response = change(
+        csrf_staff,
+        committed_batch,
+        {
+            "label": "after",
+            "metadata": '{"team": "ops"}',
+            "priority": "9",
+            "max_concurrency": "2",
+            "deadline": deadline.strftime("%Y-%m-%dT%H:%M"),
+        },
+    )
+
+    assert response.status_code == 302
+    committed_batch.refresh_from_db()
+    assert committed_batch.label == "after"
+    assert committed_batch.metadata == {"team": "ops"}
+    assert (committed_batch.priority, committed_batch.max_concurrency) == (9, 2)
+    assert committed_batch.deadline == deadline
+    event = committed_batch.events.get(kind="changed")
+    assert event.actor == "user:operator"
+    assert set(event.detail) == {"label", "metadata", "priority", "max_concurrency", "deadline"}
+    assert any(
+        "changed" in message for message in messages_of(csrf_staff.get(response["Location"]))
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("metadata", "[1, 2]"),
+        ("metadata", "{not json"),
+        ("priority", "500"),
+        ("max_concurrency", "0"),
+        ("deadline", "2001-01-01T00:00"),
+    ],
+)
+def test_batch_change__bad_input_shows_the_field_error_and_changes_nothing(
+    csrf_staff, committed_batch, field, value
+):
+    body = {
+        "label": "after",
+        "metadata": "{}",
+        "priority": "0",
+        "max_concurrency": "",
+        "deadline": "",
+    }
+
+    response = change(csrf_staff, committed_batch, {**body, field: value})
+
+    assert response.status_code == 400
+    assert f'data-testid="error-{field}"' in html(response)
+    committed_batch.refresh_from_db()
+    assert committed_batch.label != "after"
+    assert not committed_batch.events.filter(kind="changed").exists()
+
+
+def test_batch_change__an_ended_batch_offers_no_change_and_a_post_shows_the_refusal(
+    csrf_staff, finished_batch
+):
+    assert 'data-testid="change"' not in html(csrf_staff.get(detail_url(finished_batch)))
+
+    response = change(
+        csrf_staff,
+        finished_batch,
+        {
+            "label": "after",
+            "metadata": "{}",
+            "priority": "0",
+            "max_concurrency": "",
+            "deadline": "",
+        },
+    )
+
+    assert response.status_code == 302
+    finished_batch.refresh_from_db()
+    assert finished_batch.label != "after"
+    page = csrf_staff.get(response["Location"])
+    assert any("can no longer be changed" in message for message in messages_of(page))
+
+
+def test_batch_change__needs_staff(client, committed_batch):
+    response = client.post(change_url(committed_batch), {"label": "x", "priority": "0"})
+
+    assert response.status_code == 302
+    assert "/login/" in response["Location"]
+    committed_batch.refresh_from_db()
+    assert committed_batch.label != "x"

@@ -124,16 +124,23 @@ def gunicorn(tmp_path):
                 process.wait(timeout=10)
 
 
-def access_lines(stdout, process, *, count: int) -> list[dict]:
-    """Return the JSON access lines on stdout, once there are `count` of them."""
+def access_lines(stdout, process, *, request_ids: set[str]) -> list[dict]:
+    """Return the JSON access lines on stdout, once there is one for each of `request_ids`.
+
+    The fixture's own probes write lines too, so a count of lines would not say that
+    the test's requests have theirs; the request id each response carried does.
+    """
 
     def lines() -> list[dict]:
         found = [json.loads(line) for line in stdout.read_text().splitlines() if line.strip()]
         return [line for line in found if line["logger"] == "gunicorn.access"]
 
+    def missing() -> set[str]:
+        return request_ids - {line.get("request_id") for line in lines()}
+
     # Access lines are written after each response; give the last one a moment.
     deadline = time.monotonic() + 10
-    while len(lines()) < count and time.monotonic() < deadline and process.poll() is None:
+    while missing() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.1)
     return lines()
 
@@ -152,10 +159,13 @@ def test_gunicorn_conf__serves_probes_by_address_and_logs_through_the_apps_loggi
     assert ready.status_code == 200, ready.text
     assert ready.json()["status"] == "ready"
     assert api.status_code == 400
-    lines = access_lines(stdout, process, count=4)
+    sent = {response.headers["X-Request-ID"] for response in (health, ready, api)}
+    lines = access_lines(stdout, process, request_ids=sent)
     messages = [line["message"] for line in lines]
     assert any('"GET /readyz HTTP/1.1" 200' in message for message in messages), messages
     assert any('"GET /api/v1/job-types/ HTTP/1.1" 400' in message for message in messages)
     # The app's secrets filter cleans gunicorn's request lines too.
     assert any("api-key=[redacted]" in message for message in messages), messages
     assert API_KEY not in stdout.read_text()
+    # Each access line names the request id its response carried, a redacted one too.
+    assert sent <= {line.get("request_id") for line in lines}

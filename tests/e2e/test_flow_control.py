@@ -140,3 +140,44 @@ def test_cluster__a_free_worker_takes_the_chunks_whose_tasks_wait_elsewhere(
     runs = read_log(exec_log)
     assert sorted(runs) == list(range(20))
     assert all(len(executions) == 1 for executions in runs.values())
+
+
+def test_cluster__raising_max_concurrency_on_a_running_batch_takes_effect(
+    client_a, cluster_factory, exec_log
+):
+    cluster = cluster_factory(workers=4, env={"BATCHSITE_TEST_EXEC_LOG": str(exec_log)})
+    body = create_paced(client_a, 80, sleep_ms=40, max_concurrency=1)
+    batch_id = body["id"]
+    wait_for(lambda: Batch.objects.get(pk=batch_id).succeeded_items >= 10, timeout=60)
+
+    changed_at = time.time()
+    response = client_a.patch(f"{BATCHES}{batch_id}/", {"max_concurrency": 4}, format="json")
+    assert response.status_code == 200, response.json()
+    batch = wait_terminal(batch_id, cluster)
+
+    assert batch.status == Batch.Status.FINISHED
+    assert batch.counts() == recount(batch)
+    runs = read_log(exec_log)
+    assert sorted(runs) == list(range(80))
+    assert all(len(executions) == 1 for executions in runs.values())
+    before = {n: runs[n] for n in runs if runs[n][0][1] <= changed_at}
+    after = {n: runs[n] for n in runs if runs[n][0][0] > changed_at}
+    assert most_at_once(before) == 1
+    assert most_at_once(after) > 1
+
+
+def test_cluster__a_priority_raised_after_commit_lets_the_batch_overtake(
+    client_a, cluster_factory, exec_log
+):
+    low = create_paced(client_a, 60, sleep_ms=20)
+    high = create_paced(client_a, 10, sleep_ms=20)
+    response = client_a.patch(f"{BATCHES}{high['id']}/", {"priority": 10}, format="json")
+    assert response.status_code == 200, response.json()
+    cluster = cluster_factory(workers=1, env={"BATCHSITE_TEST_EXEC_LOG": str(exec_log)})
+
+    high_batch = wait_terminal(high["id"], cluster)
+    low_batch = wait_terminal(low["id"], cluster)
+
+    assert high_batch.status == low_batch.status == Batch.Status.FINISHED
+    assert high_batch.finished_at < low_batch.finished_at
+    assert Item.objects.filter(batch_id__in=[low["id"], high["id"]], attempts=1).count() == 70

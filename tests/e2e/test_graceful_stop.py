@@ -243,7 +243,7 @@ def test_runlocal__ctrl_c_stops_its_cluster_cleanly(cluster_factory, env, exec_l
             "BATCHSITE_SIGNING_CERT": str(tmp_path / "cert.pem"),
         }
     )
-    runner.start(command=["runlocal", "--addr", f"127.0.0.1:{port}"])
+    runner.start(command=["runlocal", "--port", str(port)])
     batch = batch_under_way()
     pids = group_pids(runner)
 

@@ -34,7 +34,7 @@ def run(echo: Echo, payload: dict, attempt: int = 1):
     return echo.process(payload, None, JobContext(attempt=attempt, label="test#0"))
 
 
-# --- validate_payload ---------------------------------------------------------------------------
+# --- payload_check ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -52,13 +52,13 @@ def run(echo: Echo, payload: dict, attempt: int = 1):
     ],
 )
 def test_echo_validate_payload__accepts(echo, payload):
-    assert echo.validate_payload(payload) is None
+    assert echo.payload_check(payload) is None
 
 
 @pytest.mark.parametrize("payload", [None, [], ["fail"], "text", 3, True])
 def test_echo_validate_payload__refuses_a_non_object(echo, payload):
     with pytest.raises(PayloadError) as caught:
-        echo.validate_payload(payload)
+        echo.payload_check(payload)
 
     assert caught.value.errors == {"payload": "must be a JSON object"}
 
@@ -66,30 +66,41 @@ def test_echo_validate_payload__refuses_a_non_object(echo, payload):
 @pytest.mark.parametrize("value", ["yes", 1, 0, None, "true"])
 def test_echo_validate_payload__refuses_a_non_boolean_fail(echo, value):
     with pytest.raises(PayloadError) as caught:
-        echo.validate_payload({"fail": value})
+        echo.payload_check({"fail": value})
 
     assert caught.value.errors == {"payload.fail": "must be true or false"}
 
 
 @pytest.mark.parametrize("field", ["sleep_ms", "transient_failures"])
-@pytest.mark.parametrize("value", [-1, 1.5, "10", True, False, None, [1]])
-def test_echo_validate_payload__refuses_a_bad_count(echo, field, value):
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (-1, "must be at least 0"),
+        (1.5, "must be an integer"),
+        ("10", "must be an integer"),
+        (True, "must be an integer"),
+        (False, "must be an integer"),
+        (None, "must be an integer"),
+        ([1], "must be an integer"),
+    ],
+)
+def test_echo_validate_payload__refuses_a_bad_count(echo, field, value, message):
     with pytest.raises(PayloadError) as caught:
-        echo.validate_payload({field: value})
+        echo.payload_check({field: value})
 
-    assert caught.value.errors == {f"payload.{field}": "must be a non-negative integer"}
+    assert caught.value.errors == {f"payload.{field}": message}
 
 
 def test_echo_validate_payload__refuses_a_sleep_over_the_maximum(echo):
     with pytest.raises(PayloadError) as caught:
-        echo.validate_payload({"sleep_ms": MAX_SLEEP_MS + 1})
+        echo.payload_check({"sleep_ms": MAX_SLEEP_MS + 1})
 
     assert caught.value.errors == {"payload.sleep_ms": f"must be at most {MAX_SLEEP_MS}"}
 
 
 def test_echo_validate_payload__reports_every_bad_field(echo):
     with pytest.raises(PayloadError) as caught:
-        echo.validate_payload({"fail": "no", "sleep_ms": -5, "transient_failures": "x"})
+        echo.payload_check({"fail": "no", "sleep_ms": -5, "transient_failures": "x"})
 
     assert set(caught.value.errors) == {
         "payload.fail",
@@ -159,5 +170,6 @@ def test_echo_describe__is_the_public_description(echo):
         "fail",
         "sleep_ms",
         "transient_failures",
+        "time_limit",
     }
     assert "fail" in described["description"]

@@ -60,7 +60,7 @@ def backend_raises(monkeypatch):
     return arrange
 
 
-# --- validate_payload ---------------------------------------------------------------------------
+# --- payload_check ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -76,7 +76,7 @@ def backend_raises(monkeypatch):
     ],
 )
 def test_email_send_validate_payload__accepts(job, payload):
-    assert job.validate_payload(payload) is None
+    assert job.payload_check(payload) is None
 
 
 @pytest.mark.parametrize(
@@ -85,8 +85,8 @@ def test_email_send_validate_payload__accepts(job, payload):
         pytest.param({"subject": "s", "text": "t"}, "payload.to", "is required", id="to-missing"),
         pytest.param(letter(to="not-an-address"), "payload.to", "valid email", id="to-bad"),
         pytest.param(letter(to=""), "payload.to", "valid email", id="to-empty"),
-        pytest.param(letter(to=[]), "payload.to", "non-empty list", id="to-empty-list"),
-        pytest.param(letter(to=5), "payload.to", "non-empty list", id="to-int"),
+        pytest.param(letter(to=[]), "payload.to", "must not be empty", id="to-empty-list"),
+        pytest.param(letter(to=5), "payload.to", "a string or a list", id="to-int"),
         pytest.param(
             letter(to=["ok@example.org", "nope"]), "payload.to[1]", "valid email", id="to-list-bad"
         ),
@@ -99,8 +99,8 @@ def test_email_send_validate_payload__accepts(job, payload):
         ),
         pytest.param(letter(to=["a@example.org"] * 101), "payload.to", "at most 100", id="to-many"),
         pytest.param({"to": "a@example.org", "text": "t"}, "payload.subject", "required", id="s"),
-        pytest.param(letter(subject=""), "payload.subject", "non-empty", id="subject-empty"),
-        pytest.param(letter(subject=3), "payload.subject", "non-empty", id="subject-int"),
+        pytest.param(letter(subject=""), "payload.subject", "not be empty", id="subject-empty"),
+        pytest.param(letter(subject=3), "payload.subject", "a string", id="subject-int"),
         pytest.param(
             letter(subject="Hi\r\nBcc: victim@example.org"),
             "payload.subject",
@@ -112,12 +112,12 @@ def test_email_send_validate_payload__accepts(job, payload):
         pytest.param(letter(text=None), "payload.text", "string", id="text-null"),
         pytest.param(letter(html=["<p>"]), "payload.html", "string", id="html-list"),
         pytest.param(letter(**{"from": "nobody"}), "payload.from", "valid email", id="from-bad"),
-        pytest.param(letter(cc="a@example.org"), "payload", "unknown field(s): cc", id="unknown"),
+        pytest.param(letter(cc="a@example.org"), "payload.cc", "not a field", id="unknown"),
     ],
 )
 def test_email_send_validate_payload__refuses(job, payload, field, message):
     with pytest.raises(PayloadError) as caught:
-        job.validate_payload(payload)
+        job.payload_check(payload)
 
     assert field in caught.value.errors, caught.value.errors
     assert message in caught.value.errors[field]
@@ -126,7 +126,7 @@ def test_email_send_validate_payload__refuses(job, payload, field, message):
 @pytest.mark.parametrize("payload", [None, [], "a@example.org"])
 def test_email_send_validate_payload__refuses_a_non_object(job, payload):
     with pytest.raises(PayloadError) as caught:
-        job.validate_payload(payload)
+        job.payload_check(payload)
 
     assert caught.value.errors == {"payload": "must be a JSON object"}
 
@@ -170,7 +170,7 @@ def test_email_send_submission__bad_address_is_refused_through_the_api(client_a)
 def test_email_send_sender__allowed(job, settings, allowed, sender):
     settings.BATCHSITE_EMAIL_ALLOWED_FROM = allowed
 
-    assert job.validate_payload(letter(**{"from": sender})) is None
+    assert job.payload_check(letter(**{"from": sender})) is None
 
 
 @pytest.mark.parametrize(
@@ -192,7 +192,7 @@ def test_email_send_sender__refused(job, settings, allowed, sender):
     settings.BATCHSITE_EMAIL_ALLOWED_FROM = allowed
 
     with pytest.raises(PayloadError) as caught:
-        job.validate_payload(letter(**{"from": sender}))
+        job.payload_check(letter(**{"from": sender}))
 
     message = caught.value.errors["payload.from"]
     assert "is not a sender this server may send as" in message

@@ -44,4 +44,6 @@ def test_wordcount__bad_payload_is_refused_at_submission(wordcount, client_a):
     )
 
     assert response.status_code == 400
-    assert response.json()["errors"][0]["fields"] == {"payload.text": "must be a string"}
+    assert response.json()["errors"] == [
+        {"index": 0, "field": "payload.text", "code": "invalid", "message": "must be a string"}
+    ]

@@ -285,9 +285,9 @@ def test_document_sign__rsa_signer_signs_too(tmp_path, signer):
 
 
 def test_document_sign__payload_takes_no_fields():
-    DocumentSign().validate_payload({})
+    DocumentSign().payload_check({})
     with pytest.raises(PayloadError) as caught:
-        DocumentSign().validate_payload({"digest": "sha1"})
+        DocumentSign().payload_check({"digest": "sha1"})
 
     assert set(caught.value.errors) == {"payload.digest"}
 
@@ -565,7 +565,7 @@ def test_document_verify__oversized_pair_fails(tmp_path, signer, settings):
 )
 def test_document_verify__bad_payload_is_refused(payload, field):
     with pytest.raises(PayloadError) as caught:
-        DocumentVerify().validate_payload(payload)
+        DocumentVerify().payload_check(payload)
 
     assert set(caught.value.errors) == {field}
 

@@ -300,7 +300,7 @@ def test_a_name_that_rebinds_to_the_inside_between_lookups_is_refused(
     asked = stub_resolver(monkeypatch, {"rebind.example": [PUBLIC, "127.0.0.1"]})
     httpserver.expect_request("/").respond_with_data("inside")
     payload = {"url": f"http://rebind.example:{httpserver.port}/"}
-    HttpRequest().validate_payload(payload)
+    HttpRequest().payload_check(payload)
 
     with pytest.raises(PermanentError) as raised:
         HttpRequest().process(payload, None, JobContext(attempt=1, label="rebind#0"))

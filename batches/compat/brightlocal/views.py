@@ -100,12 +100,8 @@ def _field_errors(exc: InvalidInput) -> dict[str, str]:
     """Name each refused field of an item by the parameter the client sent."""
     found: dict[str, str] = {}
     for error in exc.errors:
-        fields = error.get("fields")
-        if fields:
-            for field, message in fields.items():
-                found.setdefault(field.removeprefix("payload."), message)
-        else:
-            found.setdefault(error.get("field", "INVALID_REQUEST"), error.get("message", ""))
+        field = error.get("field", "INVALID_REQUEST").removeprefix("payload.")
+        found.setdefault(field, error.get("message", ""))
     return found or {"INVALID_REQUEST": exc.message}
 
 

@@ -163,6 +163,8 @@ class BatchSummary:
     package_ready: bool
     # Why the package cannot be downloaded now, when it cannot.
     package_note: str
+    # Whether its label, metadata, priority, concurrency and deadline may still change.
+    changeable: bool
 
 
 def batch_summary(batch: Batch) -> BatchSummary:
@@ -189,6 +191,7 @@ def batch_summary(batch: Batch) -> BatchSummary:
         actions=batch_actions(batch),
         package_ready=package_refusal is None,
         package_note=package_refusal.message if package_refusal else "",
+        changeable=batch.status in Batch.CHANGEABLE,
     )
 
 

@@ -40,7 +40,7 @@ class Command(BaseCommand):
         "Upload a JSONL, CSV or ZIP file as one new batch (the format comes from the file's "
         "extension: .jsonl/.ndjson, .csv, .zip) and print its id, number and how many lines "
         "were added and rejected. --commit queues it; --wait then shows its progress until it "
-        "ends and fails unless it ended `finished`."
+        "ends, and fails unless it ended `finished` with no failed item."
     )
 
     def add_arguments(self, parser):
@@ -136,8 +136,11 @@ class Command(BaseCommand):
                 returncode=130,
             ) from None
         console.print(batch_summary(batch))
-        if batch.status != Batch.Status.FINISHED:
+        if batch.status != Batch.Status.FINISHED or batch.failed_items:
+            ended = f"ended {batch.status}"
+            if batch.status == Batch.Status.FINISHED:
+                ended = "finished with failed items"
             raise CommandError(
-                f"batch {batch.number} ended {batch.status}: {batch.succeeded_items} succeeded, "
+                f"batch {batch.number} {ended}: {batch.succeeded_items} succeeded, "
                 f"{batch.failed_items} failed, {batch.cancelled_items} cancelled"
             )

@@ -1,6 +1,8 @@
 """Run batchsite on one machine: migrate, print a demo key, serve web + one worker cluster."""
 
 import io
+import ipaddress
+import os
 import secrets
 import signal
 import subprocess
@@ -10,7 +12,7 @@ import time
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from batches import services
 from batches.models import Account
@@ -20,6 +22,23 @@ from jobs.signer import signer_paths
 DEMO_ACCOUNT = "demo"
 DEMO_STAFF_USER = "admin"
 DEMO_SIGNER = "batchsite demo signer"
+# Hosts that mean "every interface": served there, browsed at the loopback address.
+WILDCARD_HOSTS = {"0.0.0.0": "127.0.0.1", "::": "::1"}
+
+
+def host_in_url(host: str) -> str:
+    """Return the host as it goes in a URL or runserver's address (IPv6 in brackets)."""
+    try:
+        literal = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    return f"[{host}]" if literal.version == 6 else host
+
+
+def served_addresses(host: str, port: int) -> tuple[str, str]:
+    """Return runserver's ADDR:PORT and the base URL to browse for a host and port."""
+    browse = WILDCARD_HOSTS.get(host, host)
+    return f"{host_in_url(host)}:{port}", f"http://{host_in_url(browse)}:{port}"
 
 
 class Command(BaseCommand):
@@ -30,12 +49,23 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--addr", default="127.0.0.1:8000", help="address:port to serve on")
+        parser.add_argument(
+            "--host",
+            default="127.0.0.1",
+            help="address to serve on (default 127.0.0.1; 0.0.0.0 or :: for every interface)",
+        )
+        parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
         parser.add_argument(
             "--no-serve", action="store_true", help="set up and print the key, then exit"
         )
 
-    def handle(self, *args, addr, no_serve, **options):
+    def handle(self, *args, host, port, no_serve, **options):
+        host = host.strip().strip("[]")
+        if not host:
+            raise CommandError("--host must name an address, e.g. 127.0.0.1 or 0.0.0.0")
+        if not 1 <= port <= 65535:
+            raise CommandError(f"--port must be from 1 to 65535, not {port}")
+        addr, base = served_addresses(host, port)
         call_command("migrate", interactive=False, verbosity=0)
         account = Account.objects.filter(name=DEMO_ACCOUNT).first()
         if account is None:
@@ -43,11 +73,10 @@ class Command(BaseCommand):
         _, raw = services.api_key_create(account=account, name="make run")
         password = self._staff_login()
         signer = self._demo_signer()
-        base = f"http://{addr}"
         self.stdout.write(
             f"""
 batchsite is starting on {base}/  (API docs: {base}/api/v1/docs/)
-Database: {settings.DATABASES["default"]["NAME"]}
+{self._reach(host, port)}Database: {settings.DATABASES["default"]["NAME"]}
 {signer}{self._unready_types()}
 Dashboard login (a new password each run): {base}/
 
@@ -56,11 +85,12 @@ Dashboard login (a new password each run): {base}/
 
 API key of the '{DEMO_ACCOUNT}' account (shown once; each run makes a new one):
 
+    export BATCHSITE_URL={base}
     export BATCHSITE_KEY={raw}
 
 Try it:
 
-    curl -s -X POST {base}/api/v1/batches/ -H "Authorization: Api-Key $BATCHSITE_KEY" \\
+    curl -s -X POST $BATCHSITE_URL/api/v1/batches/ -H "Authorization: Api-Key $BATCHSITE_KEY" \\
          -H 'Content-Type: application/json' \\
          -d '{{"items": [{{"payload": {{"hello": "world"}}}}], "commit": true}}'
 
@@ -72,7 +102,10 @@ Press Ctrl-C to stop.
             return
         manage = str(settings.BASE_DIR / "manage.py")
         children = [
-            subprocess.Popen([sys.executable, manage, "runserver", "--noreload", addr]),
+            subprocess.Popen(
+                [sys.executable, manage, "runserver", "--noreload", addr],
+                env=self._web_env(host),
+            ),
             subprocess.Popen([sys.executable, manage, "qcluster"]),
         ]
         stopping = False
@@ -98,6 +131,25 @@ Press Ctrl-C to stop.
         self.stdout.write("batchsite stopped.")
         if not stopping:
             sys.exit(1)
+
+    def _reach(self, host: str, port: int) -> str:
+        """Say how other machines reach a server listening on every interface."""
+        if host not in WILDCARD_HOSTS:
+            return ""
+        return (
+            f"Listening on every interface ({host_in_url(host)}:{port}); from another machine "
+            "use this one's name, after adding it to DJANGO_ALLOWED_HOSTS.\n"
+        )
+
+    def _web_env(self, host: str) -> dict[str, str]:
+        """Return the web server's environment: the one host it serves on is allowed too."""
+        env = dict(os.environ)
+        name = host_in_url(host)
+        allowed = settings.ALLOWED_HOSTS
+        if host in WILDCARD_HOSTS or name in allowed or "DJANGO_ALLOWED_HOSTS" in env:
+            return env
+        env["DJANGO_ALLOWED_HOSTS"] = ",".join([*allowed, name])
+        return env
 
     def _demo_signer(self) -> str:
         """Make a signing key when there is none, so document.sign works; say so if it did.

@@ -705,8 +705,17 @@ def test_chunk_process__a_payload_may_ask_for_a_shorter_limit(ran):
     assert item(batch, 0).error_message == "took longer than its time limit of 0.2s"
 
 
-@pytest.mark.parametrize("limit", [0, -1, 5.5, True, "1"])
-def test_items_add__a_time_limit_outside_the_types_bounds_is_refused(client_a, limit):
+@pytest.mark.parametrize(
+    ("limit", "message"),
+    [
+        (0, "must be more than 0"),
+        (-1, "must be more than 0"),
+        (5.5, "must be at most 5"),
+        (True, "must be a number"),
+        ("1", "must be a number"),
+    ],
+)
+def test_items_add__a_time_limit_outside_the_types_bounds_is_refused(client_a, limit, message):
     response = client_a.post(
         "/api/v1/batches/",
         {"type": "test.hang", "items": [{"payload": {"time_limit": limit}}]},
@@ -714,13 +723,12 @@ def test_items_add__a_time_limit_outside_the_types_bounds_is_refused(client_a, l
     )
 
     assert response.status_code == 400
-    message = "must be a number of seconds above 0 and at most 5"
     assert response.json()["errors"] == [
         {
             "index": 0,
+            "field": "payload.time_limit",
             "code": "invalid",
-            "message": f"payload.time_limit: {message}",
-            "fields": {"payload.time_limit": message},
+            "message": message,
         }
     ]
     assert not Batch.objects.exists()

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('batches', '0012_chunk_deltas_pending_seq_rate_by_ended'),
+        ('batches', '0014_request_ids'),
     ]
 
     operations = [
