@@ -99,15 +99,17 @@ def test_cluster_webhook__progress_rises_no_oftener_than_asked_then_the_end(
     # The batch that asked for nothing more got its end only, though items failed.
     assert [d.event for d in deliveries if d.batch_id == quiet_batch.pk] == ["batch.finished"]
     mine = [d for d in deliveries if d.batch_id == watched_batch.pk]
-    *progress, end = mine
+    (end,) = [d for d in mine if d.event != "batch.progress"]
+    progress = [d for d in mine if d.event == "batch.progress"]
     assert end.event == "batch.finished"
     assert len(progress) >= 2, [d.event for d in mine]
-    assert {d.event for d in progress} == {"batch.progress"}
     bodies = [json.loads(d.body) for d in progress]
+    # Each made while the batch ran, so before its end (deliveries may still land in
+    # another order: a worker's progress can race another worker's finalize).
     assert all(body["batch"]["status"] == "running" for body in bodies)
     shares = [body["batch"]["progress"] for body in bodies]
     assert shares == sorted(shares)
-    assert shares[0] < shares[-1]
+    assert shares[0] < shares[-1] <= json.loads(end.body)["batch"]["progress"] == 1.0
     gaps = [(b.created_at - a.created_at).total_seconds() for a, b in itertools.pairwise(progress)]
     assert min(gaps) >= PROGRESS_SECONDS
     received = [json.loads(r.get_data()) for r in posts(receiver)]
