@@ -1,19 +1,41 @@
-"""Webhooks: tell a batch's callback_url that the batch ended, signed, retried and logged.
+"""Webhooks: tell a batch's callback_url what happened to it, signed, retried and logged.
 
-When a batch reaches a terminal state, `batch_ended` (called in the transaction that moved
-it) stores a delivery: the exact body to send and a retry window. A django-q2 task posts it
-through the one outbound guard; the sweep sends the retries that fell due. Each try is a
-WebhookAttempt row, so operators and clients see what the receiver answered.
+Deliveries follow the Standard Webhooks spec: the headers `webhook-id` (the delivery's id,
+the same on every try), `webhook-timestamp` (this try's time) and `webhook-signature`
+(`v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">`, keyed by the base64 secret after
+`whsec_`; during a rotation's overlap a second one, made with the previous secret).
+
+A delivery is stored with the exact body to send and a retry window, in the transaction
+that made its event happen, and handed to django-q2 on commit; a task posts it through the
+one outbound guard, and the sweep sends the retries that fell due. Each try is a
+WebhookAttempt row, so operators and clients see what the receiver answered. The events a
+batch asks for (`options.webhook_events`, its end by default):
+
+- its end, `batch.<final state>`: stored by `batch_ended` where the batch is moved there;
+- `item.failed`: stored by `items_failed` in the write transaction of a runner's slice
+  that had failures, listing them, so a slice rolled back sends nothing and a committed
+  one's failures are never lost;
+- `batch.progress`: stored by `batch_progress`, which a worker calls after a slice wrote
+  outcomes. Workers take turns through a conditional update of the batch's own
+  WebhookProgress row, which lets one through per BATCHSITE_WEBHOOK_PROGRESS_SECONDS:
+  neither the batch row nor a batch-wide lock is touched (a row another worker holds is
+  skipped, not waited for), and each worker asks at most once per period, so a slice
+  pays nothing more in between. Driven by slices rather than by the sweep, progress
+  comes as often as asked (the sweep runs once a minute) and only when items ended.
+  Batches that asked for neither event cost the runner nothing: it knows from the batch
+  it loaded with its chunk.
 
 A delivery is claimed by a conditional UPDATE that pushes `next_attempt_at` past the
 longest a try can take (a lease), so two workers never post the same delivery at once; a
 worker that dies mid-try leaves the lease to expire, and the sweep tries again. Receivers
 must still expect a delivery more than once (a try whose answer was lost is tried again):
-the body's `id` is the same every time.
+`webhook-id` and the body's `id` are the same every time.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -23,16 +45,25 @@ import secrets
 import time
 import uuid
 from datetime import datetime, timedelta
+from typing import Any
 
 import httpx
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 from rest_framework.fields import DateTimeField
 
 from batches.exceptions import NotFound
-from batches.models import Account, Batch, WebhookAttempt, WebhookDelivery
+from batches.models import (
+    BATCH_PROGRESS,
+    ITEM_FAILED,
+    Account,
+    Batch,
+    WebhookAttempt,
+    WebhookDelivery,
+    WebhookProgress,
+)
 from batches.timeline import event_record
 from jobs import outbound
 
@@ -41,6 +72,8 @@ logger = logging.getLogger(__name__)
 DELIVER_TASK = "batches.tasks.webhook_deliver"
 USER_AGENT = "batchsite-webhooks"
 SECRET_PREFIX = "whsec_"
+# Random bytes in a new secret (the spec asks for 24 to 64).
+SECRET_BYTES = 32
 # Retries wait at most this long, however many tries failed before.
 MAX_BACKOFF_SECONDS = 3600
 # The start of the receiver's answer kept with each attempt, and the most read to get it.
@@ -86,19 +119,74 @@ def batch_ended(batch: Batch) -> WebhookDelivery | None:
     """Store the `batch.<status>` delivery of a batch that just ended, and send it on commit.
 
     Call it in the transaction that moved the batch (locked, saved) to its terminal state.
-    Nothing happens without a callback_url. Every end is its own delivery, so a rerun that
-    ends again notifies again.
+    Nothing happens without a callback_url, or if the batch asked for other events only.
+    Every end is its own delivery, so a rerun that ends again notifies again.
     """
-    if not batch.callback_url:
-        return None
-    now = timezone.now()
-    delivery_id = uuid.uuid4()
     event = f"batch.{batch.status}"
+    if not batch.notifies(event):
+        return None
+    return _delivery_create(batch=batch, event=event, now=timezone.now())
+
+
+def items_failed(*, batch_id: uuid.UUID, failures: list[dict[str, Any]]) -> WebhookDelivery | None:
+    """Store an `item.failed` delivery listing `failures`, and send it on commit.
+
+    Each failure is `{index, external_id, error_code, error_message}`. The runner calls it
+    in the write transaction of a slice that had failures, for a batch that asked for the
+    event: the delivery exists exactly when those outcomes do.
+    """
+    batch = Batch.objects.select_related("account").filter(pk=batch_id).first()
+    if batch is None or not failures:
+        return None
+    return _delivery_create(
+        batch=batch, event=ITEM_FAILED, now=timezone.now(), extra={"items": failures}
+    )
+
+
+def batch_progress(*, batch_id: uuid.UUID) -> WebhookDelivery | None:
+    """Store a `batch.progress` delivery of a running batch, unless one was made lately.
+
+    Lately: within BATCHSITE_WEBHOOK_PROGRESS_SECONDS. Workers call it after writing a
+    slice's outcomes; the first to find the batch's WebhookProgress row due takes it with a
+    conditional update, the others (skipping the row while it is held) store nothing.
+    """
+    now = timezone.now()
+    every = timedelta(seconds=settings.BATCHSITE_WEBHOOK_PROGRESS_SECONDS)
+    due = Q(sent_at__isnull=True) | Q(sent_at__lte=now - every)
+    with transaction.atomic():
+        marks = WebhookProgress.objects.filter(due, batch_id=batch_id)
+        if marks.select_for_update(skip_locked=True).values_list("pk", flat=True).first() is None:
+            return None
+        batch = Batch.objects.select_related("account").filter(pk=batch_id).first()
+        if batch is None or batch.status != Batch.Status.RUNNING:
+            return None
+        if not marks.update(sent_at=now):
+            return None
+        return _delivery_create(batch=batch, event=BATCH_PROGRESS, now=now)
+
+
+def progress_subscribe(batch: Batch) -> None:
+    """Make the row progress deliveries take turns on, if the batch asked for them."""
+    if batch.notifies(BATCH_PROGRESS):
+        WebhookProgress.objects.get_or_create(batch=batch)
+
+
+def _delivery_create(
+    *, batch: Batch, event: str, now: datetime, extra: dict[str, Any] | None = None
+) -> WebhookDelivery:
+    """Store a delivery of `event` about `batch` made at `now`; hand it out on commit.
+
+    Every body has the delivery's `id`, its `type` (the event; `event` says the same, for
+    receivers written before `type`), when it was made, and the batch's summary.
+    """
+    delivery_id = uuid.uuid4()
     body = {
         "id": str(delivery_id),
+        "type": event,
         "event": event,
         "created_at": _datetime(now),
         "batch": batch_summary(batch),
+        **(extra or {}),
     }
     delivery = WebhookDelivery.objects.create(
         id=delivery_id,
@@ -114,7 +202,7 @@ def batch_ended(batch: Batch) -> WebhookDelivery | None:
     return delivery
 
 
-def delivery_enqueue(delivery_id) -> None:
+def delivery_enqueue(delivery_id: uuid.UUID | str) -> None:
     """Hand a delivery to django-q2; call outside the transaction that made it due."""
     from django_q.tasks import async_task
 
@@ -124,40 +212,66 @@ def delivery_enqueue(delivery_id) -> None:
 # --- signing ------------------------------------------------------------------------------------
 
 
-def signature(secret: str, timestamp: int, body: str) -> str:
-    """Return the hex HMAC-SHA256 of `"<timestamp>.<body>"` under `secret`."""
-    signed = f"{timestamp}.{body}".encode()
-    return hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+def secret_key(secret: str) -> bytes:
+    """Return the HMAC key of a webhook secret: the base64 bytes after `whsec_`.
+
+    A secret made before batchsite followed Standard Webhooks (`whsec_` and URL-safe
+    text, not base64) keys with its own bytes, the whole string, as it always did; such a
+    secret wants a rotation (see `secret_is_standard`).
+    """
+    encoded = secret.removeprefix(SECRET_PREFIX)
+    if secret.startswith(SECRET_PREFIX):
+        try:
+            key = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            key = b""
+        if key:
+            return key
+    return secret.encode()
 
 
-def signature_header(account: Account, body: str, now: datetime) -> str | None:
-    """Return the Batchsite-Signature value for `body`, or None if the account has no secret.
+def secret_is_standard(secret: str) -> bool:
+    """Return True if `secret` is `whsec_` and base64, as Standard Webhooks libraries read it."""
+    return secret_key(secret) != secret.encode()
+
+
+def signature(secret: str, delivery_id: str, timestamp: int, body: str) -> str:
+    """Return the `v1,<base64>` HMAC-SHA256 of `"<id>.<timestamp>.<body>"` under `secret`."""
+    signed = f"{delivery_id}.{timestamp}.{body}".encode()
+    digest = hmac.new(secret_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+def signature_header(account: Account, delivery_id: str, body: str, now: datetime) -> str | None:
+    """Return the webhook-signature value for `body`, or None if the account has no secret.
 
     For BATCHSITE_WEBHOOK_SECRET_OVERLAP_SECONDS after a rotation the previous secret
-    signs too (a second `v1=`), so receivers can switch secrets without missing a delivery.
+    signs too (a second signature after a space, the new one first), so receivers can
+    switch secrets without missing a delivery.
     """
     if not account.webhook_secret:
         return None
     timestamp = int(now.timestamp())
-    parts = [f"t={timestamp}", f"v1={signature(account.webhook_secret, timestamp, body)}"]
+    signatures = [signature(account.webhook_secret, delivery_id, timestamp, body)]
     overlap = timedelta(seconds=settings.BATCHSITE_WEBHOOK_SECRET_OVERLAP_SECONDS)
     rotated_at = account.webhook_secret_rotated_at
     if account.webhook_secret_previous and rotated_at and now < rotated_at + overlap:
-        parts.append(f"v1={signature(account.webhook_secret_previous, timestamp, body)}")
-    return ",".join(parts)
+        signatures.append(signature(account.webhook_secret_previous, delivery_id, timestamp, body))
+    return " ".join(signatures)
 
 
 def delivery_headers(delivery: WebhookDelivery, account: Account, now: datetime) -> dict:
     """Return the headers of a try at `delivery`, signed with the account's secrets now."""
+    delivery_id = str(delivery.pk)
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
-        "Batchsite-Delivery": str(delivery.pk),
-        "Batchsite-Event": delivery.event,
+        "webhook-id": delivery_id,
+        "webhook-timestamp": str(int(now.timestamp())),
     }
-    signed = signature_header(account, delivery.body, now)
+    signed = signature_header(account, delivery_id, delivery.body, now)
     if signed is not None:
-        headers["Batchsite-Signature"] = signed
+        headers["webhook-signature"] = signed
     return headers
 
 
@@ -406,12 +520,13 @@ def delivery_redeliver(*, delivery: WebhookDelivery, actor: str) -> WebhookDeliv
 def webhook_secret_rotate(*, account: Account) -> str:
     """Give the account a new webhook secret and return it; it is shown this once.
 
-    The secret it replaces keeps signing (as a second `v1=`) for
+    A secret is `whsec_` and the base64 of SECRET_BYTES random bytes, as Standard
+    Webhooks has it. The secret it replaces keeps signing (a second signature) for
     BATCHSITE_WEBHOOK_SECRET_OVERLAP_SECONDS; a secret older than that is dropped, so
     rotating twice in a row ends the oldest one's overlap at once.
     """
     locked = Account.objects.select_for_update().get(pk=account.pk)
-    secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+    secret = SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode()
     locked.webhook_secret_previous = locked.webhook_secret
     locked.webhook_secret = secret
     locked.webhook_secret_rotated_at = timezone.now()

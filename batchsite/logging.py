@@ -34,7 +34,7 @@ REDACTED = "[redacted]"
 # the prefix names the key and stays.
 API_KEY = re.compile(r"\b(?P<keep>[A-Za-z0-9]{8}\.)[A-Za-z0-9]{32}\b")
 # A webhook secret (batches.webhooks.SECRET_PREFIX).
-WEBHOOK_SECRET = re.compile(r"\b(?P<keep>whsec_)[A-Za-z0-9_-]+")
+WEBHOOK_SECRET = re.compile(r"\b(?P<keep>whsec_)[A-Za-z0-9_+/=-]+")
 # Credentials in an Authorization header's words.
 CREDENTIALS = re.compile(r"\b(?P<keep>(?:Api-Key|Basic|Bearer)\s+)[^\s,;\"']+", re.IGNORECASE)
 # A query or form parameter; its value is a secret when its name says so (BrightLocal's

@@ -414,13 +414,15 @@ if BATCHSITE_OUTBOUND_PROXY and not BATCHSITE_OUTBOUND_PROXY.startswith(("http:/
         f"not {BATCHSITE_OUTBOUND_PROXY!r}"
     )
 # Webhooks: seconds per attempt; the first retry's delay (doubling, at most an hour); how
-# long a delivery is retried; how long the previous secret still signs after a rotation.
+# long a delivery is retried; how long the previous secret still signs after a rotation;
+# the fewest seconds between two batch.progress deliveries of a batch.
 BATCHSITE_WEBHOOK_TIMEOUT = env_int("BATCHSITE_WEBHOOK_TIMEOUT", 10)
 BATCHSITE_WEBHOOK_BACKOFF_SECONDS = env_int("BATCHSITE_WEBHOOK_BACKOFF_SECONDS", 30)
 BATCHSITE_WEBHOOK_RETRY_SECONDS = env_int("BATCHSITE_WEBHOOK_RETRY_SECONDS", 24 * 3600)
 BATCHSITE_WEBHOOK_SECRET_OVERLAP_SECONDS = env_int(
     "BATCHSITE_WEBHOOK_SECRET_OVERLAP_SECONDS", 24 * 3600
 )
+BATCHSITE_WEBHOOK_PROGRESS_SECONDS = env_int("BATCHSITE_WEBHOOK_PROGRESS_SECONDS", 30, minimum=1)
 # http.request: response bytes kept in a result, and requests in flight per host and process.
 BATCHSITE_HTTP_MAX_BODY_BYTES = env_int("BATCHSITE_HTTP_MAX_BODY_BYTES", 1024 * 1024)
 BATCHSITE_HTTP_PER_HOST_CONCURRENCY = env_int("BATCHSITE_HTTP_PER_HOST_CONCURRENCY", 4)

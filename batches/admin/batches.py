@@ -135,6 +135,7 @@ class BatchAdmin(admin.ModelAdmin):
                     "priority",
                     "max_concurrency",
                     "callback_url",
+                    "webhook_events",
                     "source_url",
                     "commit_on_ingest",
                 ]

@@ -30,7 +30,7 @@ class WebhookDeliveryAdmin(ViewOnlyMixin, admin.ModelAdmin):
         "next_attempt_at",
         "delivered_at",
     ]
-    list_filter = [BatchFilter, "status"]
+    list_filter = [BatchFilter, "event", "status"]
     list_select_related = ["batch"]
     search_fields = ["=id", "url"]
     ordering = ["-created_at"]

@@ -4,6 +4,7 @@ batches.api.fields) and output shapes."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from django.urls import reverse
 from django.utils import timezone
@@ -28,6 +29,27 @@ from batches.models import Batch, BatchError, BatchEvent, Item
 
 # The largest value of an integer column on every database we run on.
 MAX_INT32 = 2**31 - 1
+
+
+class WebhookEventsField(serializers.ListField):
+    """Webhook event names; an unknown one is reported at its place (`webhook_events[1]`)."""
+
+    def __init__(self, **kwargs):
+        """Take names from Batch.WEBHOOK_EVENTS, each at most once."""
+        kwargs.setdefault("max_length", 2 * len(Batch.WEBHOOK_EVENTS))
+        super().__init__(child=serializers.ChoiceField(choices=Batch.WEBHOOK_EVENTS), **kwargs)
+
+    def run_child_validation(self, data):
+        """Validate each name, turning DRF's {position: errors} into a list by position."""
+        try:
+            return super().run_child_validation(data)
+        except serializers.ValidationError as exc:
+            if not isinstance(exc.detail, dict):
+                raise
+            # Keyed by position (ints), whatever the stubs say.
+            errors: dict[Any, Any] = exc.detail
+            by_position = [errors.get(position, []) for position in range(len(data))]
+            raise serializers.ValidationError(by_position) from exc
 
 
 def priority_field() -> StrictIntegerField:
@@ -102,6 +124,16 @@ class BatchOptionsSerializer(StrictSerializer):
         help_text=(
             "Receives a signed POST when the batch ends (see the README's Webhooks); its "
             "host must be in BATCHSITE_OUTBOUND_ALLOWED_HOSTS."
+        ),
+    )
+    webhook_events = WebhookEventsField(
+        required=False,
+        help_text=(
+            'The events posted to callback_url (default: ["batch.ended"]): `batch.ended` '
+            "(any end, sent as `batch.<final state>`) or one end by name, `batch.progress` "
+            "(while it runs, at most every BATCHSITE_WEBHOOK_PROGRESS_SECONDS) and "
+            "`item.failed` (failed items, grouped as the workers write them). Needs a "
+            "callback_url."
         ),
     )
     priority = priority_field()
@@ -289,6 +321,7 @@ class BatchSerializer(serializers.ModelSerializer):
             "deadline": batch.deadline,
             "retention_days": batch.retention_days,
             "callback_url": batch.callback_url,
+            "webhook_events": batch.webhook_events,
             "priority": batch.priority,
             "max_concurrency": batch.max_concurrency,
         }

@@ -59,6 +59,12 @@ class WebhookDeliverySerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
         extra_kwargs = {
+            "event": {
+                "help_text": (
+                    "What happened: batch.<final state> (batch.finished, …), batch.progress "
+                    "or item.failed; the body's `type`."
+                )
+            },
             "next_attempt_at": {"help_text": "When the next try is due; null once it ended."},
             "give_up_at": {"help_text": "Retries stop after this; a redelivery moves it."},
         }
@@ -73,6 +79,12 @@ class AccountSerializer(serializers.Serializer):
         help_text="False: deliveries are sent unsigned until a secret is made."
     )
     webhook_secret_rotated_at = serializers.DateTimeField(allow_null=True)
+    webhook_secret_standard = serializers.BooleanField(
+        help_text=(
+            "True: the secret is `whsec_` and base64, as Standard Webhooks libraries take it. "
+            "False with a secret set: one made before, keyed by its own bytes; rotate it."
+        )
+    )
 
 
 class WebhookSecretSerializer(serializers.Serializer):
@@ -89,6 +101,8 @@ def account_data(account: Account) -> dict:
         "name": account.name,
         "webhook_secret_set": bool(account.webhook_secret),
         "webhook_secret_rotated_at": account.webhook_secret_rotated_at,
+        "webhook_secret_standard": bool(account.webhook_secret)
+        and webhooks.secret_is_standard(account.webhook_secret),
     }
 
 

@@ -43,6 +43,8 @@ class Outcome:
     finished_at: Any = None
     # The item's status when its slice was taken: where it is counted until written.
     was: str = Item.Status.RUNNING
+    # Set with `was` by the runner, for the item.failed webhook.
+    external_id: str = ""
 
 
 class ItemRow(TypedDict):

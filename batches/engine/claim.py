@@ -20,9 +20,10 @@ from django.db import connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from batches import webhooks
 from batches.engine import planning, shutdown
 from batches.engine.finalize import failure_policy_apply
-from batches.models import Batch, Chunk, Item
+from batches.models import ITEM_FAILED, Batch, Chunk, Item
 from batches.timeline import chunk_deltas_fold, items_move
 
 logger = logging.getLogger(__name__)
@@ -73,14 +74,15 @@ def chunk_abandon(*, chunk_id: int, reason: str) -> int:
     Called by the sweep when workers died on the chunk too often: the items that were in
     flight each time are the likely cause (a worker that takes a chunk over marks its
     first slice `running`, so they are). Does nothing if a live worker holds the chunk by
-    now. Returns the number of items failed.
+    now. Returns the number of items failed. A batch that asked for `item.failed` is sent
+    them, from this transaction, as a slice's failures are.
     """
     batch_id = Chunk.objects.filter(pk=chunk_id).values_list("batch_id", flat=True).first()
     if batch_id is None:
         return 0
     with transaction.atomic():
         # The batch row before the chunk's, the order a cancel or a settle takes them in.
-        Batch.objects.for_update().filter(pk=batch_id).first()
+        batch = Batch.objects.for_update().filter(pk=batch_id).first()
         chunk = (
             Chunk.objects.select_for_update()
             .filter(pk=chunk_id, status=Chunk.Status.RUNNING, lease_expires_at__lt=timezone.now())
@@ -89,15 +91,27 @@ def chunk_abandon(*, chunk_id: int, reason: str) -> int:
         if chunk is None:
             return 0
         chunk_deltas_fold(batch_id=chunk.batch_id, chunk_ids=[chunk.pk])
+        in_range = Q(index__gte=chunk.start_index, index__lt=chunk.end_index)
+        # Read before they move, for a batch that asked to hear of failed items.
+        lost = []
+        if batch is not None and batch.notifies(ITEM_FAILED):
+            lost = list(
+                Item.objects.filter(in_range, batch_id=batch_id, status=Item.Status.RUNNING)
+                .order_by("index")
+                .values("index", "external_id")
+            )
         failed = items_move(
             batch_id=chunk.batch_id,
             from_statuses=[Item.Status.RUNNING],
             to_status=Item.Status.FAILED,
-            where=Q(index__gte=chunk.start_index, index__lt=chunk.end_index),
+            where=in_range,
             error_code="worker_lost",
             error_message=reason,
             finished_at=timezone.now(),
         )
+        if lost:
+            error = {"error_code": "worker_lost", "error_message": reason}
+            webhooks.items_failed(batch_id=batch_id, failures=[{**row, **error} for row in lost])
         Chunk.objects.filter(pk=chunk.pk).update(
             status=Chunk.Status.QUEUED,
             lease_owner="",

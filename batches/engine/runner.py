@@ -13,6 +13,11 @@ slices of one batch commit in parallel:
   slides the rate window, and applies the failure policy, a pause or the batch's start.
 
 A worker asked to stop (`shutdown`) starts no further item; the settle gives its chunk back.
+
+Webhooks beyond a batch's end cost a batch that did not ask for them nothing: the runner
+knows from the batch it loaded with its chunk. For one that asked, a slice with failed
+items stores its `item.failed` delivery in its write transaction, and a slice that wrote
+outcomes may store a `batch.progress` one after it (see batches.webhooks).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from batches import webhooks
 from batches.engine import finalize, nudges, shutdown
 from batches.engine.attempts import ItemRow, ItemRunner, Outcome
 from batches.engine.claim import (
@@ -43,7 +49,7 @@ from batches.engine.claim import (
 )
 from batches.engine.finalize import failure_policy_apply
 from batches.ingest import bulk
-from batches.models import Batch, Chunk, Item, counter_field
+from batches.models import BATCH_PROGRESS, ITEM_FAILED, Batch, Chunk, Item, counter_field
 from batches.timeline import chunk_deltas_add, chunk_deltas_fold, event_record, items_move
 from batchsite.requestid import request_id_bound
 
@@ -103,6 +109,11 @@ class ChunkRunner:
         )
         # A batch with max_concurrency sends its next held chunk when one of ours ends.
         self.limited = bool(batch.max_concurrency)
+        # The webhook events beyond its end the batch asked for.
+        self.notify_failed = batch.notifies(ITEM_FAILED)
+        self.notify_progress = batch.notifies(BATCH_PROGRESS)
+        # When this worker may next ask to send a progress delivery (time.monotonic()).
+        self.progress_asked_at: float | None = None
         # Created before the first look at the batch, so no nudge after it is missed.
         self.watch = nudges.BatchWatch(self.batch_id)
         # The first Item.seq reserved for the outcomes of the slice being run.
@@ -155,6 +166,8 @@ class ChunkRunner:
                     stop = self._settle(slice_end)
                 if stop:
                     return stop
+            if self.notify_progress and slice_end.wrote:
+                self._progress_notify()
             if slice_end.closing:
                 break
             began = time.monotonic()
@@ -216,7 +229,23 @@ class ChunkRunner:
             else:
                 done = {"status": Chunk.Status.DONE, "finished_at": timezone.now()}
                 chunk_deltas_add(self.chunk.pk, end.deltas, **(done if end.closing else {}))
+            if self.notify_failed and end.failed:
+                # Last, so the batch summary in it counts this slice's outcomes.
+                webhooks.items_failed(batch_id=self.batch_id, failures=failures_of(outcomes))
         return end
+
+    def _progress_notify(self) -> None:
+        """Ask to send a progress delivery, at most once per period from this worker.
+
+        Whether one is sent is up to the batch's WebhookProgress row (webhooks.batch_progress):
+        another worker's may have been sent within the period.
+        """
+        now = time.monotonic()
+        every = settings.BATCHSITE_WEBHOOK_PROGRESS_SECONDS
+        if self.progress_asked_at is not None and now < self.progress_asked_at + every:
+            return
+        self.progress_asked_at = now
+        webhooks.batch_progress(batch_id=self.batch_id)
 
     def _settle(self, end: SliceEnd) -> str:
         """Bring the batch row up to date with the slice just written; hold it briefly.
@@ -294,6 +323,7 @@ class ChunkRunner:
                 break
             outcome = self.items.run(row)
             outcome.was = row["status"]
+            outcome.external_id = row["external_id"]
             outcomes.append(outcome)
             if self.stops_on_failure and outcome.status == Item.Status.FAILED:
                 break
@@ -391,6 +421,20 @@ class ChunkRunner:
 
 
 ENDED_FIELDS = tuple(counter_field(status) for status in sorted(Item.ENDED))
+
+
+def failures_of(outcomes: list[Outcome]) -> list[dict[str, Any]]:
+    """Return the failed outcomes as an item.failed webhook lists them."""
+    return [
+        {
+            "index": o.index,
+            "external_id": o.external_id,
+            "error_code": o.error_code,
+            "error_message": o.error_message,
+        }
+        for o in outcomes
+        if o.status == Item.Status.FAILED
+    ]
 
 
 def rate_window_changes(*, window: dict[str, Any], ended: int, now: datetime) -> dict[str, Any]:

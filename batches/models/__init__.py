@@ -16,7 +16,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from batches.models.accounts import Account, ApiKey, Lock, Sequence
-from batches.models.events import BatchEvent, WebhookAttempt, WebhookDelivery
+from batches.models.events import BatchEvent, WebhookAttempt, WebhookDelivery, WebhookProgress
 from batches.models.tallies import ItemTally
 
 
@@ -60,6 +60,17 @@ class BatchQuerySet(models.QuerySet["Batch"]):
         )
 
 
+# What a batch that names no webhook events is sent: its end (`batch.<its final state>`).
+BATCH_ENDED = "batch.ended"
+BATCH_PROGRESS = "batch.progress"
+ITEM_FAILED = "item.failed"
+
+
+def webhook_events_default() -> list[str]:
+    """Return the webhook events of a batch that names none: its end."""
+    return [BATCH_ENDED]
+
+
 class Batch(models.Model):
     """A set of items processed together, with its options, state and counters."""
 
@@ -82,6 +93,14 @@ class Batch(models.Model):
     )
     ACCEPTS_ITEMS = frozenset({Status.CREATED, Status.OPEN})
     ACTIVE = frozenset({Status.COMMITTED, Status.RUNNING, Status.CANCELLING, Status.FINALIZING})
+    # The webhook events a batch may ask for: its end (any, or one final state), its
+    # progress while it runs, and its failed items, a delivery per slice that had some.
+    WEBHOOK_EVENTS = (
+        BATCH_ENDED,
+        *(f"batch.{status}" for status in sorted(TERMINAL)),
+        BATCH_PROGRESS,
+        ITEM_FAILED,
+    )
     # Not yet winding down, so PATCH batches/{id}/ may still change how it runs.
     CHANGEABLE = frozenset(
         {Status.CREATED, Status.INGESTING, Status.OPEN, Status.COMMITTED, Status.RUNNING}
@@ -117,6 +136,11 @@ class Batch(models.Model):
     )
     callback_url = models.URLField(
         max_length=2000, blank=True, help_text="Receives a signed POST when the batch ends."
+    )
+    webhook_events = models.JSONField(
+        default=webhook_events_default,
+        blank=True,
+        help_text="The events posted to callback_url (see WEBHOOK_EVENTS).",
     )
     priority = models.SmallIntegerField(
         default=0, help_text="Workers take chunks of higher-priority batches first."
@@ -192,6 +216,19 @@ class Batch(models.Model):
         packages, the dashboard and the admin all ask it.
         """
         return not self.atomic or self.status == self.Status.FINISHED
+
+    def notifies(self, event: str) -> bool:
+        """Return True if the batch's callback_url is to be sent `event`.
+
+        The end of a batch is sent as `batch.<final state>`: asked for by that name, or by
+        `batch.ended` for any end.
+        """
+        if not self.callback_url:
+            return False
+        events = self.webhook_events or []
+        if event in events:
+            return True
+        return event.removeprefix("batch.") in self.TERMINAL and BATCH_ENDED in events
 
     @property
     def ended_items(self) -> int:
@@ -413,6 +450,7 @@ __all__ = [
     "Sequence",
     "WebhookAttempt",
     "WebhookDelivery",
+    "WebhookProgress",
     "counter_field",
     "delta_field",
 ]

@@ -83,3 +83,22 @@ class WebhookAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number}: {self.status_code or self.error[:40]}"
+
+
+class WebhookProgress(models.Model):
+    """When a batch's last `batch.progress` delivery was made: one row per subscribed batch.
+
+    Workers take turns through a conditional update of this row, so the batch's own row is
+    never written for progress deliveries.
+    """
+
+    batch = models.OneToOneField(
+        "batches.Batch", on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "webhook progress"
+
+    def __str__(self) -> str:
+        return f"progress of {self.batch_id} sent at {self.sent_at}"

@@ -45,6 +45,7 @@ BATCH_OPTIONS = (
     "deadline",
     "retention_days",
     "callback_url",
+    "webhook_events",
     "priority",
     "max_concurrency",
 )
@@ -56,6 +57,30 @@ def _outbound_check(field: str, url: str) -> None:
         outbound.check_url(url)
     except outbound.OutboundRefused as exc:
         raise InvalidInput.for_field(field, str(exc), detail=f"{field} refused: {exc}") from exc
+
+
+def _webhook_events_check(options: dict[str, Any]) -> None:
+    """Refuse unknown webhook event names, each at its place, and events with nowhere to go."""
+    events = options.get("webhook_events")
+    if events is None:
+        return
+    field = "options.webhook_events"
+    if not isinstance(events, list):
+        raise InvalidInput.for_field(field, "must be a list of event names")
+    known = ", ".join(Batch.WEBHOOK_EVENTS)
+    errors = [
+        {"field": f"{field}[{position}]", "message": f"unknown event {name!r}; one of {known}"}
+        for position, name in enumerate(events)
+        if name not in Batch.WEBHOOK_EVENTS
+    ]
+    if errors:
+        raise InvalidInput(f"unknown webhook event(s); known: {known}", errors=errors)
+    if events and not options.get("callback_url"):
+        raise InvalidInput.for_field(
+            field, "needs a callback_url", detail="webhook_events need a callback_url"
+        )
+    # Each once, in the order given.
+    options["webhook_events"] = list(dict.fromkeys(events))
 
 
 def _job_type_name(name: str | None) -> str:
@@ -90,7 +115,7 @@ def batch_create(
         if existing is not None:
             return _existing_batch(existing, account), False
     type = _job_type_name(type)
-    options = options or {}
+    options = dict(options or {})
     unknown = sorted(set(options) - set(BATCH_OPTIONS))
     if unknown:
         raise InvalidInput(f"unknown option(s): {', '.join(unknown)}")
@@ -107,6 +132,7 @@ def batch_create(
         job_types_ready_check([type])
     if options.get("callback_url"):
         _outbound_check("callback_url", options["callback_url"])
+    _webhook_events_check(options)
     try:
         with transaction.atomic():
             batch = Batch.objects.create(
@@ -123,6 +149,7 @@ def batch_create(
                 **options,
             )
             event_record(batch=batch, kind="created", actor=actor)
+            webhooks.progress_subscribe(batch)
             if source_url:
                 transaction.on_commit(lambda: engine.ingest_enqueue(batch.pk))
                 return batch, True

@@ -69,6 +69,7 @@ def test_batch_create__empty_body_creates_an_empty_batch(client_a, account):
         "deadline": None,
         "retention_days": None,
         "callback_url": "",
+        "webhook_events": ["batch.ended"],
         "priority": 0,
         "max_concurrency": None,
     }
@@ -119,6 +120,7 @@ def test_batch_create__keeps_label_metadata_options_and_items(client_a):
         "deadline": None,
         "retention_days": None,
         "callback_url": "",
+        "webhook_events": ["batch.ended"],
         "priority": 7,
         "max_concurrency": 2,
     }

@@ -191,7 +191,7 @@ def secrets_made(account, server, staff_user) -> list[str]:
         created = form_post(f"/accounts/{account.number}/keys/new/", {"name": "dashboard"})
         found += secret_parts(re.search(r'data-testid="raw-key">([^<]+)<', created.text)[1])
         rotated = form_post(f"/accounts/{account.number}/webhook-secret/", {"confirm": "True"})
-        found.append(re.search(r"whsec_[A-Za-z0-9_-]+", rotated.text)[0])
+        found.append(re.search(r"whsec_[A-Za-z0-9_+/=-]+", rotated.text)[0])
     return found
 
 

@@ -1,13 +1,14 @@
-"""Helpers for webhook tests: batches that end while a receiver listens, and signature checks."""
+"""Helpers for webhook tests: batches that end while a receiver listens, and signature checks
+made with the `standardwebhooks` package, as a receiver would."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 
 from django.test import TestCase
 from pytest_httpserver import HTTPServer
+from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
 from werkzeug import Request
 
 from batches import services
@@ -49,20 +50,21 @@ def posts(server: HTTPServer, path: str = HOOK) -> list[Request]:
     return [request for request, _ in server.log if request.path == path]
 
 
-def signatures(header: str) -> tuple[int, list[str]]:
-    """Split a Batchsite-Signature header into its timestamp and its v1 signatures."""
-    fields = [part.split("=", 1) for part in header.split(",")]
-    timestamps = [int(value) for name, value in fields if name == "t"]
-    assert len(timestamps) == 1, header
-    return timestamps[0], [value for name, value in fields if name == "v1"]
+def signatures(request: Request) -> list[str]:
+    """Return the `v1,<base64>` signatures of a delivery request, in their order."""
+    return request.headers["webhook-signature"].split(" ")
 
 
-def signed_by(secret: str, request: Request) -> bool:
-    """Return True if one v1 signature of the request is HMAC-SHA256("t.body") under secret."""
-    timestamp, values = signatures(request.headers["Batchsite-Signature"])
-    signed = f"{timestamp}.".encode() + request.get_data()
-    expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
-    return any(hmac.compare_digest(expected, value) for value in values)
+def signed_by(secret: str | bytes, request: Request) -> bool:
+    """Return True if the Standard Webhooks library verifies the request with `secret`.
+
+    A secret the library cannot even read (not base64 after `whsec_`) verifies nothing.
+    """
+    try:
+        Webhook(secret).verify(request.get_data(), dict(request.headers))
+    except (WebhookVerificationError, ValueError):  # binascii.Error is a ValueError
+        return False
+    return True
 
 
 def body_of(request: Request) -> dict:

@@ -159,7 +159,7 @@ def test_redeliver__posts_the_same_delivery_again(client_a, account, receiver, h
     assert response.json()["id"] == str(delivery.pk)
     first, second = posts(receiver)
     assert first.get_data() == second.get_data()
-    assert first.headers["Batchsite-Delivery"] == second.headers["Batchsite-Delivery"]
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts) == (D.SUCCEEDED, 2)
     (event,) = batch.events.filter(kind="webhook_redelivered")
@@ -198,8 +198,10 @@ def test_account__shows_whether_a_secret_is_set_but_never_the_secret(client_a, a
         "name": "acme",
         "webhook_secret_set": False,
         "webhook_secret_rotated_at": None,
+        "webhook_secret_standard": False,
     }
     assert after.json()["webhook_secret_set"] is True
+    assert after.json()["webhook_secret_standard"] is True
     assert after.json()["webhook_secret_rotated_at"]
     assert secret not in after.content.decode()
 

@@ -79,20 +79,20 @@ def test_deliver__finished_batch_posts_one_signed_event(account, receiver, hook_
     assert request.method == "POST"
     assert request.headers["Content-Type"] == "application/json"
     assert request.headers["User-Agent"] == "batchsite-webhooks"
-    assert request.headers["Batchsite-Delivery"] == str(delivery.pk)
-    assert request.headers["Batchsite-Event"] == "batch.finished"
-    timestamp, values = signatures(request.headers["Batchsite-Signature"])
-    assert before <= timestamp <= after
-    assert len(values) == 1
+    assert request.headers["webhook-id"] == str(delivery.pk)
+    assert before <= int(request.headers["webhook-timestamp"]) <= after
+    assert len(signatures(request)) == 1
+    assert signatures(request)[0].startswith("v1,")
     assert signed_by(secret, request)
-    assert not signed_by("whsec_someone-else", request)
+    assert not signed_by(webhooks.webhook_secret_rotate(account=account), request)
+    assert not [name for name, _ in request.headers.items() if name.startswith("Batchsite")]
 
     raw = request.get_data(as_text=True)
     body = json.loads(raw)
     assert raw == json.dumps(body, separators=(",", ":"), ensure_ascii=False)  # compact
     assert raw == delivery.body
     assert body["id"] == str(delivery.pk)
-    assert body["event"] == "batch.finished"
+    assert body["type"] == body["event"] == "batch.finished"
     assert body["created_at"]
     api = client_a.get(f"/api/v1/batches/{batch.pk}/").json()
     assert body["batch"] == {name: api[name] for name in SUMMARY_FIELDS}
@@ -116,8 +116,7 @@ def test_deliver__during_the_overlap_both_secrets_sign(account, receiver, hook_o
     finished_batch(account, hook_ok)
 
     (request,) = posts(receiver)
-    _, values = signatures(request.headers["Batchsite-Signature"])
-    assert len(values) == 2
+    assert len(signatures(request)) == 2
     assert signed_by(new, request)
     assert signed_by(old, request)
 
@@ -130,8 +129,7 @@ def test_deliver__after_the_overlap_only_the_new_secret_signs(account, receiver,
     finished_batch(account, hook_ok)
 
     (request,) = posts(receiver)
-    _, values = signatures(request.headers["Batchsite-Signature"])
-    assert len(values) == 1
+    assert len(signatures(request)) == 1
     assert signed_by(new, request)
     assert not signed_by(old, request)
 
@@ -142,8 +140,9 @@ def test_deliver__account_without_a_secret_is_sent_unsigned(account, receiver, h
     batch = finished_batch(account, hook_ok)
 
     (request,) = posts(receiver)
-    assert "Batchsite-Signature" not in request.headers
-    assert request.headers["Batchsite-Event"] == "batch.finished"
+    assert "webhook-signature" not in request.headers
+    assert request.headers["webhook-id"] == str(only_delivery(batch).pk)
+    assert body_of(request)["type"] == "batch.finished"
     assert body_of(request)["batch"]["id"] == str(batch.pk)
     assert only_delivery(batch).status == D.SUCCEEDED
 
@@ -208,7 +207,7 @@ def test_batch_ended__every_terminal_state_notifies_once(account, receiver, hook
     assert batch.is_terminal
     assert ending.split("_")[0] == batch.status
     (request,) = posts(receiver)
-    assert request.headers["Batchsite-Event"] == f"batch.{batch.status}"
+    assert request.headers["webhook-id"] == str(only_delivery(batch).pk)
     body = body_of(request)
     assert body["event"] == f"batch.{batch.status}"
     assert body["batch"]["status"] == batch.status
@@ -224,7 +223,7 @@ def test_batch_ended__a_rerun_that_ends_again_sends_a_new_delivery(account, rece
         services.batch_rerun(batch=batch, which="all", actor="test")
 
     first, second = posts(receiver)
-    assert first.headers["Batchsite-Delivery"] != second.headers["Batchsite-Delivery"]
+    assert first.headers["webhook-id"] != second.headers["webhook-id"]
     assert body_of(first)["event"] == body_of(second)["event"] == "batch.finished"
     assert body_of(second)["batch"]["committed_at"] != body_of(first)["batch"]["committed_at"]
     assert list(WebhookDelivery.objects.filter(batch=batch).values_list("status", flat=True)) == [
@@ -255,7 +254,7 @@ def test_deliver__500_is_retried_by_the_sweep_until_it_lands(account, receiver, 
 
     first, second = posts(receiver)
     assert first.get_data() == second.get_data()
-    assert first.headers["Batchsite-Delivery"] == second.headers["Batchsite-Delivery"]
+    assert first.headers["webhook-id"] == second.headers["webhook-id"] == str(delivery.pk)
     delivery.refresh_from_db()
     assert (delivery.status, delivery.attempts, delivery.last_status_code) == (D.SUCCEEDED, 2, 200)
     assert delivery.last_error == ""
@@ -422,7 +421,7 @@ def test_deliveries_retry_due__hands_out_only_pending_deliveries_that_are_due(
     assert webhooks.deliveries_retry_due(timezone.now()) == 1
 
     (request,) = posts(receiver)
-    assert request.headers["Batchsite-Delivery"] == str(due.pk)
+    assert request.headers["webhook-id"] == str(due.pk)
     due.refresh_from_db()
     assert due.status == D.SUCCEEDED
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 import threading
-import time
+import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.utils import timezone
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from batches import webhooks
 from batches.models import WebhookDelivery
@@ -88,14 +90,22 @@ def test_readme_receiver__verify_refuses_old_timestamps_and_changed_bodies(
     module, url = readme_receiver
     delivery = only_delivery(finished_batch(account, url))
     account.refresh_from_db()
-    header = webhooks.delivery_headers(delivery, account, timezone.now())["Batchsite-Signature"]
     body = delivery.body.encode()
-    verify = module["verify"]
+    verify = module["webhook"].verify
 
-    assert verify(body, header)
-    assert verify(body, header, now=time.time() + 240)
-    assert not verify(body, header, now=time.time() + 400)
-    assert not verify(body, header, now=time.time() - 400)
-    assert not verify(body + b" ", header)
-    assert not verify(body, header.replace("v1=", "v2="))
-    assert not verify(body, "")
+    def headers(seconds_ago: float = 0) -> dict:
+        sent = timezone.now() - timedelta(seconds=seconds_ago)
+        return webhooks.delivery_headers(delivery, account, sent)
+
+    assert verify(body, headers())["id"] == str(delivery.pk)
+    assert verify(body, headers(240))["id"] == str(delivery.pk)
+    for refused in (headers(400), headers(-400)):
+        with pytest.raises(WebhookVerificationError, match="timestamp"):
+            verify(body, refused)
+    with pytest.raises(WebhookVerificationError, match="signature"):
+        verify(body + b" ", headers())
+    other = {**headers(), "webhook-id": str(uuid.uuid4())}
+    with pytest.raises(WebhookVerificationError, match="signature"):
+        verify(body, other)
+    with pytest.raises(WebhookVerificationError, match="headers"):
+        verify(body, {})

@@ -11,7 +11,7 @@ class Command(BaseCommand):
     help = (
         "Make a new webhook secret for ACCOUNT (its name or number). The secret is printed "
         "as the last line and never again. The previous secret keeps signing deliveries "
-        "(as a second v1= in Batchsite-Signature) for BATCHSITE_WEBHOOK_SECRET_OVERLAP_SECONDS."
+        "(a second signature in webhook-signature) for BATCHSITE_WEBHOOK_SECRET_OVERLAP_SECONDS."
     )
 
     def add_arguments(self, parser):
