@@ -113,6 +113,7 @@ def pages(staff, account, django_capture_on_commit_callbacks):
         "item page": staff.get(reverse("dashboard:item-detail", args=[batch.pk, 1])),
         "item fragment": staff.get(reverse("dashboard:item-detail", args=[batch.pk, 1]), **HX),
         "confirm": staff.get(reverse("dashboard:batch-action", args=[live.pk, "cancel"])),
+        "change": staff.get(reverse("dashboard:batch-change", args=[live.pk])),
         "accounts": staff.get(reverse("dashboard:accounts")),
         "key new": staff.get(reverse("dashboard:api-key-create", args=[number])),
         "key created": staff.post(
