@@ -148,29 +148,21 @@ def test_file_item_add__its_own_route_takes_only_a_multipart_form(client_a):
     assert not Item.objects.filter(batch_id=batch["id"]).exists()
 
 
-def test_file_item_add__another_accounts_batch_is_not_found(client_a, client_b):
+@pytest.mark.parametrize(
+    ("caller", "status", "code"),
+    [("client_b", 404, "not_found"), ("anonymous", 401, "not_authenticated")],
+)
+def test_file_item_add__only_the_batchs_account_may_add(request, client_a, caller, status, code):
     batch = stamp_batch(client_a)
+    client = APIClient() if caller == "anonymous" else request.getfixturevalue(caller)
 
-    response = client_b.post(
+    response = client.post(
         f"/api/v1/batches/{batch['id']}/items/file/",
         {"file": SimpleUploadedFile("a.txt", b"x")},
         format="multipart",
     )
 
-    assert_problem(response, 404, "not_found")
-    assert not Item.objects.filter(batch_id=batch["id"]).exists()
-
-
-def test_file_item_add__needs_a_key(client_a):
-    batch = stamp_batch(client_a)
-
-    response = APIClient().post(
-        f"/api/v1/batches/{batch['id']}/items/file/",
-        {"file": SimpleUploadedFile("a.txt", b"x")},
-        format="multipart",
-    )
-
-    assert_problem(response, 401, "not_authenticated")
+    assert_problem(response, status, code)
     assert not Item.objects.filter(batch_id=batch["id"]).exists()
 
 
