@@ -36,6 +36,8 @@ TIME_LIMIT_FIELD = "time_limit"
 ROOT = "payload"
 # A problem's message quotes at most this much of the schema or value it is about.
 MAX_MESSAGE = 200
+# Keywords that describe a value without constraining it (see _annotations_dropped).
+ANNOTATIONS = frozenset({"contentEncoding", "contentMediaType"})
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 TYPE_WORDS = {
     "object": "a JSON object",
@@ -75,8 +77,28 @@ def _compile(job_type: type[JobType]) -> tuple[dict[str, Any], Any, Draft7Valida
             f"{job_type.time_limit:g}, at most {job_type.max_time_limit:g})"
         ),
     }
-    compiled = fastjsonschema.compile(schema, use_formats=False, use_default=False)
+    compiled = fastjsonschema.compile(
+        _annotations_dropped(schema), use_formats=False, use_default=False
+    )
     return schema, compiled, Draft7Validator(schema)
+
+
+def _annotations_dropped(schema: Any) -> Any:
+    """Return `schema` without the keywords draft 7 makes annotations but fastjsonschema checks.
+
+    `contentEncoding` and `contentMediaType` describe a string; jsonschema does not assert
+    them, so neither may the compiled check (`document.verify` checks its base64 itself).
+    """
+    if isinstance(schema, dict):
+        # The keyword's value is a string; a field of that name in `properties` is a schema.
+        return {
+            key: _annotations_dropped(value)
+            for key, value in schema.items()
+            if not (key in ANNOTATIONS and isinstance(value, str))
+        }
+    if isinstance(schema, list):
+        return [_annotations_dropped(value) for value in schema]
+    return schema
 
 
 def schema_problem(job_type: type[JobType]) -> str:
