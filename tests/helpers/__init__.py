@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote_to_bytes
 from wsgiref.util import setup_testing_defaults
 
+from django.db import connection, transaction
 from django.db.models import Count
 
 from batches.models import Batch, BatchEvent, Item
@@ -25,6 +26,20 @@ def recount(batch: Batch) -> dict[str, int]:
     counted.update(dict(rows))
     counted["total"] = sum(counted.values())
     return counted
+
+
+def counts_and_recount(batch: Batch) -> tuple[dict[str, int], dict[str, int]]:
+    """Return the batch's counters and a recount of its items, read in one snapshot.
+
+    For a batch whose workers are still writing: read apart, a slice committed between the
+    two reads would look like a counter out of step.
+    """
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        current = Batch.objects.get(pk=batch.pk)
+        return current.counts(), recount(current)
 
 
 def assert_counters_exact(batch: Batch) -> Batch:
