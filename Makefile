@@ -13,7 +13,7 @@ CHECK_SECRET_KEY ?= $${DJANGO_SECRET_KEY:-checks-only-not-secret}
 # The Python client lives in its own package; installed beside the server when it is there.
 CLIENT := $(wildcard clients/python/pyproject.toml)
 # requirements.txt (runtime) and requirements-dev.txt (runtime + the dev extra) pin every
-# package with its hashes; `make lock` writes them from pyproject.toml. No index URL, link
+# package with its hashes; `make lock` writes them from pyproject.toml. No package source, link
 # or path of the machine that wrote them goes in.
 LOCK_FLAGS := --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url \
 	--no-emit-find-links --no-emit-trusted-host
